@@ -1,0 +1,3 @@
+from pintopic.cli import main
+
+raise SystemExit(main())

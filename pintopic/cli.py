@@ -1,0 +1,171 @@
+"""The ``pintopic`` command: parse arguments, call the library, print. Heavy imports stay inside commands."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _csv_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from pintopic.dataset import ingest
+
+    ingest(
+        args.source, args.run, layout=args.layout, exclude=args.exclude,
+        per_category=args.per_category, min_per_category=args.min_per_category, seed=args.seed,
+        max_pixels=args.max_pixels, workers=args.workers, progress=not args.quiet,
+    )
+    return 0
+
+
+def _cmd_make_crawl(args: argparse.Namespace) -> int:
+    from pintopic.dataset import make_crawl
+
+    summary = make_crawl(args.source, args.out, users=args.users, seed=args.seed)
+    print(f"wrote a crawl of {summary['pins']} pins, {summary['boards']} boards, {summary['users']} users to {args.out}")
+    return 0
+
+
+def _cmd_backbones(args: argparse.Namespace) -> int:
+    from pintopic.features.registry import describe_backbones
+
+    rows = describe_backbones()
+    header = ("name", "model", "dim", "input", "weights", "available")
+    table = [header] + [tuple(str(row[key]) for key in header) for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+    return 0
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from pintopic.features import extract
+
+    folders = extract(
+        args.run, args.backbone, batch_size=args.batch_size, workers=args.workers,
+        device=args.device, dtype=args.dtype, all_rows=args.all, pretrained=not args.no_pretrained,
+        weights=args.weights, runtime=args.runtime, tta=args.tta, progress=not args.quiet,
+    )
+    for folder in folders:
+        print(f"features: {folder}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from pintopic.classify import evaluate
+
+    results = evaluate(
+        args.run, backbones=args.backbone, classifiers=args.classifier, cv=args.cv,
+        test_size=args.test_size, split=args.split, seed=args.seed, progress=not args.quiet,
+    )
+    print((Path(args.run) / "results" / "table.md").read_text())
+    print(f"results: {Path(args.run) / 'results'} ({len(results['rows'])} rows)")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from pintopic.classify.predict import format_predictions, predict
+
+    predictions = predict(args.model_dir, args.inputs, top_k=args.top_k)
+    print(format_predictions(predictions, args.format))
+    return 1 if predictions and all(p.get("error") for p in predictions) else 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pintopic.report import build_report
+
+    print(f"report: {build_report(args.run)}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pintopic.run import run_study
+
+    run_study(args.config, overrides=args.set, progress=not args.quiet)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pintopic", description=__doc__.splitlines()[0])
+    from pintopic import __version__
+
+    parser.add_argument("--version", action="version", version=f"pintopic {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.set_defaults(handler=handler)
+        command.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+        return command
+
+    p = add("ingest", _cmd_ingest, "Scan a collection, verify every image, write RUN/dataset/ (manifest, sample, distribution).")
+    p.add_argument("source", help="crawl folder, folders dataset, or CSV/Parquet table")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--layout", default="auto", choices=["auto", "crawl", "folders", "table"])
+    p.add_argument("--exclude", type=_csv_list, default=["none", "other"], help="categories to drop (comma-separated)")
+    p.add_argument("--per-category", type=int, default=None, help="images sampled per category (default: all)")
+    p.add_argument("--min-per-category", type=int, default=5, help="categories with fewer ok images are left out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-pixels", type=int, default=None, help="larger images get status too_large (default: Pillow's limit)")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPU count)")
+
+    p = add("make-crawl", _cmd_make_crawl, "Turn a folders dataset into a synthetic crawl (user/boards/pins) of the study's shape.")
+    p.add_argument("source", help="folders dataset: SOURCE/<category>/**/<image>")
+    p.add_argument("out", help="output crawl folder")
+    p.add_argument("--users", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+
+    add("backbones", _cmd_backbones, "List backbone presets with dims, input size and weight availability.")
+
+    p = add("extract", _cmd_extract, "Turn sampled images into feature vectors: RUN/features/<key>/.")
+    p.add_argument("run")
+    p.add_argument("--backbone", type=_csv_list, default=["lite0"], help="comma-separated backbone names (see `pintopic backbones`)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=None, help="decoding processes")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="storage type of the vectors")
+    p.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"], help="inference runtime (auto: ONNX Runtime on CPU)")
+    p.add_argument("--all", action="store_true", help="every ok row of the manifest, not only the sample")
+    p.add_argument("--no-pretrained", action="store_true", help="random weights (for tests and speed checks)")
+    p.add_argument("--weights", default=None, help="a local weights file for the (single) backbone")
+    p.add_argument("--tta", default=None, choices=[None, "flip"], help="test-time augmentation averaged into each vector")
+
+    p = add("evaluate", _cmd_evaluate, "The study's protocol: split, grid-searched classifiers, macro-F1 table: RUN/results/.")
+    p.add_argument("run")
+    p.add_argument("--backbone", type=_csv_list, default=None, help="default: every extracted backbone")
+    p.add_argument("--classifier", type=_csv_list, default=["knn", "lsvm", "nn"])
+    p.add_argument("--cv", type=int, default=5)
+    p.add_argument("--test-size", type=float, default=0.2)
+    p.add_argument("--split", default="stratified", help="stratified | group:user | group:board")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = add("predict", _cmd_predict, "Top-k categories for images with a fitted model folder.")
+    p.add_argument("model_dir")
+    p.add_argument("inputs", nargs="+", help="images or folders")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--format", default="table", choices=["table", "json", "csv"])
+
+    p = add("report", _cmd_report, "Write RUN/report.html, a self-contained report of the run.")
+    p.add_argument("run")
+
+    p = add("run", _cmd_run, "Run a whole study from a TOML config (ingest, extract, evaluate, report), reusing finished stages.")
+    p.add_argument("config", nargs="?", default=str(Path(__file__).resolve().parent.parent / "configs" / "demo.toml"))
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. dataset.per_category=20")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from pintopic.errors import PintopicError
+
+    try:
+        return args.handler(args)
+    except PintopicError as error:
+        print(f"pintopic: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pintopic: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,165 @@
+"""Run-folder plumbing shared by every stage: atomic writes, settings hashes, the run lock.
+
+Every output file is written to a temporary name in the same folder and renamed into place, so a
+killed process never leaves a half-written file under its final name.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from pintopic.errors import RunLockedError
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def canonical_json(obj: Any) -> str:
+    """Stable JSON text (sorted keys), so equal settings give equal bytes and equal hashes."""
+    return json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, default=_json_default) + "\n"
+
+
+def settings_hash(settings: Any, length: int = 10) -> str:
+    """Short hex digest of settings; part of folder keys and stage-completion checks."""
+    return hashlib.sha256(canonical_json(settings).encode()).hexdigest()[:length]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, canonical_json(obj))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_parquet(path: str | os.PathLike, table) -> None:
+    """Write a pyarrow Table (or pandas DataFrame) atomically, deterministically (no pandas index)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not isinstance(table, pa.Table):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    table = table.replace_schema_metadata(None)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def write_npy(path: str | os.PathLike, array) -> None:
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+
+
+def write_if_changed(path: str | os.PathLike, data: bytes) -> bool:
+    """Write only when the content differs, so reruns leave files (and mtimes) untouched."""
+    path = Path(path)
+    if path.exists() and path.read_bytes() == data:
+        return False
+    write_bytes(path, data)
+    return True
+
+
+def stage_is_complete(marker: str | os.PathLike, settings: Any) -> bool:
+    """True when ``marker`` (a JSON file written last by a stage) records exactly these settings."""
+    marker = Path(marker)
+    if not marker.exists():
+        return False
+    try:
+        return read_json(marker).get("settings_hash") == settings_hash(settings)
+    except (ValueError, OSError):
+        return False
+
+
+class RunLock:
+    """An exclusive, kernel-held lock on a run folder (``flock``; released even on SIGKILL).
+
+    A second process gets :class:`RunLockedError` at once, naming the holder's pid and command.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.path = Path(run_dir) / ".lock"
+        self._handle = None
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "an unknown process"
+            handle.close()
+            raise RunLockedError(f"run folder {self.path.parent} is in use by {holder}; wait for it to finish") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} ({' '.join(_command_line())})")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+
+def _command_line() -> list[str]:
+    try:
+        return Path("/proc/self/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1][:6]
+    except OSError:
+        return ["python"]
+
+
+def run_paths(run_dir: str | os.PathLike) -> dict[str, Path]:
+    """The run-folder contract: where each stage writes."""
+    run = Path(run_dir)
+    return {
+        "run": run,
+        "dataset": run / "dataset",
+        "features": run / "features",
+        "results": run / "results",
+        "report": run / "report.html",
+    }

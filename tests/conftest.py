@@ -1,0 +1,59 @@
+"""Shared fixtures: real-data locations (fail under CI when missing, skip elsewhere) and tiny images."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+OPENCLIPART = Path("/usr/share/openclipart/png")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        message = f"{what} not found at {path}"
+        if IN_CI:
+            pytest.fail(message + " (required under CI=true)")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def natural_images() -> Path:
+    """../shared/data/natural-images: 6,899 real photos in 8 class folders."""
+    return _require(SHARED_DATA / "natural-images", "shared natural-images data")
+
+
+@pytest.fixture(scope="session")
+def openclipart() -> Path:
+    """Debian's openclipart-png collection (apt-get install openclipart-png)."""
+    return _require(OPENCLIPART, "Debian's openclipart-png")
+
+
+def make_image(path: Path, color=(200, 30, 30), size=(48, 40), fmt: str | None = None, seed: int | None = None) -> Path:
+    """Write a small image; with ``seed``, add noise so different seeds give different contents."""
+    import numpy as np
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = np.empty((size[1], size[0], 3), dtype=np.uint8)
+    array[:] = color
+    if seed is not None:
+        rng = np.random.default_rng(seed)
+        array = np.clip(array.astype(int) + rng.integers(-40, 40, array.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(array).save(path, format=fmt)
+    return path
+
+
+@pytest.fixture
+def tiny_folders(tmp_path: Path) -> Path:
+    """A folders dataset: 3 categories x 12 distinct noisy images of clearly different colours."""
+    root = tmp_path / "folders"
+    colors = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+    for c_index, (name, color) in enumerate(colors.items()):
+        for i in range(12):
+            make_image(root / name / f"img_{i:02d}.png", color=color, seed=c_index * 100 + i)
+    return root
