@@ -77,7 +77,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from pintopic.report import build_report
 
-    print(f"report: {build_report(args.run)}")
+    report = build_report(args.run)
+    print(f"report: {report}")
+    if args.screenshot:
+        from pintopic.report.screenshot import screenshot
+
+        print(f"screenshot: {screenshot(report, args.screenshot, height=args.screenshot_height)}")
     return 0
 
 
@@ -150,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("report", _cmd_report, "Write RUN/report.html, a self-contained report of the run.")
     p.add_argument("run")
+    p.add_argument("--screenshot", metavar="PNG", help="also save a headless-Chromium screenshot of the report's top part")
+    p.add_argument("--screenshot-height", type=int, default=900, metavar="PIXELS", help="screenshot height (width 1280)")
 
     p = add("run", _cmd_run, "Run a whole study from a TOML config (ingest, extract, evaluate, report), reusing finished stages.")
     p.add_argument("config", nargs="?", default=str(Path(__file__).resolve().parent.parent / "configs" / "demo.toml"))

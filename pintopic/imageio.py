@@ -2,12 +2,17 @@
 
 Ingest, extraction, prediction and the report all decode through :func:`load_rgb`, so an image that
 ingest called ``ok`` is decoded identically later, and a bad one gets one of the statuses below.
+
+The pixel limit is checked from the header, before any pixel buffer is allocated, so a 600-megapixel
+PNG costs a few hundred bytes of reading, not gigabytes of memory.
 """
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 #: Pillow's own decompression-bomb limit, the default for ``too_large``.
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -18,73 +23,161 @@ STATUSES = (
     "missing_image", "bad_metadata", "no_category", "excluded_category", "duplicate", "conflict",
 )
 
+#: The statuses decoding itself can give (everything else comes from the listing or from cleaning).
+DECODE_STATUSES = ("ok", "empty", "truncated", "not_an_image", "unsupported", "too_large")
+
+#: Raster formats identified by their magic bytes. Formats without a reliable signature (TGA, PCX)
+#: are only tried when the file name says so, so random bytes are never "identified" as an image.
+_SIGNED_FORMATS = (
+    "JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP", "DIB", "TIFF", "ICO", "ICNS", "PPM", "JPEG2000",
+    "PSD", "QOI", "SGI", "DDS", "XPM",
+)
+_FORMATS_BY_SUFFIX = {".tga": "TGA", ".icb": "TGA", ".vda": "TGA", ".vst": "TGA", ".pcx": "PCX"}
+
+#: ``Image.MAX_IMAGE_PIXELS`` is process-global; it is lifted only around ``Image.open`` (which reads
+#: the header) and only under this lock, so threads (the HTTP server) never see each other's value.
+_OPEN_LOCK = threading.Lock()
+
 
 class ImageError(Exception):
-    """A file that cannot be used as an image; ``status`` is one of :data:`STATUSES`."""
+    """A file that cannot be used as an image; ``status`` is one of :data:`STATUSES`.
 
-    def __init__(self, status: str, detail: str):
+    ``size`` is the (width, height) the header declared, when it was read (e.g. for ``too_large``).
+    """
+
+    def __init__(self, status: str, detail: str, size: tuple[int, int] | None = None):
         super().__init__(f"{status}: {detail}")
         self.status = status
         self.detail = detail
+        self.size = size
 
 
 def _looks_like_svg(head: bytes) -> bool:
-    text = head.lstrip().lower()
-    return text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in text)
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return text.startswith(b"<svg") or (text.startswith((b"<?xml", b"<!--", b"<!doctype svg")) and b"<svg" in text)
 
 
-def load_rgb(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS, draft_size: int | None = None):
+def _unsupported_kind(head: bytes, suffix: str) -> str | None:
+    """A name for files that are images (or documents) in a format pintopic does not decode."""
+    if _looks_like_svg(head) or suffix in (".svg", ".svgz"):
+        return "SVG (vector) images are not decoded"
+    if head.startswith(b"%PDF"):
+        return "a PDF document, not decoded"
+    if head.startswith((b"%!PS", b"\xc5\xd0\xd3\xc6")):
+        return "PostScript/EPS is not decoded"
+    return None
+
+
+def _unidentified(head: bytes) -> ImageError:
+    """The error for a file no decoder recognised: an undecodable image format, or not an image at all."""
+    if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"):
+        return ImageError("unsupported", "HEIF/HEIC images are not decoded (convert them to JPEG or PNG)")
+    return ImageError("not_an_image", _not_an_image_detail(head))
+
+
+def _not_an_image_detail(head: bytes) -> str:
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        return "an HTML page, not an image"
+    if text.startswith((b"{", b"[")):
+        return "JSON text, not an image"
+    return "no image format recognised"
+
+
+def load_rgb(path: str | os.PathLike | bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, draft_size: int | None = None):
     """Decode ``path`` fully into an RGB :class:`PIL.Image.Image`.
 
     EXIF orientation is applied, transparency is composited on white, palette/CMYK/16-bit/grey
     become 8-bit RGB, animations give their first frame. ``draft_size`` lets JPEG decode at a
-    reduced scale that still covers ``draft_size`` pixels on both sides. Raises :class:`ImageError`.
+    reduced scale (1/2, 1/4 or 1/8, dividing both sides exactly) that still covers ``draft_size``
+    pixels on both sides. Raises :class:`ImageError`.
     """
-    from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+    name = os.fsdecode(path) if isinstance(path, bytes) else str(path)
+    try:
+        handle = open(path, "rb")
+    except IsADirectoryError:
+        raise ImageError("not_an_image", "a directory, not an image file") from None
+    except FileNotFoundError:
+        raise ImageError("missing_image", "file not found") from None
+    except OSError as error:
+        raise ImageError("truncated", f"cannot be read: {error.strerror or error}") from None
+    with handle:
+        return load_rgb_from(handle, name=name, max_pixels=max_pixels, draft_size=draft_size)
+
+
+def load_rgb_from(stream: BinaryIO, *, name: str = "", max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                  draft_size: int | None = None):
+    """:func:`load_rgb` for an open binary stream (``name`` only helps recognise the format)."""
+    from PIL import Image, ImageFile, UnidentifiedImageError
 
     ImageFile.LOAD_TRUNCATED_IMAGES = False
-    path = Path(path)
+    suffix = Path(name).suffix.lower()
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(512)
-            if not head:
-                raise ImageError("empty", "file has 0 bytes")
-            if _looks_like_svg(head) or path.suffix.lower() in (".svg", ".svgz"):
-                raise ImageError("unsupported", "SVG (vector) images are not decoded")
-            handle.seek(0)
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    previous_limit = Image.MAX_IMAGE_PIXELS
-                    Image.MAX_IMAGE_PIXELS = None  # checked below from the header, before any pixel is allocated
-                    try:
-                        image = Image.open(handle)
-                    finally:
-                        Image.MAX_IMAGE_PIXELS = previous_limit
-            except UnidentifiedImageError:
-                if head.lstrip().lower().startswith((b"<!doctype html", b"<html")):
-                    raise ImageError("not_an_image", "an HTML page, not an image") from None
-                raise ImageError("not_an_image", "no image format recognised") from None
-            width, height = image.size
-            if max_pixels is not None and width * height > max_pixels:
-                raise ImageError("too_large", f"{width}x{height} = {width * height} pixels > {max_pixels}")
-            if width < 1 or height < 1:
-                raise ImageError("truncated", f"invalid size {width}x{height}")
-            if draft_size and image.format == "JPEG":
-                image.draft("RGB", (draft_size, draft_size))
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    image.load()
-            except (OSError, SyntaxError, ValueError, EOFError) as error:
-                raise ImageError("truncated", f"decoding failed: {error}") from None
-            return to_rgb(ImageOps.exif_transpose(image))
+        head = stream.read(512)
+        if not head:
+            raise ImageError("empty", "file has 0 bytes")
+        unsupported = _unsupported_kind(head, suffix)
+        if unsupported:
+            raise ImageError("unsupported", unsupported)
+        stream.seek(0)
+        formats = _SIGNED_FORMATS + ((_FORMATS_BY_SUFFIX[suffix],) if suffix in _FORMATS_BY_SUFFIX else ())
+        try:
+            with _OPEN_LOCK, warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                previous_limit = Image.MAX_IMAGE_PIXELS
+                Image.MAX_IMAGE_PIXELS = None  # checked below from the header, before any pixel is allocated
+                try:
+                    image = Image.open(stream, formats=formats)
+                finally:
+                    Image.MAX_IMAGE_PIXELS = previous_limit
+        except UnidentifiedImageError:
+            raise _unidentified(head) from None
+        width, height = image.size
+        if max_pixels is not None and width * height > max_pixels:
+            raise ImageError("too_large", f"{width}x{height} = {width * height:,} pixels > {max_pixels:,}", (width, height))
+        if width < 1 or height < 1:
+            raise ImageError("truncated", f"invalid size {width}x{height}", (width, height))
+        if draft_size and image.format == "JPEG":
+            # Only scales that divide both sides exactly: a rounded-up size shifts the geometry by up to half
+            # a pixel, which costs more than 1/255 mean error after resizing on detailed photos.
+            scale = next((s for s in (8, 4, 2) if width % s == 0 and height % s == 0
+                          and min(width, height) // s >= draft_size), 1)
+            if scale > 1:
+                image.draft("RGB", (width // scale, height // scale))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                image.load()
+        except OSError as error:
+            text = str(error)
+            if "decoder" in text and "not available" in text:
+                raise ImageError("unsupported", f"{image.format}: {text}", (width, height)) from None
+            raise ImageError("truncated", f"decoding failed: {text}", (width, height)) from None
+        except (SyntaxError, ValueError, EOFError, IndexError, TypeError) as error:
+            raise ImageError("truncated", f"decoding failed: {error}", (width, height)) from None
+        return to_rgb(_apply_orientation(image))
     except ImageError:
         raise
     except MemoryError:
         raise ImageError("too_large", "not enough memory to decode") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as error:
         raise ImageError("truncated", f"decoding failed: {error}") from None
+
+
+def _apply_orientation(image):
+    """Rotate/flip by the EXIF orientation tag; a damaged EXIF block leaves the pixels as stored."""
+    from PIL import Image
+
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # EXIF parsing raises many types on damaged blocks; the pixels are still fine
+        return image
+    method = {
+        2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_90,
+    }.get(orientation)
+    return image.transpose(method) if method is not None else image
 
 
 def to_rgb(image):
@@ -93,11 +186,11 @@ def to_rgb(image):
 
     if image.mode == "RGB":
         return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if image.mode.startswith(("I", "F")):
         import numpy as np
 
         array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if array.max() > 255 else 255.0
+        peak = 65535.0 if array.size and array.max() > 255 else 255.0
         image = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype("uint8"), "L")
     if image.mode == "P":
         image = image.convert("RGBA") if "transparency" in image.info else image.convert("RGB")
@@ -108,3 +201,4 @@ def to_rgb(image):
         background.paste(image, mask=image.getchannel("A"))
         return background
     return image.convert("RGB")
+

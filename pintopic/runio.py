@@ -17,6 +17,10 @@ from typing import Any, Iterator
 from pintopic.errors import RunLockedError
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def _json_default(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
@@ -49,6 +53,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs are meant to be shared
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -122,8 +127,15 @@ class RunLock:
         self.path = Path(run_dir) / ".lock"
         self._handle = None
 
+    #: lock files this process already holds -> nesting depth (a stage called inside `pintopic run`)
+    _held: dict[str, int] = {}
+
     def __enter__(self) -> "RunLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        key = str(self.path.resolve())
+        if key in RunLock._held:
+            RunLock._held[key] += 1
+            return self
         handle = open(self.path, "a+")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -137,9 +149,15 @@ class RunLock:
         handle.write(f"pid {os.getpid()} ({' '.join(_command_line())})")
         handle.flush()
         self._handle = handle
+        RunLock._held[key] = 1
         return self
 
     def __exit__(self, *exc) -> None:
+        key = str(self.path.resolve())
+        if self._handle is None and RunLock._held.get(key, 0) > 1:
+            RunLock._held[key] -= 1
+            return
+        RunLock._held.pop(key, None)
         if self._handle is not None:
             fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
             self._handle.close()

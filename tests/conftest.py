@@ -57,3 +57,16 @@ def tiny_folders(tmp_path: Path) -> Path:
         for i in range(12):
             make_image(root / name / f"img_{i:02d}.png", color=color, seed=c_index * 100 + i)
     return root
+
+
+@pytest.fixture(scope="session")
+def openclipart_run(openclipart: Path, tmp_path_factory) -> Path:
+    """A run folder holding ``pintopic ingest`` of openclipart-png (every ok image, categories with 40+ ok).
+
+    Ingested once per test session (about 10-30 s on 2 cores); tests must treat it as read-only.
+    """
+    from pintopic.dataset import ingest
+
+    run = tmp_path_factory.mktemp("openclipart-run")
+    ingest(openclipart, run, per_category=None, min_per_category=40, seed=0, progress=False)
+    return run

@@ -1,11 +1,20 @@
 """Dataset stage: scan a collection (crawl, folders, table), verify every image, sample per category.
 
-Public API: :func:`ingest`, :func:`make_crawl`, :func:`load_manifest`, :func:`load_sample`, :func:`image_file`.
+Public API: :func:`ingest`, :func:`make_crawl`, :func:`load_manifest`, :func:`load_sample`, :func:`image_file`,
+:func:`distribution_png`. Modules: ``layouts`` (scanners, auto-detection), ``verify`` (parallel decode-verify),
+``cleaning`` (statuses, duplicates, conflicts), ``sampling``, ``distribution``, ``ingest``, ``makecrawl``.
+The formats are documented in ``docs/data-format.md``.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from pintopic.dataset.distribution import distribution_png
+from pintopic.dataset.ingest import ingest
+from pintopic.dataset.makecrawl import make_crawl
+
+__all__ = ["ingest", "make_crawl", "load_manifest", "load_sample", "image_file", "distribution_png"]
 
 
 def load_manifest(run_dir: str | os.PathLike):

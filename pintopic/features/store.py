@@ -3,10 +3,14 @@
 Layout of ``RUN/features/<key>/``::
 
     part-00000.npy      float32/float16 array (rows, dim)
-    ids-00000.parquet   one column ``image_id``: the id of each row of the same-numbered part
-    meta.json           spec, dim, dtype, n_rows, ids_sha256, shard_rows, ... written last
+    failed-00000.json   the shard's planned images that failed to decode: [{image_id, status, reason, path}]
+    ids-00000.parquet   one column ``image_id``: the id of each row of the same-numbered part (written last
+                        of the three, so its presence marks the shard finished)
+    meta.json           spec, key, dim, dtype, n_rows, ids_sha256, shard_rows, preprocessing, runtime,
+                        weights source and checksum, failed, versions, settings_hash ... written last
 
-A store is complete when ``meta.json`` exists; readers check the ids against ``ids_sha256``.
+Shard ``i`` covers planned rows ``[i * shard_rows, (i + 1) * shard_rows)`` of the image_id-sorted sample,
+less its failures. A store is complete when ``meta.json`` exists; readers check the ids against ``ids_sha256``.
 """
 from __future__ import annotations
 

@@ -1,0 +1,30 @@
+# The newcomer's two commands: `make demo` (set up + run the built-in demo) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := openclipart-png chromium
+
+.PHONY: demo test setup apt-data clean-demo
+
+demo: setup apt-data
+	$(BIN)/pintopic run configs/demo.toml
+
+test: setup apt-data
+	$(BIN)/python -m pytest -q
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps -e .
+	touch $@
+
+# Debian's clip-art (the demo's data and an integration-test set) and Chromium (report screenshots).
+apt-data:
+	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get install -y -q $(APT_PACKAGES) || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(APT_PACKAGES); }; }
+
+clean-demo:
+	rm -rf runs/demo

@@ -1,0 +1,131 @@
+"""Extraction pipeline vs the model alone (issue 8 part 1); prints one JSON object.
+
+    python benchmarks/extract.py --backbone lite0 --data ../shared/data/natural-images
+
+Ingests DATA into a run folder (kept in --work so reruns reuse the scan), then measures side by side:
+model-only images/s on already-decoded tensors (PyTorch eager and ONNX Runtime, same batch size and
+threads) and end-to-end images/s of ``extract`` (read, decode, preprocess, forward, write).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def machine_info() -> dict:
+    from pintopic.features.extraction import _library_versions
+    from pintopic.features.onnx_runtime import cpu_threads
+
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores_usable": cpu_threads(), "load_average_at_start": os.getloadavg(),
+            "python": platform.python_version(), "platform": platform.platform(), "versions": _library_versions()}
+
+
+def model_only(runner, batch, repeats: int) -> float:
+    runner(batch)  # warm-up
+    started = time.perf_counter()
+    for _ in range(repeats):
+        runner(batch)
+    return repeats * len(batch) / (time.perf_counter() - started)
+
+
+def measure(name: str, run: Path, sample, args) -> dict:
+    """Model-only (ORT, eager) and end-to-end images/s for one backbone, interleaved to share the noise."""
+    import numpy as np
+
+    from pintopic.dataset import image_file
+    from pintopic.features import extract
+    from pintopic.features.extraction import prepared_backbone
+    from pintopic.features.onnx_runtime import TorchRunner
+    from pintopic.features.preprocess import ImagePreprocessor
+
+    started = time.perf_counter()
+    backbone, onnx_runner = prepared_backbone(name, pretrained=args.pretrained, runtime="auto", device="cpu")
+    setup_s = time.perf_counter() - started
+    torch_runner = TorchRunner(backbone, "cpu")
+    preprocess = ImagePreprocessor(backbone.preprocessing)
+    batch = np.stack([preprocess(image_file(row)) for _, row in sample.head(args.batch_size).iterrows()])
+
+    figures = {onnx_runner.name: [], "torch_eager": []}
+    figures[onnx_runner.name].append(model_only(onnx_runner, batch, args.repeats))
+    figures["torch_eager"].append(model_only(torch_runner, batch, max(1, args.repeats // 2)))
+    end_to_end = []
+    for _ in range(args.e2e_repeats):
+        for folder in (run / "features").glob("*"):
+            shutil.rmtree(folder)
+        started = time.perf_counter()
+        extract(run, name, pretrained=args.pretrained, batch_size=args.batch_size, workers=args.workers,
+                runtime="auto", device="cpu", progress=False)
+        end_to_end.append(len(sample) / (time.perf_counter() - started))
+        figures[onnx_runner.name].append(model_only(onnx_runner, batch, args.repeats))
+    model_only_ips = {key: float(np.mean(values)) for key, values in figures.items()}
+    fastest = max(model_only_ips.values())
+    e2e = float(np.mean(end_to_end))
+    return {
+        "model": backbone.spec.model, "setup_seconds": round(setup_s, 2),
+        "model_only_images_per_s": {key: round(value, 1) for key, value in model_only_ips.items()},
+        "model_only_samples": {key: [round(v, 1) for v in values] for key, values in figures.items()},
+        "end_to_end_images_per_s": round(e2e, 1), "end_to_end_samples": [round(v, 1) for v in end_to_end],
+        "ratio_to_fastest_model_only": round(e2e / fastest, 3), "goal_met": e2e / fastest >= 0.85,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="lite0", help="comma-separated; each is measured on the same ingest")
+    parser.add_argument("--e2e-repeats", type=int, default=2, help="end-to-end extractions per backbone")
+    parser.add_argument("--data", required=True, help="a folders dataset (e.g. natural-images, openclipart png)")
+    parser.add_argument("--per-category", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: extract's)")
+    parser.add_argument("--repeats", type=int, default=4, help="batches timed for each model-only figure")
+    parser.add_argument("--pretrained", action="store_true", help="real weights (default: random, same speed)")
+    parser.add_argument("--work", default=None, help="keep the run here (a rerun then reuses the ingest); default: a fresh temp folder")
+    args = parser.parse_args(argv)
+
+    from pintopic.dataset import ingest, load_sample
+    from pintopic.features.extraction import default_workers
+    from pintopic.features.onnx_runtime import cpu_threads
+
+    data = Path(args.data).resolve()
+    run = Path(args.work or tempfile.mkdtemp(prefix="pintopic-bench-")) / f"{data.name}-{args.per_category}"
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON
+        summary = ingest(data, run, per_category=args.per_category, min_per_category=1, seed=0, progress=False)
+    ingest_s = time.perf_counter() - started
+    scanned = summary.get("counts", {}).get("found")
+
+    sample = load_sample(run)
+    workers = default_workers() if args.workers is None else args.workers
+    result = {
+        "benchmark": "extract", "data": str(data), "images": len(sample), "batch_size": args.batch_size,
+        "threads": cpu_threads(), "workers": workers, "pretrained": args.pretrained,
+        "ingest": {"seconds": round(ingest_s, 2), "files_scanned": scanned,
+                   "files_per_s": round(scanned / ingest_s, 1) if scanned else None},
+        "backbones": {}, "goal": 0.85,
+    }
+    for name in [item.strip() for item in args.backbone.split(",") if item.strip()]:
+        result["backbones"][name] = measure(name, run, sample, args)
+    result["goal_met"] = all(entry["goal_met"] for entry in result["backbones"].values())
+    result["machine"] = machine_info()
+    json.dump(result, sys.stdout, indent=2)
+    print()
+    if not args.work:
+        shutil.rmtree(run.parent, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

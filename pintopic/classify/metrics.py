@@ -1,0 +1,30 @@
+"""Scores of one classifier on the test part: macro-F1 (headline), accuracy, per category, confusion."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def classification_summary(y_true, y_pred, categories) -> dict:
+    """Macro-F1, accuracy, per-category precision/recall/F1/support and the confusion matrix (rows: true)."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    categories = list(categories)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=categories, zero_division=0)
+    return {
+        "f1_macro": float(f1_score(y_true, y_pred, labels=categories, average="macro", zero_division=0)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "per_category": {
+            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for name, p, r, f, s in zip(categories, precision, recall, f1, support)
+        },
+        "confusion": confusion_matrix(y_true, y_pred, labels=categories).astype(np.int64),
+    }
+
+
+def confusion_csv(confusion: np.ndarray, categories) -> str:
+    """The confusion matrix as CSV with category names on both axes (rows: true, columns: predicted)."""
+    categories = list(categories)
+    lines = ["true\\predicted," + ",".join(categories)]
+    lines += [name + "," + ",".join(str(int(v)) for v in row) for name, row in zip(categories, confusion)]
+    return "\n".join(lines) + "\n"

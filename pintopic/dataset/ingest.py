@@ -1,0 +1,333 @@
+"""``pintopic ingest``: scan a collection, decode-verify every image, clean, sample, write ``RUN/dataset/``.
+
+Reruns are cheap. ``dataset.json`` records a fingerprint of the source listing (relative paths,
+sizes, mtimes, labels), the settings and a SHA-256 of every output:
+
+* same listing and settings, outputs intact: nothing is decoded and no file is written;
+* other sampling or exclusion settings: the decode results cached in ``manifest.parquet`` are reused
+  (nothing is decoded) and only the changed outputs are rewritten;
+* a changed source: only files whose path, size or mtime changed are decoded again.
+
+Outputs are deterministic (rows sorted by ``image_id``, no timestamps), so the same source and
+settings give byte-identical ``manifest.parquet`` and ``sample.parquet`` in any run folder.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterable
+
+from pintopic import __version__
+from pintopic.categories import normalize_category
+from pintopic.dataset.cleaning import assign_statuses, cached_decode
+from pintopic.dataset.distribution import distribution_csv, distribution_png
+from pintopic.dataset.layouts import LAYOUTS, Listing, detect_layout, display, scan
+from pintopic.dataset.sampling import select_sample
+from pintopic.dataset.verify import Verified, default_workers, verify_files
+from pintopic.errors import PintopicError, RunLockedError
+from pintopic.imageio import DEFAULT_MAX_PIXELS, STATUSES
+from pintopic.runio import RunLock, canonical_json, read_json, settings_hash, write_if_changed, write_parquet
+
+OUTPUTS = ("manifest.parquet", "sample.parquet", "distribution.csv", "distribution.png")
+
+#: Manifest columns (the sample has the same). ``abspath`` is the exact path to open (bytes);
+#: ``file_size``/``mtime_ns`` let a rerun reuse a file's decode result when it did not change.
+MANIFEST_COLUMNS = ("image_id", "path", "abspath", "user", "board", "pin", "category", "status", "reason_detail",
+                    "sha256", "width", "height", "file_size", "mtime_ns")
+
+
+def manifest_schema():
+    import pyarrow as pa
+
+    return pa.schema([
+        ("image_id", pa.string()), ("path", pa.string()), ("abspath", pa.binary()), ("user", pa.string()),
+        ("board", pa.string()), ("pin", pa.string()), ("category", pa.string()), ("status", pa.string()),
+        ("reason_detail", pa.string()), ("sha256", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
+        ("file_size", pa.int64()), ("mtime_ns", pa.int64()),
+    ])
+
+
+def _table(rows: list[dict]):
+    import pyarrow as pa
+
+    schema = manifest_schema()
+    return pa.table({name: [row[name] for row in rows] for name in schema.names}, schema=schema)
+
+
+def _parquet_bytes(table) -> bytes:
+    with tempfile.TemporaryDirectory(prefix="pintopic-") as folder:
+        path = Path(folder) / "table.parquet"
+        write_parquet(path, table)
+        return path.read_bytes()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class _Lock:
+    """The run lock, unless this process already holds it (``pintopic run`` locks, then calls ingest)."""
+
+    def __init__(self, run_dir: Path):
+        self.lock = RunLock(run_dir)
+        self.held = False
+
+    def __enter__(self):
+        try:
+            self.lock.__enter__()
+            self.held = True
+        except RunLockedError:
+            try:
+                holder = self.lock.path.read_text()
+            except OSError:
+                holder = ""
+            if not holder.startswith(f"pid {os.getpid()} "):
+                raise
+        return self
+
+    def __exit__(self, *exc):
+        if self.held:
+            self.lock.__exit__(*exc)
+
+
+def _normalise_exclude(exclude) -> list[str]:
+    if exclude is None:
+        return []
+    if isinstance(exclude, str):
+        exclude = exclude.split(",")
+    names = {normalize_category(str(item)) for item in exclude}
+    return sorted(name for name in names if name)
+
+
+def _check_settings(layout, per_category, min_per_category, seed, max_pixels, workers):
+    if layout not in ("auto",) + LAYOUTS:
+        raise PintopicError(f"unknown layout {layout!r}; use one of auto, {', '.join(LAYOUTS)}")
+    if per_category is not None and int(per_category) < 1:
+        raise PintopicError("--per-category must be at least 1 (leave it out to keep every ok image)")
+    if int(min_per_category) < 0:
+        raise PintopicError("--min-per-category cannot be negative")
+    if max_pixels is not None and int(max_pixels) < 1:
+        raise PintopicError("--max-pixels must be at least 1")
+    if workers is not None and int(workers) < 1:
+        raise PintopicError("--workers must be at least 1")
+    try:
+        int(seed)
+    except (TypeError, ValueError):
+        raise PintopicError(f"--seed must be an integer, not {seed!r}") from None
+
+
+def ingest(source, run_dir, *, layout: str = "auto", exclude: Iterable[str] | str | None = ("none", "other"),
+           per_category: int | None = None, min_per_category: int = 5, seed: int = 0, max_pixels: int | None = None,
+           workers: int | None = None, progress: bool = True) -> dict:
+    """Scan ``source``, verify every image, clean, sample; write ``run_dir/dataset/``; return dataset.json's content."""
+    _check_settings(layout, per_category, min_per_category, seed, max_pixels, workers)
+    source_path = Path(os.path.abspath(os.path.expanduser(os.fsdecode(source))))
+    if not source_path.exists():
+        raise PintopicError(f"source {source_path} does not exist")
+    resolved_layout = detect_layout(source_path) if layout == "auto" else layout
+    arguments = {
+        "source": display(os.fsencode(source_path)), "layout": layout, "exclude": _normalise_exclude(exclude),
+        "per_category": None if per_category is None else int(per_category),
+        "min_per_category": int(min_per_category), "seed": int(seed),
+        "max_pixels": DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels),
+    }
+    run = Path(run_dir)
+    dataset_dir = run / "dataset"
+    run.mkdir(parents=True, exist_ok=True)
+    with _Lock(run):
+        started = time.perf_counter()
+        listing = scan(source_path, resolved_layout)
+        fingerprint = listing.fingerprint()
+        key = {"version": __version__, "arguments": arguments, "layout": resolved_layout, "listing": fingerprint}
+        stage_hash = settings_hash(key, length=16)
+        previous = _read_previous(dataset_dir)
+        if previous and previous.get("settings_hash") == stage_hash and _outputs_intact(dataset_dir, previous):
+            _print_summary(previous, listing, None, up_to_date=True)
+            return previous
+        record = _build(listing, arguments, resolved_layout, fingerprint, stage_hash, dataset_dir, previous,
+                        workers, progress, started)
+        return record
+
+
+def _read_previous(dataset_dir: Path) -> dict | None:
+    path = dataset_dir / "dataset.json"
+    if not path.exists():
+        return None
+    try:
+        data = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _outputs_intact(dataset_dir: Path, record: dict) -> bool:
+    hashes = record.get("outputs") or {}
+    for name in OUTPUTS:
+        path = dataset_dir / name
+        if name not in hashes or not path.exists() or _sha256(path.read_bytes()) != hashes[name]:
+            return False
+    return True
+
+
+def _load_cache(dataset_dir: Path, previous: dict | None) -> tuple[dict, int | None]:
+    """{image_id: (file_size, mtime_ns, Verified)} from the previous manifest, when it matches its record."""
+    path = dataset_dir / "manifest.parquet"
+    if not previous or not path.exists():
+        return {}, None
+    try:
+        if _sha256(path.read_bytes()) != (previous.get("outputs") or {}).get("manifest.parquet"):
+            return {}, None
+        import pyarrow.parquet as pq
+
+        columns = ["image_id", "status", "reason_detail", "sha256", "width", "height", "file_size", "mtime_ns"]
+        rows = pq.read_table(path, columns=columns).to_pylist()
+    except Exception:  # a damaged or foreign manifest: decode everything again
+        return {}, None
+    cache = {}
+    for row in rows:
+        verified = cached_decode(row)
+        if verified is not None and row["file_size"] is not None:
+            cache[row["image_id"]] = (row["file_size"], row["mtime_ns"], verified)
+    return cache, (previous.get("arguments") or {}).get("max_pixels")
+
+
+def _reusable(verified: Verified, previous_max: int | None, max_pixels: int) -> bool:
+    if previous_max == max_pixels:
+        return True
+    if verified.status == "ok":
+        return verified.width is not None and verified.width * verified.height <= max_pixels
+    return verified.status in ("empty", "not_an_image", "unsupported")
+
+
+def _build(listing: Listing, arguments: dict, layout: str, fingerprint: str, stage_hash: str, dataset_dir: Path,
+           previous: dict | None, workers: int | None, progress: bool, started: float) -> dict:
+    max_pixels = arguments["max_pixels"]
+    entries = listing.entries
+    cache, previous_max = _load_cache(dataset_dir, previous)
+    decoded: list[Verified | None] = [None] * len(entries)
+    todo: list[int] = []
+    for index, entry in enumerate(entries):
+        if not entry.decode or entry.status in ("outside_root", "missing_image"):
+            continue
+        hit = cache.get(entry.image_id)
+        if hit and hit[0] == entry.size and hit[1] == entry.mtime_ns and _reusable(hit[2], previous_max, max_pixels):
+            decoded[index] = hit[2]
+        else:
+            todo.append(index)
+    workers = default_workers() if workers is None else int(workers)
+    decode_started = time.perf_counter()
+    results = verify_files([entries[i].abspath for i in todo], max_pixels=max_pixels, workers=workers,
+                           sizes=[entries[i].size for i in todo], progress=progress)
+    for index, result in zip(todo, results):
+        decoded[index] = result
+    decode_seconds = time.perf_counter() - decode_started
+
+    rows = assign_statuses(entries, decoded, arguments["exclude"])
+    rows.sort(key=lambda row: row["image_id"])
+    selected, left_out, sampled = select_sample(
+        ((row["image_id"], row["category"]) for row in rows if row["status"] == "ok"),
+        per_category=arguments["per_category"], min_per_category=arguments["min_per_category"], seed=arguments["seed"],
+    )
+    chosen = set(selected)
+    sample_rows = [row for row in rows if row["image_id"] in chosen]
+
+    by_status = {status: 0 for status in STATUSES}
+    found_by_category: dict[str, int] = {}
+    ok_by_category: dict[str, int] = {}
+    for row in rows:
+        by_status[row["status"]] = by_status.get(row["status"], 0) + 1
+        category = row["category"]
+        if category is not None and category not in arguments["exclude"]:
+            found_by_category[category] = found_by_category.get(category, 0) + 1
+            ok_by_category.setdefault(category, 0)
+            if row["status"] == "ok":
+                ok_by_category[category] += 1
+    distribution = [{"category": c, "count": ok_by_category[c], "found": found_by_category[c], "sampled": sampled.get(c, 0)}
+                    for c in ok_by_category]
+
+    outputs = {
+        "manifest.parquet": _parquet_bytes(_table(rows)),
+        "sample.parquet": _parquet_bytes(_table(sample_rows)),
+        "distribution.csv": distribution_csv(distribution),
+        "distribution.png": distribution_png(ok_by_category, left_out=[row["category"] for row in distribution if not row["sampled"]],
+                                             min_per_category=arguments["min_per_category"]),
+    }
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+    for name, data in outputs.items():
+        write_if_changed(dataset_dir / name, data)
+
+    record = {
+        "tool": "pintopic",
+        "version": __version__,
+        "arguments": arguments,
+        "layout": layout,
+        "seed": arguments["seed"],
+        "listing_fingerprint": fingerprint,
+        "settings_hash": stage_hash,
+        "counts": {
+            "found": len(rows),
+            "ok": by_status["ok"],
+            "sampled": len(sample_rows),
+            "by_status": by_status,
+            "by_category": dict(sorted(ok_by_category.items())),
+            "found_by_category": dict(sorted(found_by_category.items())),
+            "sample_by_category": dict(sorted(sampled.items())),
+            "ignored_dirs": len(listing.ignored_dirs),
+            "ignored_files": listing.ignored_files,
+        },
+        "sample": {
+            "rows": len(sample_rows),
+            "categories": sorted(sampled),
+            "left_out": dict(sorted(left_out.items())),
+            "per_category": arguments["per_category"],
+            "min_per_category": arguments["min_per_category"],
+        },
+        "ignored_dirs": sorted(listing.ignored_dirs)[:100],
+        "notes": listing.notes[:100],
+        "outputs": {name: _sha256(data) for name, data in outputs.items()},
+    }
+    write_if_changed(dataset_dir / "dataset.json", canonical_json(record).encode("utf-8"))
+    timing = {"decoded": len(todo), "reused": sum(1 for item in decoded if item is not None) - len(todo),
+              "decode_seconds": decode_seconds, "seconds": time.perf_counter() - started, "workers": workers}
+    _print_summary(record, listing, timing, up_to_date=False)
+    return record
+
+
+def _print_summary(record: dict, listing: Listing, timing: dict | None, *, up_to_date: bool) -> None:
+    counts = record["counts"]
+    arguments = record["arguments"]
+    out = sys.stdout
+    if up_to_date:
+        print("ingest: dataset is up to date (same source listing and settings); nothing decoded or written", file=out)
+    print(f"ingest: {arguments['source']} ({record['layout']} layout): {counts['found']:,} files found, "
+          f"{counts['ok']:,} ok", file=out)
+    parts = [f"{status} {count:,}" for status, count in counts["by_status"].items() if count]
+    print(f"  by status: {', '.join(parts) if parts else 'nothing found'}", file=out)
+    categories = counts["by_category"]
+    if categories:
+        width = max(len(name) for name in categories)
+        print("  per category: ok / found / sampled", file=out)
+        for name in sorted(categories, key=lambda key: (-categories[key], key)):
+            print(f"    {name.ljust(width)}  {categories[name]:>7,} / {counts['found_by_category'].get(name, 0):>7,}"
+                  f" / {counts['sample_by_category'].get(name, 0):>6,}", file=out)
+    sample = record["sample"]
+    per = "every ok image" if sample["per_category"] is None else f"{sample['per_category']} per category"
+    print(f"  sample: {sample['rows']:,} rows from {len(sample['categories'])} categories ({per}, seed {record['seed']})",
+          file=out)
+    for name, count in sample["left_out"].items():
+        print(f"warning: category {name!r} has {count} ok image{'s' if count != 1 else ''}, fewer than "
+              f"--min-per-category {sample['min_per_category']}: left out of the sample", file=sys.stderr)
+    if counts["ignored_dirs"] or counts["ignored_files"]:
+        print(f"  ignored: {counts['ignored_dirs']} folder(s) not taken as images, "
+              f"{counts['ignored_files']} file(s) outside the layout", file=out)
+        for line in record.get("ignored_dirs", [])[:5]:
+            print(f"    {line}", file=out)
+    for note in record.get("notes", [])[:10]:
+        print(f"  note: {note}", file=out)
+    if timing:
+        print(f"  decoded {timing['decoded']:,} files in {timing['decode_seconds']:.1f} s with {timing['workers']} "
+              f"worker(s); {timing['reused']:,} decode results reused from the previous scan", file=out)

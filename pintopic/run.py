@@ -1,0 +1,106 @@
+"""A whole study from one config: ingest → extract → evaluate → report, each stage skipped when done.
+
+Each stage decides for itself whether its outputs already match its settings (see ``runio``); this
+module only threads the config through them, holds the run lock, and records what happened.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pintopic.config import dump_config, load_config
+from pintopic.runio import RunLock, canonical_json, read_json, settings_hash, write_if_changed, write_json
+
+
+def _none_if_zero(value):
+    return value or None
+
+
+def _outputs_hash(run: Path) -> str:
+    """A digest of every stage's record; equal digests mean no stage changed anything."""
+    parts = []
+    for path in sorted([run / "dataset" / "dataset.json", run / "results" / "results.json",
+                        run / "config.resolved.toml", *(run / "features").glob("*/meta.json")]):
+        if path.exists():
+            parts.append([str(path.relative_to(run)), path.read_text(encoding="utf-8")])
+    return settings_hash(parts, length=16)
+
+
+def run_study(config_path: str | Path, overrides: list[str] | None = None, progress: bool = True) -> dict:
+    """Run every stage of the study described by ``config_path``; returns the run summary."""
+    config = load_config(config_path, overrides)
+    run = Path(config["run"]["folder"])
+    run.mkdir(parents=True, exist_ok=True)
+    with RunLock(run):
+        write_if_changed(run / "config.resolved.toml", dump_config(config).encode())
+        timings: dict[str, float] = {}
+
+        from pintopic.dataset import ingest
+
+        data = config["dataset"]
+        started = time.perf_counter()
+        ingest(
+            data["source"], run, layout=data["layout"], exclude=data["exclude"],
+            per_category=_none_if_zero(data["per_category"]), min_per_category=data["min_per_category"],
+            seed=data["seed"], max_pixels=_none_if_zero(data["max_pixels"]),
+            workers=_none_if_zero(data["workers"]), progress=progress,
+        )
+        timings["ingest"] = time.perf_counter() - started
+
+        from pintopic.features import extract
+
+        feats = config["features"]
+        started = time.perf_counter()
+        stores = extract(
+            run, feats["backbones"], batch_size=feats["batch_size"], workers=_none_if_zero(feats["workers"]),
+            device=feats["device"], dtype=feats["dtype"], pretrained=feats["pretrained"],
+            runtime=feats["runtime"], tta=feats["tta"] or None, progress=progress,
+        )
+        timings["extract"] = time.perf_counter() - started
+
+        from pintopic.classify import evaluate
+
+        clf = config["classify"]
+        started = time.perf_counter()
+        results = evaluate(
+            run, backbones=feats["backbones"], classifiers=clf["classifiers"], cv=clf["cv"],
+            test_size=clf["test_size"], split=clf["split"], seed=clf["seed"],
+            grids=clf["grids"] or None, progress=progress,
+        )
+        timings["evaluate"] = time.perf_counter() - started
+
+        report_path = run / "report.html"
+        summary = {
+            "config": str(Path(config_path).resolve()),
+            "run": str(run),
+            "stores": [str(path) for path in stores],
+            "results": str(run / "results"),
+            "report": str(report_path) if config["report"]["enabled"] else None,
+        }
+        _record(run, summary, timings)
+        if config["report"]["enabled"]:
+            from pintopic.report import build_report
+
+            build_report(run)  # a no-op when its inputs (run.json included) are unchanged
+    table = run / "results" / "table.md"
+    if table.exists():
+        print(table.read_text(encoding="utf-8"))
+    print(f"run folder: {run}")
+    for key in ("results", "report"):
+        if summary.get(key):
+            print(f"{key}: {summary[key]}")
+    return {**summary, "results_json": results, "timings": timings}
+
+
+def _record(run: Path, summary: dict, timings: dict[str, float]) -> None:
+    """Log every run; rewrite run.json (timings of the run that did the work) only when outputs changed."""
+    line = canonical_json({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": timings}).replace("\n", " ")
+    with open(run / "run.log", "a", encoding="utf-8") as log:
+        log.write(line + "\n")
+    record_path = run / "run.json"
+    record = {"summary": summary, "outputs": _outputs_hash(run), "seconds": timings}
+    if record_path.exists():
+        previous = read_json(record_path)
+        if previous.get("outputs") == record["outputs"] and previous.get("summary") == summary:
+            return
+    write_json(record_path, record)

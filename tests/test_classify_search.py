@@ -1,0 +1,113 @@
+"""The fast grid search picks what plain GridSearchCV picks, with the same CV scores."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+
+from pintopic.classify.estimators import SquaredHingeSVC, build_classifier, squared_hinge_path
+from pintopic.classify.grids import resolve_grids
+from pintopic.classify.search import grid_search
+from pintopic.classify.split import cv_folds
+from pintopic.errors import PintopicError
+
+
+def overlapping_classes(n: int = 600, dim: int = 24, n_classes: int = 6, seed: int = 0):
+    """Blobs that overlap, so hyper-parameters matter and scores differ between grid values."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_classes, n)
+    X = rng.normal(size=(n_classes, dim))[y] * 0.6 + rng.normal(size=(n, dim))
+    return X.astype(np.float32), np.array([f"cat{v}" for v in y])
+
+
+def baseline(estimator, param, values, X, y, seed):
+    search = GridSearchCV(Pipeline([("scale", StandardScaler()), ("model", estimator)]),
+                          {f"model__{param}": values}, scoring="f1_macro",
+                          cv=StratifiedKFold(5, shuffle=True, random_state=seed))
+    return search.fit(X, y)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_knn_grid_matches_gridsearchcv_exactly(metric):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    X, y = overlapping_classes()
+    ks = [1, 5, 10, 20, 50]
+    ours = grid_search("knn", X, y, {"k": ks}, cv_folds(y, n_splits=5, seed=0), metric=metric, seed=0)
+    reference = baseline(KNeighborsClassifier(metric=metric), "n_neighbors", ks, X, y, 0)
+    assert np.allclose([r["mean_f1_macro"] for r in ours["cv_results"]], reference.cv_results_["mean_test_score"], atol=1e-12)
+    assert ours["best_params"]["k"] == reference.best_params_["model__n_neighbors"]
+
+
+def test_knn_votes_break_ties_like_kneighborsclassifier():
+    # 2 neighbours of different classes tie at k=2; KNeighborsClassifier gives the lower class index
+    X = np.array([[0.0], [1.0], [3.0], [10.0], [11.0], [13.0]], dtype=np.float32)
+    y = np.array(["b", "a", "b", "a", "b", "a"])
+    from pintopic.classify.search import knn_fold_scores
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.metrics import f1_score
+
+    train, val = np.array([0, 1, 3, 4]), np.array([2, 5])
+    classes, y_index = np.unique(y, return_inverse=True)
+    scaler = StandardScaler().fit(X[train])
+    expected = KNeighborsClassifier(n_neighbors=2).fit(scaler.transform(X[train]), y_index[train]).predict(scaler.transform(X[val]))
+    ours = knn_fold_scores(X, y_index, train, val, [2])
+    assert ours[0] == pytest.approx(f1_score(y_index[val], expected, average="macro"))
+
+
+@pytest.mark.timeout(120)
+def test_svm_path_matches_linearsvc():
+    X, y = overlapping_classes()
+    X = StandardScaler().fit_transform(X)
+    classes, y_index = np.unique(y, return_inverse=True)
+    Cs = [0.01, 0.1, 1, 10, 100]
+    for C, weights in zip(Cs, squared_hinge_path(X, y_index, len(classes), Cs)):
+        reference = LinearSVC(C=C, tol=1e-8, max_iter=200_000).fit(X, y)
+        ours = SquaredHingeSVC(C=C).set_weights(weights, classes)
+        assert np.abs(ours.coef_ - reference.coef_).max() < 1e-3 * max(1.0, np.abs(reference.coef_).max())
+        assert (ours.predict(X) == reference.predict(X)).mean() >= 0.998
+
+
+def test_svm_binary_matches_linearsvc():
+    X, y = overlapping_classes(n_classes=2)
+    reference = LinearSVC(C=1.0, tol=1e-8, max_iter=100_000).fit(X, y)
+    ours = SquaredHingeSVC(C=1.0).fit(X, y)
+    assert np.allclose(ours.coef_, reference.coef_, atol=1e-4)
+    assert np.array_equal(ours.predict(X), reference.predict(X))
+
+
+@pytest.mark.timeout(120)
+def test_lsvm_grid_selects_like_gridsearchcv():
+    X, y = overlapping_classes()
+    Cs = [0.01, 0.1, 1, 10, 100]
+    ours = grid_search("lsvm", X, y, {"C": Cs}, cv_folds(y, n_splits=5, seed=0), seed=0)
+    reference = baseline(LinearSVC(tol=1e-8, max_iter=200_000), "C", Cs, X, y, 0)
+    assert np.allclose([r["mean_f1_macro"] for r in ours["cv_results"]], reference.cv_results_["mean_test_score"], atol=0.005)
+    assert ours["best_params"]["C"] == reference.best_params_["model__C"]
+
+
+@pytest.mark.timeout(120)
+def test_nn_grid_matches_gridsearchcv():
+    X, y = overlapping_classes(n=300)
+    sizes = [32, 128]
+    ours = grid_search("nn", X, y, {"batch_size": sizes}, cv_folds(y, n_splits=5, seed=0), seed=0)
+    reference = GridSearchCV(build_classifier("nn", seed=0), {"model__batch_size": sizes}, scoring="f1_macro",
+                             cv=StratifiedKFold(5, shuffle=True, random_state=0)).fit(X, y)
+    assert np.allclose([r["mean_f1_macro"] for r in ours["cv_results"]], reference.cv_results_["mean_test_score"], atol=1e-9)
+
+
+def test_grids_are_validated():
+    assert resolve_grids(["knn"])["knn"] == {"k": [1, 5, 10, 20, 50]}
+    assert resolve_grids(["lsvm"], {"lsvm": {"C": [1]}}) == {"lsvm": {"C": [1]}}
+    with pytest.raises(PintopicError, match="must give a non-empty list"):
+        resolve_grids(["knn"], {"knn": {"n_neighbors": [3]}})
+    with pytest.raises(PintopicError, match="unknown classifier"):
+        resolve_grids(["svm"])
+
+
+def test_too_few_images_for_the_folds_is_a_clear_error():
+    with pytest.raises(PintopicError, match="at least 5 training images per category"):
+        cv_folds(np.array(["a"] * 10 + ["b"] * 3), n_splits=5)
