@@ -79,13 +79,15 @@ def measure(name: str, run: Path, sample, args) -> dict:
         "model_only_samples": {key: [round(v, 1) for v in values] for key, values in figures.items()},
         "end_to_end_images_per_s": round(e2e, 1), "end_to_end_samples": [round(v, 1) for v in end_to_end],
         "ratio_to_fastest_model_only": round(e2e / fastest, 3), "goal_met": e2e / fastest >= 0.85,
+        # shared machines are noisy: best-of figures compare each pipeline at its least disturbed
+        "ratio_best_of": round(max(end_to_end) / max(max(values) for values in figures.values()), 3),
     }
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="lite0", help="comma-separated; each is measured on the same ingest")
-    parser.add_argument("--e2e-repeats", type=int, default=2, help="end-to-end extractions per backbone")
+    parser.add_argument("--e2e-repeats", type=int, default=3, help="end-to-end extractions per backbone")
     parser.add_argument("--data", required=True, help="a folders dataset (e.g. natural-images, openclipart png)")
     parser.add_argument("--per-category", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)

@@ -54,6 +54,20 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from pintopic.features.finetune import finetune, finetuned_info
+
+    folder = finetune(
+        args.run, backbone=args.backbone, stages=args.stages, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, patience=args.patience, views=args.views, device=args.device, runtime=args.runtime,
+        seed=args.seed, name=args.out, workers=args.workers, progress=not args.quiet,
+    )
+    info = finetuned_info(f"finetuned:{folder}")
+    print(f"finetuned: {folder} (best validation macro-F1 {info['best_val_f1_macro']:.4f} at epoch {info['best_epoch']})")
+    print(f"use it as a backbone: pintopic extract {args.run} --backbone finetuned:{folder.name}")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pintopic.classify import evaluate
 
@@ -137,6 +151,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pretrained", action="store_true", help="random weights (for tests and speed checks)")
     p.add_argument("--weights", default=None, help="a local weights file for the (single) backbone")
     p.add_argument("--tta", default=None, choices=[None, "flip"], help="test-time augmentation averaged into each vector")
+
+    p = add("finetune", _cmd_finetune, "Train the last stages of a backbone on the training part: RUN/finetune/<name>/, "
+            "usable as backbone finetuned:<name>.")
+    p.add_argument("run")
+    p.add_argument("--backbone", default="lite0", help="base backbone (a preset or timm:<name>)")
+    p.add_argument("--stages", type=int, default=1, help="last stages trained (the earlier ones are frozen and cached)")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3, help="head learning rate (the trained stages get a tenth)")
+    p.add_argument("--patience", type=int, default=2, help="epochs without validation improvement before stopping")
+    p.add_argument("--views", type=int, default=2, help="cached views per image: the plain crop + random resized crops")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"], help="runtime of the frozen trunk")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="folder name under RUN/finetune/ (default: <backbone>-s<stages>)")
 
     p = add("evaluate", _cmd_evaluate, "The study's protocol: split, grid-searched classifiers, macro-F1 table: RUN/results/.")
     p.add_argument("run")

@@ -60,6 +60,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Delete the temporary files of writers killed mid-write (``.NAME.XXXX.tmp``); returns how many.
+
+    Called by the run lock's holder: every writer into a run folder holds its lock, so any temporary
+    file found then belongs to a dead process.
+    """
+    removed = 0
+    for path in Path(folder).rglob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed += 1
+    return removed
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -141,7 +155,7 @@ class RunLock:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "an unknown process"
+            holder = _lock_holder(handle.fileno()) or handle.read().strip() or "an unknown process"
             handle.close()
             raise RunLockedError(f"run folder {self.path.parent} is in use by {holder}; wait for it to finish") from None
         handle.seek(0)
@@ -150,6 +164,8 @@ class RunLock:
         handle.flush()
         self._handle = handle
         RunLock._held[key] = 1
+        _LOCK_FDS.add(handle.fileno())
+        remove_stale_temporaries(self.path.parent)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -159,16 +175,64 @@ class RunLock:
             return
         RunLock._held.pop(key, None)
         if self._handle is not None:
+            _LOCK_FDS.discard(self._handle.fileno())
             fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
             self._handle.close()
             self._handle = None
 
 
-def _command_line() -> list[str]:
+def _command_line(pid: str = "self") -> list[str]:
     try:
-        return Path("/proc/self/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1][:6]
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1][:6]
     except OSError:
         return ["python"]
+
+
+def _lock_holder(fd: int) -> str | None:
+    """"pid N (command)" of the process holding the flock on ``fd``'s file, from the kernel's /proc/locks.
+
+    The lock file's text can lag (the holder writes it just after locking), so the kernel is asked first.
+    """
+    info = os.fstat(fd)
+    device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if "->" not in fields and len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == device and fields[4].isdigit():
+            pid = fields[4]
+            return f"pid {pid} ({' '.join(_command_line(pid))})" if Path(f"/proc/{pid}").exists() else None
+    return None
+
+
+#: Descriptors of the run locks this process holds.
+_LOCK_FDS: set[int] = set()
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child (a DataLoader worker), let go of the parent's lock descriptors without unlocking.
+
+    flock belongs to the open file, shared by every forked copy of the descriptor: an orphaned worker of
+    a SIGKILLed run would otherwise keep the run folder locked. /dev/null is put in place of each
+    descriptor (rather than closing it) so the child's file objects never close a reused number.
+    """
+    if not _LOCK_FDS:
+        return
+    null = os.open(os.devnull, os.O_RDONLY)
+    for fd in _LOCK_FDS:
+        try:
+            os.dup2(null, fd)
+        except OSError:
+            pass
+    os.close(null)
+    _LOCK_FDS.clear()
+    RunLock._held.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
 def run_paths(run_dir: str | os.PathLike) -> dict[str, Path]:

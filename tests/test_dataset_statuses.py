@@ -1,115 +1,17 @@
 """Every status ingest can give, each from a generated file, plus the awkward images that must stay ok."""
 from __future__ import annotations
 
-import io
 import os
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from hostile import EXPECTED, build_status_tree, huge_png_header
+from hostile import noise as _noise
 from pintopic.dataset import ingest, load_manifest
 from pintopic.imageio import ImageError, load_rgb
-
-
-def _noise(width: int, height: int, seed: int, mode: str = "RGB") -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8), "RGB").convert(mode)
-
-
-def _png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def huge_png_header(width: int, height: int) -> bytes:
-    """A PNG that claims width x height pixels, written by hand: a few bytes, no pixels allocated."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 64)) + _chunk(b"IEND", b"")
-
-
-def write(path: Path | bytes, data: bytes) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as handle:
-        handle.write(data)
-
-
-def build_status_tree(base: Path) -> Path:
-    """A folders dataset with one file per status (and every odd-but-ok image under ``good``)."""
-    root = base / "source"
-    good, bad = root / "good", root / "bad"
-    seed = iter(range(1000))
-
-    def save(path: Path, image: Image.Image, **options) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        image.save(path, **options)
-
-    save(good / "cmyk.jpg", _noise(40, 30, next(seed), "CMYK"), format="JPEG")
-    sixteen = (np.random.default_rng(next(seed)).integers(0, 65535, (30, 40))).astype(np.uint16)
-    save(good / "grey16.png", Image.fromarray(sixteen))
-    palette = _noise(32, 32, next(seed)).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
-    save(good / "palette_transparent.png", palette, transparency=0)
-    frames = [_noise(24, 24, next(seed)) for _ in range(3)]
-    save(good / "animated.gif", frames[0], save_all=True, append_images=frames[1:], duration=80, loop=0)
-    exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90° clockwise to display
-    save(good / "rotated.jpg", _noise(40, 20, next(seed)), format="JPEG", exif=exif.tobytes())
-    save(good / "photo.webp", _noise(30, 30, next(seed)), format="WEBP", lossless=True)
-    save(good / "one_pixel.png", _noise(1, 1, next(seed)))
-    save(good / "wide.png", _noise(20000, 50, next(seed)))
-    save(good / "name with spaces.png", _noise(16, 16, next(seed)))
-    write(os.fsencode(good) + b"/caf\xe9-latin1.png", _png_bytes(_noise(16, 16, next(seed))))
-    save(good / "base.png", _noise(20, 20, next(seed)))
-    os.symlink("base.png", good / "zz_link_to_base.png")  # inside the root: followed, same content -> duplicate
-
-    write(bad / "empty.jpg", b"")
-    jpeg = io.BytesIO()
-    _noise(64, 64, next(seed)).save(jpeg, format="JPEG", quality=95)
-    write(bad / "truncated.jpg", jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
-    png = _png_bytes(_noise(64, 64, next(seed)))
-    write(bad / "truncated.png", png[: len(png) // 2])
-    write(bad / "random.jpg", np.random.default_rng(7).integers(0, 256, 4096, dtype=np.uint8).tobytes())
-    write(bad / "page.jpg", b"<!DOCTYPE html>\n<html><head><title>404</title></head><body>Not found</body></html>\n")
-    write(bad / "huge.png", huge_png_header(60000, 60000))
-    write(bad / "vector.svg", b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>\n')
-    (bad / "folder.jpg").mkdir()  # a directory named like an image: not a file, counted as ignored
-
-    elsewhere = base / "elsewhere"
-    elsewhere.mkdir()
-    _noise(16, 16, next(seed)).save(elsewhere / "outside.png")
-    os.symlink(elsewhere / "outside.png", bad / "outside_link.png")
-
-    save(root / "None" / "uncategorised.png", _noise(16, 16, next(seed)))  # "None" normalises to the excluded "none"
-    same = _noise(20, 20, next(seed))
-    save(root / "dups" / "a.png", same)
-    save(root / "dups" / "b.png", same)
-    shared = _noise(20, 20, next(seed))
-    save(root / "cat_a" / "shared.png", shared)
-    save(root / "cat_b" / "shared.png", shared)
-    save(root / "cat_b" / "own.png", _noise(20, 20, next(seed)))
-    (root / "README.txt").write_text("top-level files have no category and are ignored\n")
-    return root
-
-
-EXPECTED = {
-    "good/cmyk.jpg": "ok", "good/grey16.png": "ok", "good/palette_transparent.png": "ok", "good/animated.gif": "ok",
-    "good/rotated.jpg": "ok", "good/photo.webp": "ok", "good/one_pixel.png": "ok", "good/wide.png": "ok",
-    "good/name with spaces.png": "ok", "good/caf\\xe9-latin1.png": "ok", "good/base.png": "ok",
-    "good/zz_link_to_base.png": "duplicate",
-    "bad/empty.jpg": "empty", "bad/truncated.jpg": "truncated", "bad/truncated.png": "truncated",
-    "bad/random.jpg": "not_an_image", "bad/page.jpg": "not_an_image", "bad/huge.png": "too_large",
-    "bad/vector.svg": "unsupported", "bad/outside_link.png": "outside_root",
-    "None/uncategorised.png": "excluded_category", "dups/a.png": "ok", "dups/b.png": "duplicate",
-    "cat_a/shared.png": "conflict", "cat_b/shared.png": "conflict", "cat_b/own.png": "ok",
-}
 
 
 @pytest.fixture(scope="module")

@@ -221,3 +221,35 @@ def test_in_network_normalisation_equals_timms_own_eval_transform():
         ours = pixels_to_features(backbone.model, p)(pixels)
         theirs = backbone.model(reference(image)[None])
     assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_hub_weights_placed_in_the_cache_folder_load_offline(tmp_path, monkeypatch):
+    import timm
+    import torch
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+
+    repo = tmp_path / "hub" / "models--timm--resnet18.a1_in1k"
+    revision = "0" * 40
+    (repo / "snapshots" / revision).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    torch.manual_seed(3)
+    donor = timm.create_model("resnet18", pretrained=False)
+    save_file(donor.state_dict(), str(repo / "snapshots" / revision / "model.safetensors"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    backbone = build_backbone("timm:resnet18.a1_in1k")
+    assert backbone.weights_source == "hub:timm" and backbone.pretrained
+    assert torch.equal(backbone.model.state_dict()["conv1.weight"], donor.state_dict()["conv1.weight"])
+
+
+def test_open_clip_without_reachable_weights_fails_fast(monkeypatch):
+    from pintopic.errors import WeightsUnavailableError
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    started = time.monotonic()
+    with pytest.raises(WeightsUnavailableError, match="ViT-B-32.*--weights PATH"):
+        build_backbone("openclip:ViT-B-32/laion2b_s34b_b79k")
+    assert time.monotonic() - started < 10

@@ -55,6 +55,11 @@ def find_stores(features_dir: Path, backbones=None) -> list[tuple[Path, dict]]:
         return stores
     chosen = []
     for name in backbones:
+        if "+" in str(name):  # a fusion: assembled from its component stores when loaded
+            from pintopic.features.fusion import open_store
+
+            chosen.append(open_store(Path(features_dir), name))
+            continue
         matches = [(folder, meta) for folder, meta in stores if name in (meta.get("spec"), folder.name)]
         if not matches:
             available = ", ".join(f"{meta.get('spec')} ({folder.name})" for folder, meta in stores)
@@ -65,13 +70,11 @@ def find_stores(features_dir: Path, backbones=None) -> list[tuple[Path, dict]]:
 
 def store_ids(folder: Path) -> list[str]:
     """The image ids a store holds (its id files only; the vectors are checked when loaded)."""
-    import pyarrow.parquet as pq
-
-    from pintopic.features.store import shard_paths
+    from pintopic.features.store import read_ids, shard_paths
 
     ids: list[str] = []
     for _, id_file in shard_paths(folder):
-        ids += pq.read_table(id_file, columns=["image_id"]).column("image_id").to_pylist()
+        ids += read_ids(id_file)
     return ids
 
 
@@ -89,13 +92,20 @@ def _top_predictions(scores: np.ndarray, classes, y_true, ids, kind: str):
     return pa.table(columns)
 
 
-def _fit_pair(name, X_train, y_train, X_test, y_test, test_ids, folds, grid, categories, *, metric, seed, n_jobs):
+def _fit_pair(name, X_train, y_train, X_test, y_test, test_ids, folds, grid, categories, *, metric, seed, n_jobs,
+              backbone_meta=None):
     from pintopic.classify.estimators import class_scores
     from pintopic.classify.metrics import classification_summary
     from pintopic.classify.search import grid_search
 
     started = time.perf_counter()
-    search = grid_search(name, X_train, y_train, grid, folds, metric=metric, seed=seed, n_jobs=n_jobs)
+    if name == "zeroshot":  # text embeddings of the category names from the backbone's own text tower
+        from pintopic.classify.zeroshot import zero_shot_search
+
+        search = zero_shot_search(backbone_meta["spec"], X_train, y_train, grid, folds,
+                                  pretrained=bool(backbone_meta.get("pretrained", True)))
+    else:
+        search = grid_search(name, X_train, y_train, grid, folds, metric=metric, seed=seed, n_jobs=n_jobs)
     fit_seconds = time.perf_counter() - started
     model = search.pop("model")
     scores, kind = class_scores(model, X_test)
@@ -121,7 +131,8 @@ def evaluate(run_dir: str | os.PathLike, *, backbones=None, classifiers=("knn", 
     from pintopic.classify.split import cv_folds, load_or_make_split, split_groups
     from pintopic.classify.tables import table_csv, table_markdown, table_tex
     from pintopic.dataset import load_sample
-    from pintopic.features.store import ids_checksum, load_features
+    from pintopic.features.fusion import load_store, store_ids_of
+    from pintopic.features.store import ids_checksum
     from pintopic.runio import (RunLock, canonical_json, read_json, run_paths, settings_hash, stage_is_complete,
                                 write_if_changed, write_json, write_parquet, write_text)
 
@@ -145,12 +156,16 @@ def evaluate(run_dir: str | os.PathLike, *, backbones=None, classifiers=("knn", 
         label_of = dict(zip(sample["image_id"], sample["category"].astype(str)))
         groups_all = split_groups(sample, split)
         group_of = dict(zip(sample["image_id"], groups_all)) if groups_all is not None else None
+        if backbones is not None:
+            from pintopic.features.finetune import qualify_backbone
+
+            backbones = [qualify_backbone(name, run_dir) for name in backbones]
         stores = find_stores(paths["features"], backbones)
         rows = []
         pairs = tqdm(total=len(stores) * len(classifiers), desc="evaluate", unit="model", disable=not progress)
         for folder, meta in stores:
             key, spec = folder.name, str(meta.get("spec", folder.name))
-            present = set(store_ids(folder))
+            present = set(store_ids_of(folder, meta))
             used = [image_id for image_id in split_frame["image_id"] if image_id in present]
             n_dropped = len(part_of) - len(used)
             if not used:
@@ -159,7 +174,7 @@ def evaluate(run_dir: str | os.PathLike, *, backbones=None, classifiers=("knn", 
             if n_dropped:
                 warnings.warn(f"{key}: {n_dropped} sampled images have no features (extraction failed); "
                               "they are left out for this backbone", stacklevel=2)
-            used_ids, X = load_features(folder, ids=used)
+            used_ids, X = load_store(folder, meta, ids=used)
             is_train = np.array([part_of[i] == "train" for i in used_ids])
             y = np.array([label_of[i] for i in used_ids])
             train_ids, test_ids = used_ids[is_train], used_ids[~is_train]
@@ -167,6 +182,9 @@ def evaluate(run_dir: str | os.PathLike, *, backbones=None, classifiers=("knn", 
             folds = cv_folds(y[is_train], groups, n_splits=cv, seed=seed)
             backbone_info = {k: v for k, v in meta.items() if k not in BACKBONE_FIELDS_DROPPED}
             for name in classifiers:
+                if name == "zeroshot" and meta.get("library") != "openclip":
+                    pairs.update(1)  # zero-shot needs a text tower: only open_clip backbones get this cell
+                    continue
                 pair = f"{key}__{name}"
                 pair_settings = {
                     "protocol": PROTOCOL_VERSION, "key": key, "classifier": name, "grid": resolved_grids[name],
@@ -180,7 +198,7 @@ def evaluate(run_dir: str | os.PathLike, *, backbones=None, classifiers=("knn", 
                 else:
                     model, search, summary, predictions, fit_seconds = _fit_pair(
                         name, X[is_train], y[is_train], X[~is_train], y[~is_train], test_ids, folds,
-                        resolved_grids[name], categories, metric=metric, seed=seed, n_jobs=n_jobs)
+                        resolved_grids[name], categories, metric=metric, seed=seed, n_jobs=n_jobs, backbone_meta=meta)
                     row = {
                         "backbone": spec, "key": key, "classifier": name, "best_params": search["best_params"],
                         "cv_f1_macro": search["cv_f1_macro"], "cv_results": search["cv_results"],

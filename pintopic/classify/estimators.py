@@ -16,7 +16,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from pintopic.errors import PintopicError
 
-CLASSIFIERS: tuple[str, ...] = ("knn", "lsvm", "nn")
+CLASSIFIERS: tuple[str, ...] = ("knn", "lsvm", "nn", "logreg", "rbf", "zeroshot")
 NN_HIDDEN_UNITS = 256
 NN_MAX_EPOCHS = 200
 NN_PATIENCE = 10
@@ -185,7 +185,7 @@ def nn_early_stopping_possible(n_samples: int, n_classes: int) -> bool:
 
 
 def build_classifier(name: str, params: dict | None = None, *, metric: str = "euclidean", seed: int = 0,
-                     n_samples: int | None = None, n_classes: int | None = None):
+                     n_samples: int | None = None, n_classes: int | None = None, n_features: int | None = None):
     """A fresh Pipeline(StandardScaler, classifier) for ``name`` with the given hyper-parameters."""
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
@@ -206,6 +206,17 @@ def build_classifier(name: str, params: dict | None = None, *, metric: str = "eu
             batch_size=int(params.get("batch_size", 64)), max_iter=NN_MAX_EPOCHS, early_stopping=early,
             validation_fraction=NN_VALIDATION_FRACTION, n_iter_no_change=NN_PATIENCE, random_state=seed,
         )
+    elif name == "logreg":
+        from pintopic.classify.beyond import make_logreg
+
+        model = make_logreg(params.get("C", 1.0), seed)
+    elif name == "rbf":
+        from pintopic.classify.beyond import make_rbf
+
+        model = make_rbf(params.get("C", 1.0), params.get("gamma", 1.0), n_features, seed)
+    elif name == "zeroshot":
+        raise PintopicError("the zero-shot classifier is built from a backbone's text tower: "
+                            "use pintopic.classify.zeroshot.zero_shot_pipeline")
     else:
         raise PintopicError(f"unknown classifier {name!r}; choose from {', '.join(CLASSIFIERS)}")
     return Pipeline([("scale", StandardScaler()), ("model", model)])

@@ -8,6 +8,11 @@ DEFAULT_GRIDS: dict[str, dict[str, list]] = {
     "knn": {"k": [1, 5, 10, 20, 50]},
     "lsvm": {"C": [0.01, 0.1, 1, 10, 100]},
     "nn": {"batch_size": [32, 64, 128]},
+    "logreg": {"C": [0.001, 0.01, 0.1, 1]},
+    "rbf": {"C": [1, 10, 100], "gamma": [0.25, 0.5, 1]},  # gamma in units of 1/n_features
+    # each value is one set of prompt templates, ensembled; CV on the training part picks among sets
+    "zeroshot": {"templates": [["a photo of {}.", "a pin about {}.", "a picture of {}.", "an illustration of {}.",
+                                "clip art of {}.", "a drawing of {}.", "an image about {}."]]},
 }
 
 
@@ -19,10 +24,11 @@ def resolve_grids(classifiers, grids: dict | None = None) -> dict[str, dict[str,
         if name not in DEFAULT_GRIDS:
             raise PintopicError(f"unknown classifier {name!r}; choose from {', '.join(DEFAULT_GRIDS)}")
         grid = grids.get(name, DEFAULT_GRIDS[name])
-        (parameter,) = DEFAULT_GRIDS[name]
-        if set(grid) != {parameter} or not list(grid[parameter]):
-            raise PintopicError(f"the {name} grid must give a non-empty list for {parameter!r}, got {grid!r}")
-        resolved[name] = {parameter: list(grid[parameter])}
+        parameters = set(DEFAULT_GRIDS[name])
+        if set(grid) != parameters or not all(list(grid[p]) for p in parameters):
+            wanted = ", ".join(repr(p) for p in sorted(parameters))
+            raise PintopicError(f"the {name} grid must give a non-empty list for {wanted}, got {grid!r}")
+        resolved[name] = {parameter: list(grid[parameter]) for parameter in DEFAULT_GRIDS[name]}
     unknown = set(grids) - set(DEFAULT_GRIDS)
     if unknown:
         raise PintopicError(f"grids given for unknown classifiers: {', '.join(sorted(unknown))}")

@@ -27,7 +27,13 @@ ALLOWED_PARAMS: dict[str, tuple[str, ...]] = {
     "SquaredHingeSVC": ("C", "tol", "max_iter"),
     "MLPClassifier": ("hidden_layer_sizes", "activation", "solver", "learning_rate_init", "batch_size", "max_iter",
                       "early_stopping", "validation_fraction", "n_iter_no_change", "random_state", "alpha"),
+    "LogisticRegression": ("C", "max_iter", "tol", "random_state"),
+    "SVC": ("C", "kernel", "gamma", "decision_function_shape", "random_state"),
+    "ZeroShotClassifier": ("logit_scale",),
 }
+#: Fitted SVC state that libsvm's predict reads (public and private attributes alike).
+SVC_ARRAYS = ("support_", "support_vectors_", "_n_support", "_dual_coef_", "_intercept_", "_probA", "_probB",
+              "classes_", "shape_fit_", "fit_status_")
 
 
 def _estimator_class(name: str):
@@ -43,6 +49,15 @@ def _estimator_class(name: str):
     if name == "MLPClassifier":
         from sklearn.neural_network import MLPClassifier
         return MLPClassifier
+    if name == "LogisticRegression":
+        from sklearn.linear_model import LogisticRegression
+        return LogisticRegression
+    if name == "SVC":
+        from sklearn.svm import SVC
+        return SVC
+    if name == "ZeroShotClassifier":
+        from pintopic.classify.zeroshot import ZeroShotClassifier
+        return ZeroShotClassifier
     raise PintopicError(f"model step class {name!r} is not on the allow-list {sorted(ALLOWED_PARAMS)}")
 
 
@@ -61,6 +76,12 @@ def _fitted_arrays(estimator) -> dict[str, np.ndarray]:
         for i, (coef, intercept) in enumerate(zip(estimator.coefs_, estimator.intercepts_)):
             arrays[f"coefs_{i}"], arrays[f"intercepts_{i}"] = coef, intercept
         return arrays
+    if kind == "LogisticRegression":
+        return {"coef_": estimator.coef_, "intercept_": estimator.intercept_, "classes_": estimator.classes_}
+    if kind == "SVC":
+        return {name: np.asarray(getattr(estimator, name)) for name in SVC_ARRAYS} | {"_gamma": np.asarray(estimator._gamma)}
+    if kind == "ZeroShotClassifier":
+        return {"class_embeddings_": estimator.class_embeddings_, "classes_": estimator.classes_}
     raise PintopicError(f"cannot save a {kind}: not on the allow-list {sorted(ALLOWED_PARAMS)}")
 
 
@@ -74,6 +95,20 @@ def _restore(kind: str, params: dict, arrays: dict[str, np.ndarray]):
         estimator.fit(arrays["fit_X"], arrays["fit_y"])
     elif kind == "SquaredHingeSVC":
         estimator.set_weights(np.vstack([arrays["coef_"].T, arrays["intercept_"][None, :]]), arrays["classes_"])
+    elif kind == "LogisticRegression":
+        estimator.coef_, estimator.intercept_, estimator.classes_ = arrays["coef_"], arrays["intercept_"], arrays["classes_"]
+        estimator.n_features_in_ = estimator.coef_.shape[1]
+        estimator.n_iter_ = np.zeros(1, dtype=np.int32)
+    elif kind == "SVC":
+        for name in SVC_ARRAYS:
+            setattr(estimator, name, arrays[name])
+        estimator.fit_status_ = int(arrays["fit_status_"])
+        estimator.shape_fit_ = tuple(int(v) for v in arrays["shape_fit_"])
+        estimator._gamma = float(arrays["_gamma"])
+        estimator._sparse = False
+        estimator.n_features_in_ = estimator.support_vectors_.shape[1]
+    elif kind == "ZeroShotClassifier":
+        estimator.set_class_embeddings(arrays["class_embeddings_"], arrays["classes_"])
     elif kind == "MLPClassifier":
         from sklearn.preprocessing import LabelBinarizer
 

@@ -74,6 +74,11 @@ def grid_search(name: str, X: np.ndarray, y, grid: dict, folds, *, metric: str =
 
     y = np.asarray(y)
     classes, y_index = np.unique(y, return_inverse=True)
+    if name in ("logreg", "rbf"):
+        from pintopic.classify.beyond import fold_scores
+
+        settings, scores = fold_scores(name, X, y_index, folds, grid, seed=seed, n_jobs=n_jobs)
+        return _best_and_refit(name, X, y, settings, scores, metric=metric, seed=seed, n_classes=len(classes))
     (parameter, values), = grid.items()
     values = list(values)
     if name == "knn":
@@ -89,15 +94,21 @@ def grid_search(name: str, X: np.ndarray, y, grid: dict, folds, *, metric: str =
         flat = parallel(delayed(nn_fold_score)(X, y_index, tr, va, v, seed) for tr, va in folds for v in values)
         per_fold = [flat[i * len(values):(i + 1) * len(values)] for i in range(len(folds))]
     scores = np.asarray(per_fold, dtype=np.float64)  # (folds, values)
+    settings = [{parameter: value} for value in values]
+    return _best_and_refit(name, X, y, settings, scores, metric=metric, seed=seed, n_classes=len(classes))
+
+
+def _best_and_refit(name, X, y, settings, scores, *, metric, seed, n_classes) -> dict:
+    """The first best mean setting, refitted on all rows, and the per-setting CV record."""
     means = scores.mean(axis=0)
     best = int(np.argmax(means))
-    best_params = {parameter: values[best]}
+    best_params = dict(settings[best])
     model = build_classifier(name, best_params, metric=metric, seed=seed,
-                             n_samples=len(y), n_classes=len(classes))
+                             n_samples=len(y), n_classes=n_classes, n_features=X.shape[1])
     model.fit(X, y)
     cv_results = [
-        {"params": {parameter: value}, "mean_f1_macro": float(means[i]), "std_f1_macro": float(scores[:, i].std()),
+        {"params": dict(setting), "mean_f1_macro": float(means[i]), "std_f1_macro": float(scores[:, i].std()),
          "fold_f1_macro": [float(s) for s in scores[:, i]]}
-        for i, value in enumerate(values)
+        for i, setting in enumerate(settings)
     ]
     return {"best_params": best_params, "cv_f1_macro": float(means[best]), "cv_results": cv_results, "model": model}

@@ -137,7 +137,13 @@ def embed_images(spec: str, paths: Sequence[str | os.PathLike], *, pretrained: b
     lists ``(index, status, detail)`` for the paths that could not be decoded.
     """
     from pintopic.features.preprocess import ImagePreprocessor
+    from pintopic.features.registry import fusion_components
 
+    if fusion_components(spec):  # a+b+c: every component embeds the files (features.fusion)
+        from pintopic.features.fusion import embed_fused
+
+        return embed_fused(spec, paths, pretrained=pretrained, batch_size=batch_size, runtime=runtime, tta=tta,
+                           device=device, workers=workers)
     backbone, runner = prepared_backbone(spec, pretrained=pretrained, weights=weights, runtime=runtime, device=device, tta=tta)
     paths = [os.fspath(path) for path in paths]
     X = np.full((len(paths), backbone.dim), np.nan, dtype=np.float32)
@@ -287,16 +293,23 @@ def _extract_one(run_dir: Path, spec: str, tasks: list[ImageTask], *, batch_size
     planned_ids = [task.image_id for task in tasks]
     plan = {"requested_ids_sha256": ids_checksum(planned_ids), "shard_rows": shard_rows}
     meta_path = folder / "meta.json"
-    if meta_path.exists():
-        meta = read_json(meta_path)
-        if meta.get("key") == key and all(meta.get(name) == value for name, value in plan.items()):
-            return folder
-        meta_path.unlink()  # the store is about to change: incomplete until the new meta.json
-
     shards = [tasks[start:start + shard_rows] for start in range(0, len(tasks), shard_rows)] or [[]]
     todo = [i for i, shard in enumerate(shards)
             if not _finished_shard(folder, i, [t.image_id for t in shard], backbone.dim, dtype)]
-    reusable = _reusable_vectors(folder, backbone.dim, dtype) if todo else {}
+    damaged = False
+    if meta_path.exists():
+        try:
+            meta = read_json(meta_path)
+        except ValueError:
+            meta = {}
+        # a complete store is trusted only while every shard still checks out; a damaged one is repaired
+        # from the images, since its id files can no longer be trusted to pair ids with vectors
+        if meta.get("key") == key and all(meta.get(name) == value for name, value in plan.items()):
+            if not todo:
+                return folder
+            damaged = True
+        meta_path.unlink()  # the store is about to change: incomplete until the new meta.json
+    reusable = _reusable_vectors(folder, backbone.dim, dtype) if todo and not damaged else {}
     to_compute = {i: [t for t in shards[i] if t.image_id not in reusable] for i in todo}
 
     paths = [t.path for i in todo for t in to_compute[i]]
@@ -387,6 +400,13 @@ def _extract_one(run_dir: Path, spec: str, tasks: list[ImageTask], *, batch_size
     return folder
 
 
+def _components_or_self(name: str) -> list[str]:
+    """The backbones a name needs extracted: a fusion's components, or the name itself."""
+    from pintopic.features.registry import fusion_components
+
+    return fusion_components(name) or [name]
+
+
 def extract(run_dir: str | os.PathLike, backbones: str | Sequence[str] = ("lite0",), *, batch_size: int = 32,
             workers: int | None = None, device: str = "auto", dtype: str = "float32", all_rows: bool = False,
             pretrained: bool = True, weights: str | None = None, runtime: str = "auto", tta: str | None = None,
@@ -399,6 +419,10 @@ def extract(run_dir: str | os.PathLike, backbones: str | Sequence[str] = ("lite0
     run_dir = Path(run_dir)
     names = [backbones] if isinstance(backbones, str) else list(backbones)
     names = [name.strip() for item in names for name in item.split(",") if name.strip()]
+    names = list(dict.fromkeys(part for name in names for part in _components_or_self(name)))  # a+b -> a, b
+    from pintopic.features.finetune import qualify_backbone
+
+    names = [qualify_backbone(name, run_dir) for name in names]  # finetuned:<name> -> that run's weights folder
     if not names:
         raise PintopicError("no backbone given")
     if weights and len(names) > 1:

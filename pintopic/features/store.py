@@ -38,14 +38,23 @@ def shard_paths(folder: Path) -> list[tuple[Path, Path]]:
     return [(part, folder / part.name.replace("part-", "ids-").replace(".npy", ".parquet")) for part in parts]
 
 
+def read_ids(id_file: Path) -> list[str]:
+    """The image ids of one shard, in row order; a missing or unreadable ids file is a clear error."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(id_file, columns=["image_id"]).column("image_id").to_pylist()
+    except (OSError, ValueError, KeyError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        raise AlignmentError(f"feature store {id_file.parent}: {id_file.name} is missing or unreadable ({error}); "
+                             "rerun `pintopic extract` to rebuild it") from None
+
+
 def load_features(folder: str | Path, ids: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Load ``(ids, X)`` from a complete store; with ``ids``, return exactly those rows in that order.
 
     Raises :class:`AlignmentError` when the store's ids do not match its checksum, or when an asked-for
     id is missing, so rows can never be handed back misaligned.
     """
-    import pyarrow.parquet as pq
-
     folder = Path(folder)
     meta_path = folder / "meta.json"
     if not meta_path.exists():
@@ -54,8 +63,12 @@ def load_features(folder: str | Path, ids: Sequence[str] | None = None) -> tuple
     all_ids: list[str] = []
     blocks = []
     for part, id_file in shard_paths(folder):
-        block = np.load(part, allow_pickle=False, mmap_mode="r")
-        shard_ids = pq.read_table(id_file, columns=["image_id"]).column("image_id").to_pylist()
+        try:
+            block = np.load(part, allow_pickle=False, mmap_mode="r")
+        except (OSError, ValueError) as error:
+            raise PintopicError(f"feature store {folder}: {part.name} is unreadable ({error}); "
+                                "rerun `pintopic extract` to rebuild it") from None
+        shard_ids = read_ids(id_file)
         if len(shard_ids) != block.shape[0]:
             raise AlignmentError(f"{part.name} has {block.shape[0]} rows but {id_file.name} lists {len(shard_ids)} ids")
         all_ids.extend(shard_ids)

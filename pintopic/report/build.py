@@ -14,7 +14,7 @@ from pintopic.report import figures
 from pintopic.report.collect import (RunContents, collect, dataset_arguments, dataset_categories, library_versions, machine,
                                      model_name, pretty_json)
 from pintopic.report.html import figure_html, key_values_html, page_html, table_html
-from pintopic.runio import run_paths, settings_hash, write_if_changed
+from pintopic.runio import RunLock, run_paths, settings_hash, write_if_changed
 
 #: The study's best macro-F1 (ConvNext_B features + KNN, Table 4.1), the number to beat.
 STUDY_BEST_F1 = 0.115
@@ -30,6 +30,11 @@ def build_report(run_dir: str | os.PathLike) -> Path:
     """
     if not Path(run_dir).is_dir():
         raise PintopicError(f"run folder {run_dir} does not exist; run `pintopic ingest SOURCE {run_dir}` first")
+    with RunLock(run_dir):  # every writer into a run folder holds its lock
+        return _write_report(run_dir)
+
+
+def _write_report(run_dir: str | os.PathLike) -> Path:
     report_path = run_paths(run_dir)["report"]
     fingerprint = inputs_fingerprint(run_dir)
     if _recorded_fingerprint(report_path) == fingerprint:

@@ -1,0 +1,502 @@
+"""Fine-tuning: train the last stages of a timm backbone with a classification head on a run's training part.
+
+CPU-friendly by design: the frozen early stages (the "trunk") run once per image and view, and their
+activations are cached in ``RUN/finetune/<name>/cache/``; only the last stages (the "tail") and a linear
+head are trained, on the cache, with augmentation at the feature-map level (random resized crop of the
+map, horizontal flip) on top of the cached image-level views (the plain centre crop plus optional random
+resized crop + flip views). Early stopping uses a validation fold carved from the training part; the
+test part of ``RUN/results/split.parquet`` is never read. Every epoch ends with an atomic checkpoint, so a
+killed run resumes where it stopped.
+
+The result, ``RUN/finetune/<name>/`` (``model.safetensors`` + ``finetune.json``), is a backbone like any
+other: ``finetuned:<name>`` (inside the run) or ``finetuned:<folder>`` anywhere.
+"""
+from __future__ import annotations
+
+import os
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from pintopic.errors import PintopicError
+
+PREFIX = "finetuned:"
+FINETUNE_JSON = "finetune.json"
+MODEL_FILE = "model.safetensors"
+HEAD_FILE = "head.safetensors"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+CHECKPOINT_JSON = "checkpoint.json"
+CACHE_CHUNK_ROWS = 256
+#: Bumped when a change here changes the trained weights, so stale checkpoints are not resumed.
+TRAINING_VERSION = 1
+
+
+# -- the finetuned backbone as a registry entry -------------------------------------------------------
+
+def finetune_root(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / "finetune"
+
+
+def qualify_backbone(name: str, run_dir: str | os.PathLike | None = None) -> str:
+    """``finetuned:<name>`` of a run -> ``finetuned:<absolute folder>``; any other name is returned unchanged."""
+    if not name.startswith(PREFIX):
+        return name
+    target = name[len(PREFIX):]
+    candidates = [Path(target)]
+    if run_dir is not None and target and "/" not in target and os.sep not in target:
+        candidates.insert(0, finetune_root(run_dir) / target)
+    for folder in candidates:
+        if (folder / FINETUNE_JSON).is_file():
+            return PREFIX + str(folder.resolve())
+    return name
+
+
+def finetuned_folder(name: str) -> Path:
+    """The weights folder a ``finetuned:`` name points at, checked to hold a finished fine-tune."""
+    folder = Path(name[len(PREFIX):]).expanduser()
+    if not (folder / FINETUNE_JSON).is_file() or not (folder / MODEL_FILE).is_file():
+        raise PintopicError(
+            f"backbone {name!r}: {folder} is not a finished fine-tune (no {FINETUNE_JSON} / {MODEL_FILE}); "
+            "run `pintopic finetune RUN` first, or name it finetuned:<name> with the run given")
+    return folder.resolve()
+
+
+def finetuned_info(name: str) -> dict:
+    from pintopic.runio import read_json
+
+    return read_json(finetuned_folder(name) / FINETUNE_JSON)
+
+
+def build_finetuned(name: str):
+    """``(model, data_config, source)`` for a ``finetuned:`` backbone: the base architecture with the trained weights."""
+    import timm
+    import torch
+
+    from pintopic.features.weights import load_weights_file
+
+    folder = finetuned_folder(name)
+    info = finetuned_info(name)
+    torch.manual_seed(0)
+    model = timm.create_model(info["base_model"], pretrained=False, num_classes=0)
+    load_weights_file(model, folder / MODEL_FILE)
+    config = dict(info["preprocessing"])
+    return model, config, f"file:{folder / MODEL_FILE}"
+
+
+# -- splitting a timm model into frozen trunk and trainable tail --------------------------------------
+
+def split_model(model, stages: int):
+    """``(trunk, tail)`` modules sharing ``model``'s parameters: tail(trunk(x)) == model(x) (pooled features)."""
+    import torch
+    from timm.models.convnext import ConvNeXt
+    from timm.models.efficientnet import EfficientNet
+
+    if isinstance(model, EfficientNet):
+        stem, blocks, after = [model.conv_stem, model.bn1], model.blocks, [model.conv_head, model.bn2]
+    elif isinstance(model, ConvNeXt):
+        stem, blocks, after = [model.stem], model.stages, [model.norm_pre]
+    else:
+        raise PintopicError(f"fine-tuning supports timm EfficientNet and ConvNeXt models, not {type(model).__name__}")
+    if not 1 <= stages < len(blocks):
+        raise PintopicError(f"--stages must be between 1 and {len(blocks) - 1} for this model, got {stages}")
+
+    class Tail(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = torch.nn.Sequential(*blocks[-stages:])
+            self.after = torch.nn.Sequential(*after)
+            self._pool = model.forward_head
+
+        def forward(self, x):
+            return self._pool(self.after(self.blocks(x)), pre_logits=True)
+
+    trunk = torch.nn.Sequential(*stem, *blocks[:-stages])
+    return trunk.eval(), Tail()
+
+
+# -- the trunk cache ----------------------------------------------------------------------------------
+
+class AugmentedPreprocessor:
+    """``path -> uint8 CHW`` with a random resized crop and flip, seeded by (seed, view, path): reproducible views."""
+
+    def __init__(self, preprocessing, seed: int, view: int, scale=(0.35, 1.0)):
+        self.preprocessing, self.seed, self.view, self.scale = preprocessing, seed, view, tuple(scale)
+        self._transform = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_transform": None}
+
+    def __call__(self, path):
+        import random
+
+        import torch
+        from timm.data import create_transform
+
+        from pintopic.imageio import load_rgb
+
+        p = self.preprocessing
+        if self._transform is None:
+            self._transform = create_transform(
+                input_size=p.input_size, is_training=True, use_prefetcher=True, scale=self.scale, hflip=0.5,
+                color_jitter=None, auto_augment=None, interpolation=p.interpolation, mean=p.mean, std=p.std)
+        image = load_rgb(path, draft_size=p.draft_size)
+        state = zlib.crc32(f"{self.seed}:{self.view}:{path}".encode())
+        random.seed(state)
+        torch.manual_seed(state)
+        return np.asarray(self._transform(image))
+
+
+class TrunkRunner:
+    """Frozen-trunk inference on uint8 pixels: ONNX Runtime on CPU when it exports, else PyTorch."""
+
+    def __init__(self, trunk, preprocessing, *, device: str, runtime: str, export_path: Path):
+        import torch
+
+        from pintopic.features.preprocess import pixels_to_features
+
+        self.network = pixels_to_features(trunk, preprocessing).eval()
+        self.device, self.session, self.name = device, None, "torch"
+        if device == "cpu" and runtime in ("auto", "onnx"):
+            try:
+                self.session = self._onnx_session(preprocessing, export_path)
+                self.name = "onnxruntime"
+            except Exception as error:  # noqa: BLE001 - auto falls back to PyTorch when a model does not export
+                if runtime == "onnx":
+                    raise PintopicError(f"ONNX export of the frozen trunk failed: {error}") from None
+        if self.session is None:
+            self.network = self.network.to(device)
+            torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+
+    def _onnx_session(self, preprocessing, path: Path):
+        import warnings
+
+        import onnxruntime as ort
+        import torch
+
+        from pintopic.features.onnx_runtime import ONNX_OPSET, cpu_threads
+        from pintopic.runio import atomic_path
+
+        example = torch.zeros(2, *preprocessing.input_size, dtype=torch.uint8)
+        with atomic_path(path) as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(self.network, (example,), str(tmp), dynamo=False, opset_version=ONNX_OPSET,
+                              input_names=["input"], output_names=["maps"],
+                              dynamic_axes={"input": {0: "batch"}, "maps": {0: "batch"}})
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = cpu_threads()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        import torch
+
+        if self.session is not None:
+            return self.session.run(None, {"input": np.ascontiguousarray(pixels, dtype=np.uint8)})[0]
+        with torch.inference_mode():
+            return self.network(torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)).float().cpu().numpy()
+
+
+def _cache_trunk(folder: Path, tasks, trunk_runner, preprocessing, *, views: int, seed: int, batch_size: int,
+                 workers: int, progress: bool) -> tuple[list[str], dict[str, dict]]:
+    """Write ``cache/view-V-CCCCC.npy`` (float16 trunk maps) for each view and chunk of tasks; finished chunks are kept.
+
+    Returns the ids that decoded and the failures ``{image_id: {status, reason}}``.
+    """
+    from pintopic.features.extraction import decoded_batches
+    from pintopic.features.preprocess import ImagePreprocessor
+    from pintopic.runio import read_json, write_json, write_npy
+
+    chunks = [tasks[start:start + CACHE_CHUNK_ROWS] for start in range(0, len(tasks), CACHE_CHUNK_ROWS)]
+    todo = [(view, c) for view in range(views) for c in range(len(chunks))
+            if not (folder / f"view-{view}-{c:05d}.npy").exists() or not (folder / f"failed-{c:05d}.json").exists()]
+    bar = None
+    if progress and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=sum(len(chunks[c]) for _, c in todo), unit="img", desc="cache frozen trunk", dynamic_ncols=True)
+    for view, c in todo:
+        chunk = chunks[c]
+        preprocessor = ImagePreprocessor(preprocessing) if view == 0 else AugmentedPreprocessor(preprocessing, seed, view)
+        paths = [path for _, path in chunk]
+        batches = [range(start, min(start + batch_size, len(paths))) for start in range(0, len(paths), batch_size)]
+        maps: dict[int, np.ndarray] = {}
+        failed: dict[str, dict] = {}
+        for indices, arrays, failures in decoded_batches(paths, preprocessor, batches, workers):
+            for index, status, detail in failures:
+                failed[chunk[index][0]] = {"status": status, "reason": detail}
+            if indices:
+                for index, block in zip(indices, trunk_runner(arrays)):
+                    maps[index] = block.astype(np.float16)
+            if bar is not None:
+                bar.update(len(indices) + len(failures))
+        if view == 0:
+            write_json(folder / f"failed-{c:05d}.json", failed)
+        known_failed = read_json(folder / f"failed-{c:05d}.json")
+        kept = [i for i, (image_id, _) in enumerate(chunk) if image_id not in known_failed]
+        missing = [i for i in kept if i not in maps]
+        if missing:  # a file that decoded for view 0 but not now: the source changed under us
+            raise PintopicError(f"image {chunk[missing[0]][1]} no longer decodes; rerun ingest")
+        write_npy(folder / f"view-{view}-{c:05d}.npy", np.stack([maps[i] for i in kept]) if kept else np.zeros((0,), np.float16))
+    if bar is not None:
+        bar.close()
+    ids, failures = [], {}
+    for c, chunk in enumerate(chunks):
+        chunk_failed = read_json(folder / f"failed-{c:05d}.json")
+        failures.update(chunk_failed)
+        ids += [image_id for image_id, _ in chunk if image_id not in chunk_failed]
+    return ids, failures
+
+
+def _load_cache(folder: Path, n_chunks: int, views: int) -> np.ndarray:
+    """All cached maps as one float16 array ``(views, n, C, H, W)``."""
+    return np.stack([np.concatenate([a for a in (np.load(folder / f"view-{view}-{c:05d}.npy") for c in range(n_chunks)) if a.ndim > 1])
+                     for view in range(views)])
+
+
+# -- training -----------------------------------------------------------------------------------------
+
+def _augment_maps(maps, generator, min_scale: float = 0.6):
+    """Feature-level augmentation: a random resized crop of each map (back to full size) and a random flip."""
+    import torch
+    import torch.nn.functional as F
+
+    n, _, height, width = maps.shape
+    out = torch.empty_like(maps)
+    scales = torch.empty(n).uniform_(min_scale, 1.0, generator=generator)
+    flips = torch.rand(n, generator=generator) < 0.5
+    for i in range(n):
+        h = max(1, int(round(height * float(scales[i]) ** 0.5)))
+        w = max(1, int(round(width * float(scales[i]) ** 0.5)))
+        top = int(torch.randint(0, height - h + 1, (1,), generator=generator))
+        left = int(torch.randint(0, width - w + 1, (1,), generator=generator))
+        crop = maps[i:i + 1, :, top:top + h, left:left + w]
+        if (h, w) != (height, width):
+            crop = F.interpolate(crop, size=(height, width), mode="bilinear", align_corners=False)
+        out[i] = crop[0].flip(-1) if flips[i] else crop[0]
+    return out
+
+
+def _flat_optimizer_state(optimizer) -> dict:
+    import torch
+
+    tensors = {}
+    for index, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            tensors[f"optimizer.{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    return tensors
+
+
+def _restore_optimizer_state(optimizer, tensors: dict) -> None:
+    state_dict = optimizer.state_dict()
+    state: dict = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+    state_dict["state"] = state
+    optimizer.load_state_dict(state_dict)
+
+
+def _save_tensors(path: Path, tensors: dict) -> None:
+    from safetensors.torch import save_file
+
+    from pintopic.runio import atomic_path
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+
+
+def _predict(tail, head, maps: np.ndarray, device: str, batch_size: int) -> np.ndarray:
+    import torch
+
+    tail.eval()
+    head.eval()
+    outputs = []
+    with torch.inference_mode():
+        for start in range(0, len(maps), batch_size):
+            x = torch.from_numpy(maps[start:start + batch_size].astype(np.float32)).to(device)
+            outputs.append(head(tail(x)).argmax(1).cpu().numpy())
+    return np.concatenate(outputs) if outputs else np.zeros(0, dtype=int)
+
+
+def finetune(run_dir: str | os.PathLike, *, backbone: str = "lite0", stages: int = 1, epochs: int = 8,
+             batch_size: int = 64, lr: float = 1e-3, tail_lr_scale: float = 0.1, weight_decay: float = 1e-4,
+             patience: int = 2, views: int = 2, val_fraction: float = 0.15, label_smoothing: float = 0.1,
+             device: str = "auto", runtime: str = "auto", seed: int = 0, name: str | None = None,
+             test_size: float = 0.2, split: str = "stratified", workers: int | None = None,
+             progress: bool = True) -> Path:
+    """Fine-tune the last ``stages`` stages of ``backbone`` on the run's training part; returns ``RUN/finetune/<name>/``.
+
+    The folder's ``finetune.json`` (written last) marks it finished; a rerun with the same settings is a
+    no-op, and a killed run resumes from its trunk cache and last epoch checkpoint.
+    """
+    import pyarrow as pa
+    import torch
+
+    from pintopic.classify.split import load_or_make_split
+    from pintopic.dataset import image_file, load_sample
+    from pintopic.features.extraction import _library_versions, _machine, default_workers
+    from pintopic.features.onnx_runtime import resolve_device
+    from pintopic.features.registry import build_backbone, slug
+    from pintopic.runio import (RunLock, read_json, run_paths, settings_hash, stage_is_complete, write_json,
+                                write_parquet)
+
+    run_dir = Path(run_dir)
+    if backbone.startswith(PREFIX):
+        raise PintopicError("fine-tune a base backbone (e.g. lite0), not an already fine-tuned one")
+    if epochs < 1 or batch_size < 1 or views < 1 or patience < 1 or not 0 < val_fraction < 0.5 or lr <= 0:
+        raise PintopicError("epochs, batch size, views and patience must be positive, lr > 0, val fraction in (0, 0.5)")
+    name = name or f"{slug(backbone)}-s{stages}"
+    if slug(name) != name:
+        raise PintopicError(f"--out must be a plain folder name (letters, digits, ._-), got {name!r}")
+    paths = run_paths(run_dir)
+    if not (paths["dataset"] / "sample.parquet").exists():
+        raise PintopicError(f"{paths['dataset']} has no sample.parquet; run `pintopic ingest SOURCE {run_dir}` first")
+    folder = finetune_root(run_dir) / name
+    device = resolve_device(device)
+    started = time.perf_counter()
+    with RunLock(run_dir):
+        sample = load_sample(run_dir)
+        sample["image_id"] = sample["image_id"].astype(str)
+        split_frame, split_info = load_or_make_split(paths["results"], sample, test_size=test_size, split=split, seed=seed)
+        train_ids = set(split_frame.loc[split_frame["part"] == "train", "image_id"])
+        train_rows = sample[sample["image_id"].isin(train_ids)].sort_values("image_id", kind="stable")
+        tasks = [(str(row["image_id"]), image_file(row)) for _, row in train_rows.iterrows()]
+        label_of = dict(zip(train_rows["image_id"], train_rows["category"].astype(str)))
+
+        base = build_backbone(backbone, pretrained=True)
+        cache_settings = {"backbone": base.describe(), "stages": stages, "views": views, "seed": seed,
+                          "preprocessing": base.preprocessing.to_dict(), "split": settings_hash(split_info),
+                          "ids": settings_hash(sorted(label_of))}
+        settings = {**cache_settings, "training_version": TRAINING_VERSION, "epochs": epochs, "batch_size": batch_size,
+                    "lr": lr, "tail_lr_scale": tail_lr_scale, "weight_decay": weight_decay, "patience": patience,
+                    "val_fraction": val_fraction, "label_smoothing": label_smoothing}
+        if stage_is_complete(folder / FINETUNE_JSON, settings) and (folder / MODEL_FILE).exists():
+            return folder
+        (folder / FINETUNE_JSON).unlink(missing_ok=True)
+
+        trunk, tail = split_model(base.model, stages)
+        cache = folder / "cache"
+        if not stage_is_complete(cache / "cache.json", cache_settings):
+            for stale in cache.glob("*"):
+                stale.unlink()
+        cache.mkdir(parents=True, exist_ok=True)
+        write_json(cache / "cache.json", {"settings": cache_settings, "settings_hash": settings_hash(cache_settings)})
+        trunk_runner = TrunkRunner(trunk, base.preprocessing, device=device, runtime=runtime, export_path=cache / "trunk.onnx")
+        workers = default_workers() if workers is None else workers
+        cache_started = time.perf_counter()
+        ids, failures = _cache_trunk(cache, tasks, trunk_runner, base.preprocessing, views=views, seed=seed,
+                                     batch_size=32, workers=workers, progress=progress)
+        cache_seconds = time.perf_counter() - cache_started
+        del trunk_runner
+        maps = _load_cache(cache, -(-len(tasks) // CACHE_CHUNK_ROWS), views)
+
+        categories = sorted({label_of[i] for i in ids})
+        y = np.array([categories.index(label_of[i]) for i in ids])
+        from sklearn.model_selection import train_test_split
+
+        if len(categories) < 2 or np.bincount(y).min() < 2:
+            raise PintopicError("fine-tuning needs at least 2 categories with 2 decodable training images each")
+        fit_rows, val_rows = train_test_split(np.arange(len(ids)), test_size=val_fraction, stratify=y, random_state=seed)
+        fit_rows, val_rows = np.sort(fit_rows), np.sort(val_rows)
+
+        torch.manual_seed(seed)
+        head = torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(base.dim, len(categories)))
+        tail.to(device)
+        head.to(device)
+        optimizer = torch.optim.AdamW([
+            {"params": list(tail.parameters()), "lr": lr * tail_lr_scale},
+            {"params": list(head.parameters()), "lr": lr}], weight_decay=weight_decay)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+        loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+        from safetensors.torch import load_file
+        from sklearn.metrics import f1_score
+
+        history, best_f1, best_epoch, start_epoch, resumed_from = [], -1.0, -1, 0, None
+        checkpoint_json = folder / CHECKPOINT_JSON
+        if stage_is_complete(checkpoint_json, settings) and (folder / CHECKPOINT_FILE).exists():
+            record = read_json(checkpoint_json)
+            tensors = load_file(str(folder / CHECKPOINT_FILE))
+            tail.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("tail.")})
+            head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
+            _restore_optimizer_state(optimizer, tensors)
+            history, best_f1, best_epoch = record["history"], record["best_f1"], record["best_epoch"]
+            start_epoch = resumed_from = record["epoch"] + 1
+            for _ in range(start_epoch):
+                schedule.step()
+        else:
+            for stale in (checkpoint_json, folder / CHECKPOINT_FILE, folder / "best.safetensors"):
+                stale.unlink(missing_ok=True)
+
+        stop = start_epoch > 0 and (start_epoch >= epochs or start_epoch - 1 - best_epoch >= patience)
+        for epoch in range(start_epoch, epochs if not stop else start_epoch):
+            epoch_started = time.perf_counter()
+            generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+            order = fit_rows[torch.randperm(len(fit_rows), generator=generator).numpy()]
+            view_of = torch.randint(0, views, (len(order),), generator=generator).numpy()
+            tail.train()
+            head.train()
+            total_loss = 0.0
+            steps = range(0, len(order), batch_size)
+            bar = None
+            if progress:
+                from tqdm import tqdm
+
+                bar = tqdm(total=len(order), unit="img", desc=f"finetune epoch {epoch + 1}/{epochs}", dynamic_ncols=True, leave=False)
+            for start in steps:
+                rows, batch_views = order[start:start + batch_size], view_of[start:start + batch_size]
+                x = torch.from_numpy(maps[batch_views, rows].astype(np.float32))
+                x = _augment_maps(x, generator).to(device)
+                target = torch.from_numpy(y[rows]).to(device)
+                loss = loss_fn(head(tail(x)), target)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total_loss += float(loss.detach()) * len(rows)
+                if bar is not None:
+                    bar.update(len(rows))
+            if bar is not None:
+                bar.close()
+            schedule.step()
+            predicted = _predict(tail, head, maps[0, val_rows], device, batch_size * 2)
+            val_f1 = float(f1_score(y[val_rows], predicted, average="macro"))
+            history.append({"epoch": epoch + 1, "train_loss": round(total_loss / len(order), 5), "val_f1_macro": round(val_f1, 5),
+                            "seconds": round(time.perf_counter() - epoch_started, 2)})
+            if progress:
+                print(f"epoch {epoch + 1}/{epochs}: loss {history[-1]['train_loss']:.4f}, validation macro-F1 {val_f1:.4f}", flush=True)
+            tensors = {**{f"tail.{k}": v for k, v in tail.state_dict().items()},
+                       **{f"head.{k}": v for k, v in head.state_dict().items()}}
+            if val_f1 > best_f1:
+                best_f1, best_epoch = val_f1, epoch
+                _save_tensors(folder / "best.safetensors", tensors)
+            _save_tensors(folder / CHECKPOINT_FILE, {**tensors, **_flat_optimizer_state(optimizer)})
+            write_json(checkpoint_json, {"epoch": epoch, "history": history, "best_f1": best_f1, "best_epoch": best_epoch,
+                                         "settings": settings, "settings_hash": settings_hash(settings)})
+            if epoch - best_epoch >= patience:
+                break
+
+        best = load_file(str(folder / "best.safetensors"))
+        tail.load_state_dict({k[5:]: v for k, v in best.items() if k.startswith("tail.")})
+        head.load_state_dict({k[5:]: v for k, v in best.items() if k.startswith("head.")})
+        base.model.cpu().eval()
+        _save_tensors(folder / MODEL_FILE, base.model.state_dict())
+        _save_tensors(folder / HEAD_FILE, {k: v for k, v in head.state_dict().items()})
+        write_parquet(folder / "validation.parquet", pa.table({"image_id": pa.array([ids[i] for i in val_rows], pa.string())}))
+        info = {
+            "format": "pintopic-finetune", "base": base.spec.name, "base_model": base.spec.model,
+            "base_weights_sha256": base.weights_sha256, "base_weights_source": base.weights_source,
+            "preprocessing": {k: v for k, v in base.preprocessing.to_dict().items() if k not in ("draft_size", "decoder")},
+            "dim": base.dim, "stages": stages, "trainable_parameters": sum(p.numel() for p in tail.parameters()),
+            "categories": categories, "n_train": len(fit_rows), "n_validation": len(val_rows), "failed": failures,
+            "best_epoch": best_epoch + 1, "best_val_f1_macro": best_f1, "history": history, "resumed_from_epoch": resumed_from,
+            "device": device, "trunk_cache_seconds": round(cache_seconds, 2),
+            "seconds_this_invocation": round(time.perf_counter() - started, 2),
+            "weights": MODEL_FILE, "head": HEAD_FILE, "spec": PREFIX + str(folder.resolve()),
+            "versions": _library_versions(), "machine": _machine(),
+            "settings": settings, "settings_hash": settings_hash(settings),
+        }
+        write_json(folder / FINETUNE_JSON, info)
+    return folder

@@ -1,0 +1,133 @@
+"""Feature fusion: a backbone named ``a+b+c`` is the concatenation of its components' stored vectors.
+
+Nothing is written for a fusion: the vectors are assembled when loaded, from the component stores,
+joined by image_id (only ids every component holds), each block L2-normalised so no backbone dominates
+by scale. ``predict`` embeds images with every component backbone the same way (:func:`embed_fused`).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from pintopic.errors import PintopicError
+
+
+def l2_normalised(X: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero; NaN rows of failed images stay NaN)."""
+    X = np.asarray(X, dtype=np.float32)
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+
+def component_stores(features_dir: Path, name: str, tta: str | None | bool = True) -> list[tuple[Path, dict]]:
+    """``(folder, meta)`` of each component's newest complete store; ``tta`` (None, "flip") pins their TTA.
+
+    With the default (``True``) the components must agree on TTA, so one fusion never mixes settings.
+    """
+    from pintopic.features.registry import fusion_components
+    from pintopic.runio import read_json
+
+    parts = fusion_components(name)
+    if parts is None:
+        raise PintopicError(f"{name!r} is not a fusion name (a+b+...)")
+    metas = sorted(Path(features_dir).glob("*/meta.json"), key=lambda p: p.stat().st_mtime)
+    chosen = []
+    for part in parts:
+        found = [(path.parent, read_json(path)) for path in metas]
+        found = [(folder, meta) for folder, meta in found if meta.get("spec") == part
+                 and (tta is True or (meta.get("tta") or None) == (tta or None))]
+        if not found:
+            raise PintopicError(f"fusion {name!r}: no complete store for component {part!r} in {features_dir}; "
+                                f"run `pintopic extract RUN --backbone {name}`")
+        chosen.append(found[-1])
+    ttas = {meta.get("tta") or None for _, meta in chosen}
+    if len(ttas) > 1:
+        raise PintopicError(f"fusion {name!r}: component stores differ in tta ({sorted(map(str, ttas))}); "
+                            "extract them with the same --tta")
+    return chosen
+
+
+def fused_meta(name: str, components: list[tuple[Path, dict]], ids: Sequence[str]) -> dict:
+    """A meta.json-like description of the fusion (what evaluate records and predict needs)."""
+    from pintopic.features.registry import slug
+    from pintopic.features.store import ids_checksum
+    from pintopic.runio import settings_hash
+
+    keys = [folder.name for folder, _ in components]
+    first = components[0][1]
+    return {
+        "spec": name, "library": "fusion", "key": f"{slug(name)}-{settings_hash(keys, 8)}", "components": keys,
+        "component_specs": [meta["spec"] for _, meta in components],
+        "component_backbones": [{k: meta.get(k) for k in ("spec", "key", "dim", "tta", "pretrained", "weights_sha256",
+                                                          "weights_source", "preprocessing")} for _, meta in components],
+        "dim": int(sum(int(meta["dim"]) for _, meta in components)), "tta": first.get("tta"),
+        "pretrained": all(meta.get("pretrained", True) for _, meta in components), "normalisation": "l2 per block",
+        "n_rows": len(ids), "ids_sha256": ids_checksum(list(ids)),
+    }
+
+
+def fused_ids(components: list[tuple[Path, dict]]) -> list[str]:
+    """Ids present in every component store, sorted (failures of any component drop the image)."""
+    from pintopic.classify import store_ids
+
+    common = None
+    for folder, _ in components:
+        ids = set(store_ids(folder))
+        common = ids if common is None else common & ids
+    return sorted(common or ())
+
+
+def load_fused(components: list[tuple[Path, dict]], ids: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, X)``: the L2-normalised component blocks side by side, rows joined by image_id."""
+    from pintopic.features.store import load_features
+
+    ids = fused_ids(components) if ids is None else list(ids)
+    blocks = [l2_normalised(load_features(folder, ids=ids)[1]) for folder, _ in components]
+    return np.asarray(ids, dtype=object), np.hstack(blocks)
+
+
+def open_store(features_dir: Path, name: str) -> tuple[Path, dict]:
+    """``(virtual folder, meta)`` of a fusion, for code that walks stores: the folder does not exist on disk."""
+    components = component_stores(features_dir, name)
+    meta = fused_meta(name, components, fused_ids(components))
+    meta["component_folders"] = [str(folder) for folder, _ in components]
+    return Path(features_dir) / meta["key"], meta
+
+
+def store_ids_of(folder: Path, meta: dict) -> list[str]:
+    """The ids a (real or fused) store holds."""
+    from pintopic.classify import store_ids
+
+    if meta.get("library") == "fusion":
+        return fused_ids([(Path(f), {}) for f in meta["component_folders"]])
+    return store_ids(folder)
+
+
+def load_store(folder: Path, meta: dict, ids: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``load_features`` for a real store, :func:`load_fused` for a fusion."""
+    from pintopic.features.store import load_features
+
+    if meta.get("library") == "fusion":
+        return load_fused([(Path(f), {}) for f in meta["component_folders"]], ids)
+    return load_features(folder, ids=ids)
+
+
+def embed_fused(name: str, paths: Sequence[str | os.PathLike], **settings):
+    """``embed_images`` for a fusion: every component embeds the files, blocks L2-normalised side by side.
+
+    Per-component settings (e.g. ``tta``) may be given as ``component_settings=[{...}, ...]``.
+    """
+    from pintopic.features.extraction import embed_images
+    from pintopic.features.registry import fusion_components
+
+    parts = fusion_components(name)
+    per_component = settings.pop("component_settings", None) or [{} for _ in parts]
+    blocks, errors = [], {}
+    for part, extra in zip(parts, per_component):
+        X, failures = embed_images(part, paths, **{**settings, **extra})
+        blocks.append(l2_normalised(X))
+        for index, status, detail in failures:
+            errors.setdefault(index, (index, status, detail))
+    return np.hstack(blocks), sorted(errors.values())

@@ -1,0 +1,138 @@
+"""The hostile corpus (tests/hostile.py) through every stage of the CLI: ingest, extract, evaluate, predict.
+
+Every file ends with its status and reason, every valid image is kept with its board's category, no
+stage crashes (exit 0, no traceback), and no stage process tree peaks above 1 GB of resident memory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hostile import HOSTILE_BOARD, build_hostile_crawl
+from pintopic.dataset import image_file, load_manifest, load_sample
+from pintopic.runio import read_json
+
+REPO = Path(__file__).resolve().parent.parent
+PEAK_RSS_LIMIT = 1024**3
+BACKBONE = "timm:test_efficientnet"
+
+
+def pintopic_cli(*args: str | bytes, timeout: float = 300) -> tuple[int, str, str, int]:
+    """Run ``python -m pintopic ARGS``; returns (exit code, stdout, stderr, peak RSS in bytes of its process tree).
+
+    ``os.wait4`` gives the child's own rusage, whose ``ru_maxrss`` covers the descendants it waited for
+    (decoding workers included).
+    """
+    import tempfile
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen([sys.executable, "-m", "pintopic", *args], cwd=REPO, stdout=out, stderr=err)
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        finally:
+            process.returncode = 0  # reaped above; keep Popen from waiting again
+        out.seek(0)
+        err.seek(0)
+        return (os.waitstatus_to_exitcode(status), out.read().decode(errors="replace"),
+                err.read().decode(errors="replace"), usage.ru_maxrss * 1024)
+
+
+def _assert_clean(step: str, result: tuple[int, str, str, int], peaks: dict[str, int]) -> None:
+    code, out, err, peak = result
+    assert code == 0, f"{step} exited {code}:\n{out}\n{err}"
+    assert "Traceback" not in err, f"{step} printed a stack trace:\n{err}"
+    peaks[step] = peak
+    assert peak < PEAK_RSS_LIMIT, f"{step} peaked at {peak / 2**20:.0f} MiB"
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory):
+    """The hostile crawl taken through ingest, extract and evaluate by the CLI, with each stage's peak RSS."""
+    base = tmp_path_factory.mktemp("hostile")
+    source, expected = build_hostile_crawl(base)
+    run = base / "run"
+    peaks: dict[str, int] = {}
+    _assert_clean("ingest", pintopic_cli("ingest", str(source), str(run), "--quiet", "--workers", "2"), peaks)
+    _assert_clean("extract", pintopic_cli("extract", str(run), "--backbone", BACKBONE, "--no-pretrained", "--quiet",
+                                          "--batch-size", "4", "--workers", "1"), peaks)
+    _assert_clean("evaluate", pintopic_cli("evaluate", str(run), "--cv", "3", "--quiet"), peaks)
+    return source, run, expected, peaks
+
+
+@pytest.mark.timeout(600)
+def test_ingest_gives_every_file_its_status_reason_and_label(hostile_run):
+    _, run, expected, peaks = hostile_run
+    manifest = load_manifest(run).set_index("path")
+    assert manifest["status"].to_dict() == {path: status for path, (status, _) in expected.items()}
+    bad = manifest[manifest["status"] != "ok"]
+    assert (bad["reason_detail"].str.len() > 0).all(), bad[bad["reason_detail"].str.len() == 0]
+    ok = manifest[manifest["status"] == "ok"]
+    assert ok["category"].to_dict() == {path: category for path, (status, category) in expected.items() if status == "ok"}
+    assert ok["width"].notna().all() and ok["sha256"].notna().all()
+    rows = manifest.reset_index().set_index("pin")
+    assert (rows.loc["104", "width"], rows.loc["104", "height"]) == (20, 40)  # EXIF rotation applied
+    assert (rows.loc["107", "width"], rows.loc["107", "height"]) == (20000, 50)
+    assert (rows.loc["115", "width"], rows.loc["115", "height"]) == (60000, 60000)  # read from the header only
+    record = read_json(run / "dataset" / "dataset.json")
+    assert record["counts"]["ignored_dirs"] == 1 and "photo.jpg" in record["ignored_dirs"][0]
+    assert sum(record["counts"]["by_status"].values()) == len(expected)
+    # the non-UTF-8 name is kept, displayable, and opens through its exact bytes
+    latin = manifest.loc[f"ana/{HOSTILE_BOARD}/109/caf\\xe9-latin1.png"]
+    assert bytes(latin["abspath"]).endswith(b"/caf\xe9-latin1.png") and os.path.exists(image_file(latin))
+    sample = load_sample(run)
+    assert set(sample["path"]) == set(ok.index)  # every valid image is sampled (no per-category cap)
+    print("peak RSS MiB:", {step: round(peak / 2**20) for step, peak in peaks.items()})
+
+
+@pytest.mark.timeout(600)
+def test_extract_and_evaluate_use_every_valid_image(hostile_run):
+    _, run, expected, _ = hostile_run
+    import numpy as np
+
+    from pintopic.features import load_features
+
+    (meta_path,) = (run / "features").glob("*/meta.json")
+    meta = read_json(meta_path)
+    sample = load_sample(run)
+    assert meta["failed"] == [] and meta["n_rows"] == len(sample)
+    ids, X = load_features(meta_path.parent)
+    assert list(ids) == sorted(sample["image_id"]) and np.isfinite(X).all()
+    results = read_json(run / "results" / "results.json")
+    assert {row["classifier"] for row in results["rows"]} == {"knn", "lsvm", "nn"}
+    n_ok = sum(1 for status, _ in expected.values() if status == "ok")
+    for row in results["rows"]:
+        assert row["n_train"] + row["n_test"] == n_ok and row["n_dropped"] == 0
+    assert results["categories"] == ["art", "food_drink", "travel"]
+
+
+@pytest.mark.timeout(600)
+def test_predict_answers_every_file_and_errors_per_file(hostile_run):
+    source, run, expected, peaks = hostile_run
+    model = next((run / "results" / "models").glob("*__knn"))
+    manifest = load_manifest(run).set_index("path")
+    files = [bytes(manifest.loc[path, "abspath"]) for path in expected if not path.endswith("/unsorted/1/image.png")]
+    result = pintopic_cli("predict", str(model), *files, "--format", "json", "--top-k", "2")
+    code, out, err, peak = result
+    assert code == 0 and "Traceback" not in err, err
+    peaks["predict"] = peak
+    assert peak < PEAK_RSS_LIMIT
+    answers = json.loads(out)
+    assert len(answers) == len(files)
+    by_path = {os.fsencode(answer["path"]) if isinstance(answer["path"], str) else answer["path"]: answer for answer in answers}
+    for path, (status, _) in expected.items():
+        if path.endswith("/unsorted/1/image.png"):
+            continue
+        answer = by_path[bytes(manifest.loc[path, "abspath"])]
+        if status in ("ok", "bad_metadata"):  # decodable images: a prediction, whatever their metadata
+            assert not answer.get("error") and len(answer["top"]) == 2, (path, answer)
+            assert {entry["category"] for entry in answer["top"]} <= {"art", "food_drink", "travel"}
+        elif status == "outside_root":
+            continue  # predict opens what it is given: the symlink's target is a fine image
+        else:
+            assert answer.get("error"), (path, answer)
+            assert status in answer["error"] or answer.get("status") == status, (path, answer)
