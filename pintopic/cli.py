@@ -17,6 +17,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         args.source, args.run, layout=args.layout, exclude=args.exclude,
         per_category=args.per_category, min_per_category=args.min_per_category, seed=args.seed,
         max_pixels=args.max_pixels, workers=args.workers, progress=not args.quiet,
+        decode_cache=not args.no_decode_cache,
     )
     return 0
 
@@ -83,7 +84,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from pintopic.classify.predict import format_predictions, predict
 
-    predictions = predict(args.model_dir, args.inputs, top_k=args.top_k)
+    if args.zero_shot:  # no model folder: the first positional is an image too
+        from pintopic.classify.zeroshot import zero_shot_predict
+        from pintopic.errors import PintopicError
+
+        if not args.categories:
+            raise PintopicError("--zero-shot needs --categories a,b,c (the categories to choose from)")
+        predictions = zero_shot_predict(args.zero_shot, args.categories, [args.model_dir, *args.inputs], top_k=args.top_k)
+    else:
+        if not args.inputs:
+            from pintopic.errors import PintopicError
+
+            raise PintopicError("give a model folder and at least one image or folder")
+        predictions = predict(args.model_dir, args.inputs, top_k=args.top_k)
     print(format_predictions(predictions, args.format))
     return 1 if predictions and all(p.get("error") for p in predictions) else 0
 
@@ -130,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-pixels", type=int, default=None, help="larger images get status too_large (default: Pillow's limit)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPU count)")
+    p.add_argument("--no-decode-cache", action="store_true",
+                   help="keep no small decoded copies of PNG/large files for extraction (RUN/dataset/cache/)")
 
     p = add("make-crawl", _cmd_make_crawl, "Turn a folders dataset into a synthetic crawl (user/boards/pins) of the study's shape.")
     p.add_argument("source", help="folders dataset: SOURCE/<category>/**/<image>")
@@ -178,9 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
 
     p = add("predict", _cmd_predict, "Top-k categories for images with a fitted model folder.")
-    p.add_argument("model_dir")
-    p.add_argument("inputs", nargs="+", help="images or folders")
+    p.add_argument("model_dir", help="a model folder (RUN/results/models/...), or with --zero-shot the first image")
+    p.add_argument("inputs", nargs="*", help="images or folders")
     p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--zero-shot", metavar="OPENCLIP_BACKBONE", help="no model: classify by category names with "
+                   "this openclip:<arch>/<tag> backbone's text tower")
+    p.add_argument("--categories", type=_csv_list, help="with --zero-shot: the categories to choose from")
     p.add_argument("--format", default="table", choices=["table", "json", "csv"])
 
     p = add("report", _cmd_report, "Write RUN/report.html, a self-contained report of the run.")

@@ -35,6 +35,17 @@ DEFAULTS: dict[str, Any] = {
         "tta": "",
         "workers": 0,
     },
+    "finetune": {  # trained before extraction when enabled; list "finetuned:<out>" in features.backbones to use it
+        "enabled": False,
+        "backbone": "lite0",
+        "stages": 1,
+        "epochs": 8,
+        "batch_size": 64,
+        "lr": 0.001,
+        "patience": 2,
+        "views": 2,
+        "out": "",  # "" = <backbone>-s<stages>
+    },
     "classify": {
         "classifiers": ["knn", "lsvm", "nn"],
         "split": "stratified",

@@ -47,9 +47,21 @@ def run_study(config_path: str | Path, overrides: list[str] | None = None, progr
         )
         timings["ingest"] = time.perf_counter() - started
 
+        feats, clf, tune = config["features"], config["classify"], config["finetune"]
+        if tune["enabled"]:
+            from pintopic.features.finetune import finetune
+
+            started = time.perf_counter()
+            finetune(
+                run, backbone=tune["backbone"], stages=tune["stages"], epochs=tune["epochs"],
+                batch_size=tune["batch_size"], lr=tune["lr"], patience=tune["patience"], views=tune["views"],
+                device=feats["device"], seed=clf["seed"], name=tune["out"] or None, test_size=clf["test_size"],
+                split=clf["split"], workers=_none_if_zero(feats["workers"]), progress=progress,
+            )
+            timings["finetune"] = time.perf_counter() - started
+
         from pintopic.features import extract
 
-        feats = config["features"]
         started = time.perf_counter()
         stores = extract(
             run, feats["backbones"], batch_size=feats["batch_size"], workers=_none_if_zero(feats["workers"]),
@@ -60,7 +72,6 @@ def run_study(config_path: str | Path, overrides: list[str] | None = None, progr
 
         from pintopic.classify import evaluate
 
-        clf = config["classify"]
         started = time.perf_counter()
         results = evaluate(
             run, backbones=feats["backbones"], classifiers=clf["classifiers"], cv=clf["cv"],

@@ -134,10 +134,10 @@ def test_a_worker_crash_is_isolated_to_its_file(tmp_path, monkeypatch):
         paths.append(os.fsencode(path))
     real = verify.verify_file
 
-    def crashing(path, max_pixels=None):
+    def crashing(path, max_pixels=None, *rest):
         if path.endswith(b"boom.png"):
             os._exit(3)
-        return real(path, max_pixels)
+        return real(path, max_pixels, *rest)
 
     # fork, so the workers inherit the patched function
     monkeypatch.setattr(verify, "_context", lambda: multiprocessing.get_context("fork"))

@@ -27,14 +27,14 @@ RUN_HISTORY_KEYS = {"seconds", "fit_seconds", "images_per_second", "images_compu
 #: Files that describe a run rather than make up its outputs (compared by the run tests, not here).
 NOT_COMPARED = {".lock", "run.log", "run.json", "report.html"}
 
-EXTRACT_CHILD = """
+EXTRACT_SETTINGS = dict(pretrained=False, workers=1, progress=False, batch_size=2, shard_rows=4)
+EXTRACT_CHILD = f"""
 import sys
 from pintopic.features.extraction import extract, prepared_backbone
-prepared_backbone({backbone!r}, pretrained=False)  # imports and model building happen before "ready"
+prepared_backbone({BACKBONE!r}, pretrained=False)  # imports and model building happen before "ready"
 print("ready", flush=True)
-extract(sys.argv[1], {backbone!r}, pretrained=False, workers=1, progress=False, batch_size=2, shard_rows=4)
-print("done", flush=True)
-""".format(backbone=BACKBONE)
+extract(sys.argv[1], {BACKBONE!r}, **{EXTRACT_SETTINGS!r})
+"""
 
 
 def without_history(value):
@@ -80,30 +80,21 @@ def kill_at(command: list[str], delay: float, wait_for_ready: bool = False, afte
     return running
 
 
-def timed(command: list[str]) -> float:
-    started = time.perf_counter()
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    return time.perf_counter() - started
-
-
 @pytest.mark.timeout(400)
 def test_extraction_killed_at_five_random_points_resumes_to_identical_features(tmp_path):
-    from pintopic.features import load_features
     from pintopic.dataset import load_sample
+    from pintopic.features import extract, load_features
+    from pintopic.features.extraction import prepared_backbone
 
     run = tiny_run(tmp_path, per_category=30)  # 90 images: 23 shards of 4
     reference_run = tmp_path / "reference"
     shutil.copytree(run / "dataset", reference_run / "dataset")
     command = [sys.executable, "-c", EXTRACT_CHILD]
 
-    process = subprocess.Popen(command + [str(reference_run)], cwd=REPO, stdout=subprocess.PIPE, text=True)
-    assert process.stdout.readline().strip() == "ready"
+    prepared_backbone(BACKBONE, pretrained=False)
     started = time.perf_counter()
-    assert process.stdout.readline().strip() == "done"
-    duration = time.perf_counter() - started  # the extraction itself, without start-up and exit
-    assert process.wait() == 0
-    (reference,) = (reference_run / "features").iterdir()
+    (reference,) = extract(reference_run, BACKBONE, **EXTRACT_SETTINGS)  # uninterrupted, in this process
+    duration = time.perf_counter() - started
 
     # The 5 kill points: after a seeded random number of finished shards, plus a seeded fraction of one shard's time.
     rng = np.random.default_rng(9)
@@ -117,10 +108,7 @@ def test_extraction_killed_at_five_random_points_resumes_to_identical_features(t
     assert interrupted >= KILLS - 1, f"only {interrupted} of {KILLS} kills landed before the end; the test proves little"
     assert done == sorted(done) and len(set(done)) >= 3, f"finished shards after each kill: {done}"
     # resumed at once: the killed run's orphaned decoding worker must not keep the folder locked
-    result = subprocess.run(command + [str(run)], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-
-    (folder,) = (run / "features").iterdir()
+    (folder,) = extract(run, BACKBONE, **EXTRACT_SETTINGS)
     assert folder.name == reference.name
     assert_same_outputs(folder, reference)
     ids, _ = load_features(folder)
@@ -160,9 +148,11 @@ def tiny_study(tmp_path: Path, tiny_folders: Path) -> Path:
 
 @pytest.mark.timeout(600)
 def test_pintopic_run_killed_at_five_random_points_resumes_to_identical_outputs(tiny_study: Path):
+    from pintopic.run import run_study
+
     run = tiny_study.parent / "run"
     command = [sys.executable, "-m", "pintopic", "run", str(tiny_study), "--quiet"]
-    timed(command)
+    run_study(tiny_study, progress=False)  # uninterrupted, in this process
     reference = tiny_study.parent / "reference"
     run.rename(reference)  # the same run folder path for both, so recorded paths agree
 
@@ -177,8 +167,7 @@ def test_pintopic_run_killed_at_five_random_points_resumes_to_identical_outputs(
         gap = min(2.0, (written[index + 1][0] - written[index][0]) / 1e9)
         interrupted += kill_at(command, fraction * gap, after=lambda: (run / written[index][1]).exists())
     assert interrupted >= KILLS - 1, f"only {interrupted} of {KILLS} kills landed before the end; the test proves little"
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+    run_study(tiny_study, progress=False)
     assert_same_outputs(run, reference)
     results = read_json(run / "results" / "results.json")
     assert len(results["rows"]) == 3 and all(row["n_train"] + row["n_test"] == 36 for row in results["rows"])

@@ -115,6 +115,27 @@ def _fit_pair(name, X_train, y_train, X_test, y_test, test_ids, folds, grid, cat
     return model, search, summary, predictions, fit_seconds
 
 
+#: Classifiers whose probabilities an ``ensemble`` cell may average.
+ENSEMBLE_CANDIDATES = ("logreg", "knn", "nn", "zeroshot")
+
+
+def _ensemble(results_dir: Path, members: list[dict], split_frame, label_of, categories, split_hash, *, cv, seed,
+              max_members) -> dict:
+    """The ``ensemble`` row (members chosen by CV on the training part), recomputed only when a member changed."""
+    from pintopic.classify.ensemble import ensemble_row
+    from pintopic.runio import read_json, settings_hash, stage_is_complete, write_json, write_parquet
+
+    settings = {"protocol": PROTOCOL_VERSION, "members": [settings_hash(m["record"]) for m in members],
+                "split": split_hash, "cv": cv, "seed": seed, "max_members": max_members}
+    record = results_dir / "rows" / "ensemble.json"
+    if stage_is_complete(record, settings):
+        return read_json(record)["row"]
+    row, predictions = ensemble_row(members, split_frame, label_of, categories, cv=cv, seed=seed, max_members=max_members)
+    write_parquet(results_dir / "predictions" / "ensemble.parquet", predictions)
+    write_json(record, {"row": row, "settings": settings, "settings_hash": settings_hash(settings)})
+    return row
+
+
 def evaluate(run_dir: str | os.PathLike, *, backbones=None, classifiers=("knn", "lsvm", "nn"), cv: int = 5,
              test_size: float = 0.2, split: str = "stratified", seed: int = 0, grids: dict | None = None,
              metric: str = "euclidean", n_jobs: int = 2, progress: bool = True) -> dict:
@@ -161,7 +182,7 @@ def evaluate(run_dir: str | os.PathLike, *, backbones=None, classifiers=("knn", 
 
             backbones = [qualify_backbone(name, run_dir) for name in backbones]
         stores = find_stores(paths["features"], backbones)
-        rows = []
+        rows, ensemble_members = [], []
         pairs = tqdm(total=len(stores) * len(classifiers), desc="evaluate", unit="model", disable=not progress)
         for folder, meta in stores:
             key, spec = folder.name, str(meta.get("spec", folder.name))
@@ -182,6 +203,9 @@ def evaluate(run_dir: str | os.PathLike, *, backbones=None, classifiers=("knn", 
             folds = cv_folds(y[is_train], groups, n_splits=cv, seed=seed)
             backbone_info = {k: v for k, v in meta.items() if k not in BACKBONE_FIELDS_DROPPED}
             for name in classifiers:
+                if name == "ensemble":
+                    pairs.update(1)  # built after every store, from the probabilistic pairs (classify.ensemble)
+                    continue
                 if name == "zeroshot" and meta.get("library") != "openclip":
                     pairs.update(1)  # zero-shot needs a text tower: only open_clip backbones get this cell
                     continue
@@ -219,7 +243,13 @@ def evaluate(run_dir: str | os.PathLike, *, backbones=None, classifiers=("knn", 
                 warn_if_below_chance(row["test_f1_macro"], len(categories), f"{spec} + {name}")
                 rows.append(row)
                 pairs.update(1)
+                if name in ENSEMBLE_CANDIDATES:
+                    ensemble_members.append({"spec": spec, "classifier": name, "params": row["best_params"],
+                                             "folder": folder, "meta": meta, "metric": metric, "record": pair_settings})
         pairs.close()
+        if "ensemble" in classifiers and len(ensemble_members) > 1:
+            rows.append(_ensemble(results_dir, ensemble_members, split_frame, label_of, categories, split_hash,
+                                  cv=cv, seed=seed, max_members=int(resolved_grids["ensemble"]["max_members"][0])))
         split_counts = split_frame["part"].value_counts()
         results = {
             "rows": rows,

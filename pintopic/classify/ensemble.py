@@ -96,7 +96,10 @@ def fit_ensemble(candidates: list[Candidate], y_train, folds, *, seed: int = 0, 
     y_train = np.asarray(y_train).astype(str)
     classes = np.unique(y_train)
     oof = [out_of_fold_probabilities(c, y_train, folds, classes, seed=seed) for c in candidates]
-    members, cv_f1 = select_members(oof, y_train, classes, max_members)
+    members, _ = select_members(oof, y_train, classes, max_members)
+    # reported like grid_search's scores: the mean over folds of each validation fold's macro-F1
+    averaged = classes[sum(oof[i] for i in members).argmax(axis=1)]
+    cv_f1 = float(np.mean([_f1_macro(y_train[val], averaged[val]) for _, val in folds]))
     test_probabilities = np.zeros((len(candidates[0].X_test), len(classes)))
     for i in members:
         model = candidates[i].model
@@ -108,5 +111,64 @@ def fit_ensemble(candidates: list[Candidate], y_train, folds, *, seed: int = 0, 
     test_probabilities /= len(members)
     return {"members": [candidates[i].label for i in members], "cv_f1_macro": cv_f1, "classes": classes,
             "candidates": [c.label for c in candidates],
-            "candidate_cv_f1_macro": {c.label: _f1_macro(y_train, classes[o.argmax(axis=1)]) for c, o in zip(candidates, oof)},
+            "candidate_cv_f1_macro": {c.label: float(np.mean([_f1_macro(y_train[val], classes[o[val].argmax(axis=1)])
+                                                              for _, val in folds])) for c, o in zip(candidates, oof)},
             "test_probabilities": test_probabilities, "test_predictions": classes[test_probabilities.argmax(axis=1)]}
+
+
+def ensemble_row(members_in: list[dict], split_frame, label_of: dict, categories, *, cv: int, seed: int,
+                 max_members: int = MAX_MEMBERS) -> tuple[dict, object]:
+    """evaluate's ``ensemble`` cell: candidates are the run's probabilistic pairs ``{spec, classifier, params,
+    folder, meta, metric}``; rows joined by image_id over the ids every candidate's store holds.
+
+    Returns ``(row, predictions table)``; the test labels are used only to score the finished predictions.
+    """
+    import time
+
+    from pintopic.classify import _top_predictions
+    from pintopic.classify.metrics import classification_summary
+    from pintopic.classify.split import cv_folds
+    from pintopic.features.fusion import load_store, store_ids_of
+
+    common = None
+    for member in members_in:
+        ids = set(store_ids_of(member["folder"], member["meta"]))
+        common = ids if common is None else common & ids
+    ordered = [i for i in split_frame["image_id"] if i in common]
+    part_of = dict(zip(split_frame["image_id"], split_frame["part"]))
+    train_ids = [i for i in ordered if part_of[i] == "train"]
+    test_ids = [i for i in ordered if part_of[i] == "test"]
+    y_train = np.array([label_of[i] for i in train_ids])
+    folds = cv_folds(y_train, n_splits=cv, seed=seed)
+    started = time.perf_counter()
+    loaded: dict[str, tuple] = {}
+    candidates = []
+    for member in members_in:
+        folder_key = str(member["folder"])
+        if folder_key not in loaded:
+            loaded[folder_key] = (load_store(member["folder"], member["meta"], train_ids)[1],
+                                  load_store(member["folder"], member["meta"], test_ids)[1])
+        X_train, X_test = loaded[folder_key]
+        model = None
+        if member["classifier"] == "zeroshot":
+            from pintopic.classify.zeroshot import zero_shot_pipeline
+
+            model = zero_shot_pipeline(member["spec"], sorted(set(y_train)), member["params"]["templates"],
+                                       pretrained=bool(member["meta"].get("pretrained", True)))
+        candidates.append(Candidate(f"{member['spec']} / {member['classifier']}", member["classifier"],
+                                    member["params"], X_train, X_test, model, member.get("metric") or "euclidean"))
+    result = fit_ensemble(candidates, y_train, folds, seed=seed, max_members=max_members)
+    seconds = time.perf_counter() - started
+    y_test = np.array([label_of[i] for i in test_ids])
+    summary = classification_summary(y_test, result["test_predictions"], categories)
+    predictions = _top_predictions(result["test_probabilities"], result["classes"], y_test, test_ids, "probability")
+    row = {
+        "backbone": "ensemble", "key": "ensemble", "classifier": "ensemble",
+        "best_params": {"members": result["members"]}, "cv_f1_macro": result["cv_f1_macro"],
+        "cv_results": [{"params": {"candidate": label}, "mean_f1_macro": score}
+                       for label, score in result["candidate_cv_f1_macro"].items()],
+        "test_f1_macro": summary["f1_macro"], "test_accuracy": summary["accuracy"], "fit_seconds": round(seconds, 3),
+        "n_train": len(train_ids), "n_test": len(test_ids), "n_dropped": len(part_of) - len(ordered),
+        "per_category": summary["per_category"],
+    }
+    return row, predictions

@@ -58,20 +58,36 @@ def _exact_line_search(margins: np.ndarray, step_margins: np.ndarray, w_dot_d: n
     return 0.5 * (low + high)
 
 
-def _update_gram(gram: np.ndarray, features: np.ndarray, active: np.ndarray, now_active: np.ndarray) -> None:
-    """Keep ``gram[j] = X_I'X_I`` for each column's active rows, adding and removing only the rows that changed."""
+def _update_gram(gram: np.ndarray, valid: np.ndarray, features: np.ndarray, active: np.ndarray,
+                 now_active: np.ndarray) -> None:
+    """Keep ``gram[j] = X_I'X_I`` for the active rows of each column that needs it (more active rows than
+    features), adding and removing only the rows that changed; other columns are marked stale."""
+    dim = features.shape[1]
     entered, left = now_active & ~active, active & ~now_active
-    if entered.all():
-        gram[:] = features.T @ features
-        return
-    for column in np.flatnonzero(entered.any(axis=0) | left.any(axis=0)):
+    for column in range(gram.shape[0]):
+        n_active = now_active[:, column].sum()
+        if n_active < dim:
+            valid[column] = False
+            continue
         n_changed = entered[:, column].sum() + left[:, column].sum()
-        if n_changed < now_active[:, column].sum():
+        if valid[column] and n_changed == 0:
+            continue
+        if valid[column] and n_changed < n_active:
             rows_in, rows_out = features[entered[:, column]], features[left[:, column]]
             gram[column] += rows_in.T @ rows_in - rows_out.T @ rows_out
         else:  # rebuilding is cheaper than updating
             rows = features[now_active[:, column]]
             gram[column] = rows.T @ rows
+        valid[column] = True
+
+
+def _woodbury_direction(rows: np.ndarray, C: float, gradient: np.ndarray) -> np.ndarray:
+    """``-(I + 2C A'A)^-1 gradient`` through the active rows' n_I x n_I system (Woodbury identity)."""
+    from scipy.linalg import cho_factor, cho_solve
+
+    inner = rows @ rows.T
+    inner.flat[:: len(rows) + 1] += 1.0 / (2.0 * C)
+    return -(gradient - rows.T @ cho_solve(cho_factor(inner), rows @ gradient))
 
 
 def _newton_direction(gram: np.ndarray, C: float, gradient: np.ndarray, factors: list, column: int,
@@ -115,12 +131,22 @@ def squared_hinge_path(X: np.ndarray, y_index: np.ndarray, n_classes: int, Cs, *
     active set (``I + 2C X_I'X_I``, whose Gram matrix is updated only for rows that enter or leave; see
     :func:`_newton_direction`), then an exact line search. Returns one ``(d + 1, n_columns)`` array per C, in order.
     """
+    from threadpoolctl import threadpool_limits
+
+    # many small BLAS calls: one thread each is much faster than two fighting for busy cores
+    # (measured 40x on a loaded 2-core machine); folds run in parallel processes instead
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _squared_hinge_path(X, y_index, n_classes, Cs, tol=tol, max_iter=max_iter)
+
+
+def _squared_hinge_path(X, y_index, n_classes, Cs, *, tol, max_iter) -> list[np.ndarray]:
     features = np.hstack([np.asarray(X, dtype=np.float64), np.ones((X.shape[0], 1))])
     targets = _target_matrix(np.asarray(y_index), n_classes)
     dim, n_columns = features.shape[1], targets.shape[1]
     weights = np.zeros((dim, n_columns))
     active = np.zeros(targets.shape, dtype=bool)
     gram = np.zeros((n_columns, dim, dim))
+    gram_valid = np.zeros(n_columns, dtype=bool)
     path = []
     for C in Cs:
         reference = np.linalg.norm(2.0 * C * features.T @ targets, axis=0) + 1e-30
@@ -128,7 +154,7 @@ def squared_hinge_path(X: np.ndarray, y_index: np.ndarray, n_classes: int, Cs, *
         for _ in range(max_iter):
             margins = targets * (features @ weights)
             now_active = margins < 1.0
-            _update_gram(gram, features, active, now_active)
+            _update_gram(gram, gram_valid, features, active, now_active)
             active = now_active
             gradient = weights - 2.0 * C * features.T @ (targets * (1.0 - margins) * active)
             unfinished = np.linalg.norm(gradient, axis=0) > tol * reference
@@ -136,7 +162,10 @@ def squared_hinge_path(X: np.ndarray, y_index: np.ndarray, n_classes: int, Cs, *
                 break
             direction = np.zeros_like(weights)
             for column in np.flatnonzero(unfinished):
-                direction[:, column] = _newton_direction(gram[column], C, gradient[:, column], factors, column)
+                if active[:, column].sum() < dim:  # fewer active rows than features: Woodbury, n_I x n_I
+                    direction[:, column] = _woodbury_direction(features[active[:, column]], C, gradient[:, column])
+                else:
+                    direction[:, column] = _newton_direction(gram[column], C, gradient[:, column], factors, column)
             step_margins = targets * (features @ direction)
             step = _exact_line_search(margins, step_margins, np.einsum("ij,ij->j", weights, direction),
                                       np.einsum("ij,ij->j", direction, direction), C)

@@ -13,6 +13,8 @@ DEFAULT_GRIDS: dict[str, dict[str, list]] = {
     # each value is one set of prompt templates, ensembled; CV on the training part picks among sets
     "zeroshot": {"templates": [["a photo of {}.", "a pin about {}.", "a picture of {}.", "an illustration of {}.",
                                 "clip art of {}.", "a drawing of {}.", "an image about {}."]]},
+    # not a classifier: the average of the run's best probabilistic pairs, members chosen by CV
+    "ensemble": {"max_members": [5]},
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -185,7 +186,7 @@ def load_model(folder: str | Path):
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (ValueError, OSError, EOFError) as error:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
         raise PintopicError(f"{array_path} is not a valid array archive ({error})") from None
     try:
         steps = []
@@ -199,6 +200,10 @@ def load_model(folder: str | Path):
                 params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
             step_arrays = {key: arrays[f"{step['name']}.{key}"] for key in step["arrays"]}
             steps.append((str(step["name"]), _restore(kind, params, step_arrays)))
-    except (KeyError, TypeError, ValueError, IndexError) as error:
+        pipeline = Pipeline(steps)
+        n_features = getattr(steps[0][1], "n_features_in_", None)
+        if n_features is not None:  # arrays of mismatched shapes fail here, not in the user's first predict
+            pipeline.predict(np.zeros((1, int(n_features)), dtype=np.float32))
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
         raise PintopicError(f"{folder}: model description is inconsistent with its arrays ({error!r})") from None
-    return Pipeline(steps), info
+    return pipeline, info

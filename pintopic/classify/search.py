@@ -84,7 +84,8 @@ def grid_search(name: str, X: np.ndarray, y, grid: dict, folds, *, metric: str =
     if name == "knn":
         smallest_train = min(len(train) for train, _ in folds)
         values = [k for k in values if k <= smallest_train] or [min(values[0], smallest_train)]
-    jobs = n_jobs if X.size >= PARALLEL_MIN_VALUES else 1
+    # an NN fit is always heavy enough to pay for a second process; KNN/SVM folds only on large inputs
+    jobs = n_jobs if name == "nn" or X.size >= PARALLEL_MIN_VALUES else 1
     parallel = Parallel(n_jobs=jobs)
     if name == "knn":
         per_fold = parallel(delayed(knn_fold_scores)(X, y_index, tr, va, values, metric) for tr, va in folds)

@@ -132,24 +132,12 @@ def zero_shot_search(spec: str, X_train, y_train, grid: dict, folds, *, pretrain
 def zero_shot_predict(spec: str, categories: Sequence[str], images: Sequence[str | os.PathLike], *, top_k: int = 3,
                       templates: Sequence[str] = DEFAULT_TEMPLATES, pretrained: bool = True,
                       weights: str | None = None) -> list[dict]:
-    """Top-k categories for image files without any training image: ``[{path, top: [(category, p)], error}]``."""
+    """``predict``'s output for image files without any training image: top-k of the given categories."""
     from pintopic.categories import normalize_category
-    from pintopic.features.extraction import embed_images
+    from pintopic.classify.predict import predict_with_model
 
-    categories = [normalize_category(c) for c in categories if str(c).strip()]
+    categories = sorted({normalize_category(c) for c in categories if str(c).strip()})
     if len(categories) < 2:
-        raise PintopicError("zero-shot needs at least two categories (e.g. --categories food,animals,travel)")
+        raise PintopicError("zero-shot needs at least two categories (e.g. --categories food_drink,animals,travel)")
     pipeline = zero_shot_pipeline(spec, categories, templates, pretrained=pretrained, weights=weights)
-    X, errors = embed_images(spec, images, pretrained=pretrained, weights=weights)
-    failed = {index: f"{status}: {detail}" for index, status, detail in errors}
-    out = []
-    for index, path in enumerate(images):
-        if index in failed:
-            out.append({"path": os.fspath(path), "top": [], "error": failed[index]})
-            continue
-        probabilities = pipeline.predict_proba(X[index:index + 1])[0]
-        order = np.argsort(-probabilities)[:top_k]
-        classes = pipeline.classes_
-        out.append({"path": os.fspath(path), "top": [(str(classes[i]), float(probabilities[i])) for i in order],
-                    "error": None})
-    return out
+    return predict_with_model(pipeline, {"spec": spec, "pretrained": pretrained}, images, top_k)

@@ -24,6 +24,7 @@ from typing import Iterable
 from pintopic import __version__
 from pintopic.categories import normalize_category
 from pintopic.dataset.cleaning import assign_statuses, cached_decode
+from pintopic.dataset.decode_cache import CACHE_FOLDER, CACHE_SIDE, cache_summary
 from pintopic.dataset.distribution import distribution_csv, distribution_png
 from pintopic.dataset.layouts import LAYOUTS, Listing, detect_layout, display, scan
 from pintopic.dataset.sampling import select_sample
@@ -122,8 +123,11 @@ def _check_settings(layout, per_category, min_per_category, seed, max_pixels, wo
 
 def ingest(source, run_dir, *, layout: str = "auto", exclude: Iterable[str] | str | None = ("none", "other"),
            per_category: int | None = None, min_per_category: int = 5, seed: int = 0, max_pixels: int | None = None,
-           workers: int | None = None, progress: bool = True) -> dict:
-    """Scan ``source``, verify every image, clean, sample; write ``run_dir/dataset/``; return dataset.json's content."""
+           workers: int | None = None, progress: bool = True, decode_cache: bool = True) -> dict:
+    """Scan ``source``, verify every image, clean, sample; write ``run_dir/dataset/``; return dataset.json's content.
+
+    ``decode_cache`` keeps small decoded copies of costly files for extraction (:mod:`pintopic.dataset.decode_cache`).
+    """
     _check_settings(layout, per_category, min_per_category, seed, max_pixels, workers)
     source_path = Path(os.path.abspath(os.path.expanduser(os.fsdecode(source))))
     if not source_path.exists():
@@ -134,6 +138,7 @@ def ingest(source, run_dir, *, layout: str = "auto", exclude: Iterable[str] | st
         "per_category": None if per_category is None else int(per_category),
         "min_per_category": int(min_per_category), "seed": int(seed),
         "max_pixels": DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels),
+        "decode_cache_side": CACHE_SIDE if decode_cache else None,
     }
     run = Path(run_dir)
     dataset_dir = run / "dataset"
@@ -220,8 +225,9 @@ def _build(listing: Listing, arguments: dict, layout: str, fingerprint: str, sta
             todo.append(index)
     workers = default_workers() if workers is None else int(workers)
     decode_started = time.perf_counter()
+    cache_dir = dataset_dir / CACHE_FOLDER if arguments["decode_cache_side"] else None
     results = verify_files([entries[i].abspath for i in todo], max_pixels=max_pixels, workers=workers,
-                           sizes=[entries[i].size for i in todo], progress=progress)
+                           sizes=[entries[i].size for i in todo], progress=progress, cache_dir=cache_dir)
     for index, result in zip(todo, results):
         decoded[index] = result
     decode_seconds = time.perf_counter() - decode_started
@@ -290,6 +296,10 @@ def _build(listing: Listing, arguments: dict, layout: str, fingerprint: str, sta
         "notes": listing.notes[:100],
         "outputs": {name: _sha256(data) for name, data in outputs.items()},
     }
+    if cache_dir is not None:
+        record["decode_cache"] = {"folder": CACHE_FOLDER, "side": arguments["decode_cache_side"], "format": "png",
+                                  "rule": "no JPEG; other files with alpha or a palette, or with shorter side >= 2 x side (box-reduced)",
+                                  **cache_summary(cache_dir)}
     write_if_changed(dataset_dir / "dataset.json", canonical_json(record).encode("utf-8"))
     timing = {"decoded": len(todo), "reused": sum(1 for item in decoded if item is not None) - len(todo),
               "decode_seconds": decode_seconds, "seconds": time.perf_counter() - started, "workers": workers}

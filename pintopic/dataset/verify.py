@@ -21,6 +21,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import NamedTuple, Sequence
 
+from pintopic.dataset.decode_cache import write_cached
 from pintopic.imageio import DEFAULT_MAX_PIXELS, ImageError, load_rgb_from
 
 #: Files up to this size are read once into memory (hash + decode from the same bytes).
@@ -38,8 +39,8 @@ class Verified(NamedTuple):
     height: int | None
 
 
-def verify_file(path: bytes | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Verified:
-    """Hash and fully decode one file; never raises for a bad file."""
+def verify_file(path: bytes | str, max_pixels: int | None = DEFAULT_MAX_PIXELS, cache_dir: str | None = None) -> Verified:
+    """Hash and fully decode one file (keeping a decode-cache copy in ``cache_dir`` if given); never raises for a bad file."""
     path = os.fsencode(path)
     try:
         info = os.stat(path)
@@ -57,6 +58,7 @@ def verify_file(path: bytes | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) 
             if info.st_size <= IN_MEMORY_LIMIT:
                 data = handle.read()
                 digest = hashlib.sha256(data).hexdigest()
+                head = data[:32]
                 stream = io.BytesIO(data)
                 del data
             else:
@@ -65,9 +67,16 @@ def verify_file(path: bytes | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) 
                     hasher.update(chunk)
                 digest = hasher.hexdigest()
                 handle.seek(0)
+                head = handle.read(32)
+                handle.seek(0)
                 stream = handle
             image = load_rgb_from(stream, name=os.fsdecode(path), max_pixels=max_pixels)
             width, height = image.size
+            if cache_dir is not None:
+                try:
+                    write_cached(image, head, cache_dir, digest)
+                except OSError:  # the cache only saves time; a full disk must not make the image bad
+                    pass
             del image
             return Verified("ok", "", digest, width, height)
     except ImageError as error:
@@ -77,8 +86,8 @@ def verify_file(path: bytes | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) 
         return Verified("truncated", f"cannot be read: {error.strerror or error}", digest, None, None)
 
 
-def _verify_chunk(chunk: list[tuple[int, bytes]], max_pixels: int | None) -> list[tuple[int, Verified]]:
-    return [(index, verify_file(path, max_pixels)) for index, path in chunk]
+def _verify_chunk(chunk: list[tuple[int, bytes]], max_pixels: int | None, cache_dir: str | None = None) -> list[tuple[int, Verified]]:
+    return [(index, verify_file(path, max_pixels, cache_dir)) for index, path in chunk]
 
 
 def _context():
@@ -95,8 +104,10 @@ def default_workers() -> int:
 
 
 def verify_files(paths: Sequence[bytes], *, max_pixels: int | None = DEFAULT_MAX_PIXELS, workers: int | None = None,
-                 sizes: Sequence[int | None] | None = None, progress: bool = True, desc: str = "decoding") -> list[Verified]:
+                 sizes: Sequence[int | None] | None = None, progress: bool = True, desc: str = "decoding",
+                 cache_dir: str | os.PathLike | None = None) -> list[Verified]:
     """Verify ``paths`` (results in the same order) with ``workers`` processes (default: CPU count)."""
+    cache_dir = None if cache_dir is None else os.fspath(cache_dir)
     from tqdm.auto import tqdm
 
     workers = default_workers() if not workers else max(1, int(workers))
@@ -106,7 +117,7 @@ def verify_files(paths: Sequence[bytes], *, max_pixels: int | None = DEFAULT_MAX
     try:
         if workers == 1 or len(paths) <= 1:
             for index, path in enumerate(paths):
-                results[index] = verify_file(path, max_pixels)
+                results[index] = verify_file(path, max_pixels, cache_dir)
                 bar.update(1)
             return results  # type: ignore[return-value]
         order = list(range(len(paths)))
@@ -115,22 +126,22 @@ def verify_files(paths: Sequence[bytes], *, max_pixels: int | None = DEFAULT_MAX
         chunk_size = max(1, min(64, len(order) // (workers * 8) or 1))
         chunks = [[(index, paths[index]) for index in order[start:start + chunk_size]]
                   for start in range(0, len(order), chunk_size)]
-        leftover = _run_pool(chunks, results, max_pixels, workers, bar)
+        leftover = _run_pool(chunks, results, max_pixels, workers, bar, cache_dir)
         if leftover:
             print(f"warning: a decoding worker died; verifying the {len(leftover)} remaining files one at a time",
                   file=sys.stderr)
-            _run_isolated(leftover, paths, results, max_pixels, bar)
+            _run_isolated(leftover, paths, results, max_pixels, bar, cache_dir)
     finally:
         bar.close()
     return results  # type: ignore[return-value]
 
 
-def _run_pool(chunks, results, max_pixels, workers, bar) -> list[int]:
+def _run_pool(chunks, results, max_pixels, workers, bar, cache_dir=None) -> list[int]:
     """Run the chunks in a pool; return the indices left undone if the pool broke."""
     leftover: list[int] = []
     executor = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=_context())
     try:
-        futures = {executor.submit(_verify_chunk, chunk, max_pixels): chunk for chunk in chunks}
+        futures = {executor.submit(_verify_chunk, chunk, max_pixels, cache_dir): chunk for chunk in chunks}
         for future in as_completed(futures):
             try:
                 done = future.result()
@@ -147,7 +158,7 @@ def _run_pool(chunks, results, max_pixels, workers, bar) -> list[int]:
     return sorted(leftover)
 
 
-def _run_isolated(indices, paths, results, max_pixels, bar) -> None:
+def _run_isolated(indices, paths, results, max_pixels, bar, cache_dir=None) -> None:
     """One file at a time in a single worker; a file that kills the worker is marked and skipped."""
     executor = None
     try:
@@ -155,7 +166,7 @@ def _run_isolated(indices, paths, results, max_pixels, bar) -> None:
             if executor is None:
                 executor = ProcessPoolExecutor(max_workers=1, mp_context=_context())
             try:
-                results[index] = executor.submit(_verify_chunk, [(index, paths[index])], max_pixels).result()[0][1]
+                results[index] = executor.submit(_verify_chunk, [(index, paths[index])], max_pixels, cache_dir).result()[0][1]
             except BrokenProcessPool:
                 results[index] = Verified("truncated", "decoding crashed the worker process (out of memory or a decoder fault)",
                                           None, None, None)

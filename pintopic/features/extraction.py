@@ -27,10 +27,15 @@ STORAGE_DTYPES = ("float32", "float16")
 
 @dataclass(frozen=True)
 class ImageTask:
-    """One image to embed: its id and the file to open."""
+    """One image to embed: its id, its file, and the decode-cache copy to read instead (if ingest kept one)."""
 
     image_id: str
     path: str
+    read_from: str | None = None
+
+    @property
+    def decode_path(self) -> str:
+        return self.read_from or self.path
 
 
 # -- decoding in worker processes -------------------------------------------------------------------
@@ -38,18 +43,25 @@ class ImageTask:
 class _DecodeDataset:
     """Map-style dataset for torch's DataLoader: index -> (index, uint8 CHW array or None, status, detail)."""
 
-    def __init__(self, paths: Sequence[str], preprocessor):
+    def __init__(self, paths: Sequence[str], preprocessor, originals: Sequence[str] | None = None):
         self.paths = list(paths)
         self.preprocessor = preprocessor
+        self.originals = list(originals) if originals is not None else self.paths
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int):
+        item = self._decode(self.paths[index], index)
+        if item[2] != "ok" and self.originals[index] != self.paths[index]:  # a damaged cache copy: the original decides
+            item = self._decode(self.originals[index], index)
+        return item
+
+    def _decode(self, path: str, index: int):
         from pintopic.imageio import ImageError
 
         try:
-            return index, self.preprocessor(self.paths[index]), "ok", ""
+            return index, self.preprocessor(path), "ok", ""
         except ImageError as error:
             return index, None, error.status, error.detail
         except FileNotFoundError:
@@ -78,10 +90,6 @@ def _worker_init(_worker_id: int) -> None:
     import torch
 
     torch.set_num_threads(1)
-    try:
-        os.nice(10)  # decoding fills the cycles inference leaves idle instead of competing with it
-    except OSError:
-        pass
 
 
 def default_workers() -> int:
@@ -91,11 +99,15 @@ def default_workers() -> int:
     return max(1, min(8, cpu_threads() // 2))
 
 
-def decoded_batches(paths: Sequence[str], preprocessor, batches: Iterable[Sequence[int]], workers: int):
-    """Yield ``(indices, arrays, failures)`` per batch of path indices, decoded in ``workers`` processes."""
+def decoded_batches(paths: Sequence[str], preprocessor, batches: Iterable[Sequence[int]], workers: int,
+                    originals: Sequence[str] | None = None):
+    """Yield ``(indices, arrays, failures)`` per batch of path indices, decoded in ``workers`` processes.
+
+    ``originals`` are tried when a path (a decode-cache copy) fails.
+    """
     from torch.utils.data import DataLoader
 
-    dataset = _DecodeDataset(paths, preprocessor)
+    dataset = _DecodeDataset(paths, preprocessor, originals)
     batches = [list(batch) for batch in batches if len(batch)]
     if not batches:
         return
@@ -261,8 +273,18 @@ def feature_store(run_dir: str | os.PathLike, backbone_spec: str, **settings) ->
     return candidates[-1]
 
 
+def _decode_cache_folder(dataset: Path) -> Path | None:
+    """The decode cache ingest wrote (dataset.json says so), or None."""
+    try:
+        settings = read_json(dataset / "dataset.json").get("decode_cache")
+    except (OSError, ValueError):
+        return None
+    return dataset / settings["folder"] if isinstance(settings, dict) and settings.get("folder") else None
+
+
 def _tasks(run_dir: Path, all_rows: bool) -> list[ImageTask]:
     from pintopic.dataset import image_file, load_manifest, load_sample
+    from pintopic.dataset.decode_cache import cache_file
 
     dataset = run_paths(run_dir)["dataset"]
     table = "manifest.parquet" if all_rows else "sample.parquet"
@@ -271,7 +293,12 @@ def _tasks(run_dir: Path, all_rows: bool) -> list[ImageTask]:
     frame = load_manifest(run_dir) if all_rows else load_sample(run_dir)
     if all_rows:
         frame = frame[frame["status"] == "ok"]
-    tasks = [ImageTask(str(row["image_id"]), image_file(row)) for _, row in frame.iterrows()]
+    cache = _decode_cache_folder(dataset)
+    tasks = []
+    for image_id, abspath, sha256 in zip(frame["image_id"], frame["abspath"], frame["sha256"]):
+        copy = cache_file(cache, sha256) if cache is not None and isinstance(sha256, str) else None
+        tasks.append(ImageTask(str(image_id), image_file({"abspath": abspath}),
+                               str(copy) if copy is not None and copy.exists() else None))
     tasks.sort(key=lambda task: task.image_id)
     ids = [task.image_id for task in tasks]
     if len(set(ids)) != len(ids):
@@ -312,7 +339,7 @@ def _extract_one(run_dir: Path, spec: str, tasks: list[ImageTask], *, batch_size
     reusable = _reusable_vectors(folder, backbone.dim, dtype) if todo and not damaged else {}
     to_compute = {i: [t for t in shards[i] if t.image_id not in reusable] for i in todo}
 
-    paths = [t.path for i in todo for t in to_compute[i]]
+    paths = [t.decode_path for i in todo for t in to_compute[i]]
     batches, offset, batch_shard = [], 0, []
     for i in todo:
         count = len(to_compute[i])
@@ -355,7 +382,8 @@ def _extract_one(run_dir: Path, spec: str, tasks: list[ImageTask], *, batch_size
             write_shard(i)
     workers = default_workers() if workers is None else workers
     started = time.perf_counter()
-    batch_iter = decoded_batches(paths, ImagePreprocessor(backbone.preprocessing), batches, workers)
+    batch_iter = decoded_batches(paths, ImagePreprocessor(backbone.preprocessing), batches, workers,
+                                 originals=[t.path for t in position_task])
     for batch_number, (indices, arrays, batch_failures) in enumerate(batch_iter):
         i = batch_shard[batch_number]
         for index, status, detail in batch_failures:
@@ -392,7 +420,8 @@ def _extract_one(run_dir: Path, spec: str, tasks: list[ImageTask], *, batch_size
         "runtime": runner.name, "device": getattr(getattr(runner, "runner", runner), "device", "cpu"),
         "tta": tta or None, "failed": all_failed, "versions": _library_versions(), "settings": settings,
         "settings_hash": settings_hash(settings), "workers": workers, "batch_size": batch_size,
-        "images_computed": len(paths), "images_reused": sum(len(shards[i]) - len(to_compute[i]) for i in todo),
+        "images_computed": len(paths), "images_from_decode_cache": sum(1 for i in todo for t in to_compute[i] if t.read_from),
+        "images_reused": sum(len(shards[i]) - len(to_compute[i]) for i in todo),
         "seconds": round(seconds, 3), "images_per_second": round(len(paths) / seconds, 2) if paths and seconds else None,
         "machine": _machine(),
     }

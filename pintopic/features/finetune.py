@@ -94,9 +94,9 @@ def split_model(model, stages: int):
     from timm.models.efficientnet import EfficientNet
 
     if isinstance(model, EfficientNet):
-        stem, blocks, after = [model.conv_stem, model.bn1], model.blocks, [model.conv_head, model.bn2]
+        stem, blocks, after, pooling = [model.conv_stem, model.bn1], model.blocks, [model.conv_head, model.bn2], model.global_pool
     elif isinstance(model, ConvNeXt):
-        stem, blocks, after = [model.stem], model.stages, [model.norm_pre]
+        stem, blocks, after, pooling = [model.stem], model.stages, [model.norm_pre], model.head
     else:
         raise PintopicError(f"fine-tuning supports timm EfficientNet and ConvNeXt models, not {type(model).__name__}")
     if not 1 <= stages < len(blocks):
@@ -107,6 +107,7 @@ def split_model(model, stages: int):
             super().__init__()
             self.blocks = torch.nn.Sequential(*blocks[-stages:])
             self.after = torch.nn.Sequential(*after)
+            self.pooling = pooling  # what forward_head uses, registered so .to(device) moves it
             self._pool = model.forward_head
 
         def forward(self, x):
@@ -425,8 +426,9 @@ def finetune(run_dir: str | os.PathLike, *, backbone: str = "lite0", stages: int
             _restore_optimizer_state(optimizer, tensors)
             history, best_f1, best_epoch = record["history"], record["best_f1"], record["best_epoch"]
             start_epoch = resumed_from = record["epoch"] + 1
-            for _ in range(start_epoch):
-                schedule.step()
+            schedule.load_state_dict(record["schedule"])
+            for group, group_lr in zip(optimizer.param_groups, record["lrs"]):
+                group["lr"] = group_lr
         else:
             for stale in (checkpoint_json, folder / CHECKPOINT_FILE, folder / "best.safetensors"):
                 stale.unlink(missing_ok=True)
@@ -474,6 +476,7 @@ def finetune(run_dir: str | os.PathLike, *, backbone: str = "lite0", stages: int
                 _save_tensors(folder / "best.safetensors", tensors)
             _save_tensors(folder / CHECKPOINT_FILE, {**tensors, **_flat_optimizer_state(optimizer)})
             write_json(checkpoint_json, {"epoch": epoch, "history": history, "best_f1": best_f1, "best_epoch": best_epoch,
+                                         "schedule": schedule.state_dict(), "lrs": [g["lr"] for g in optimizer.param_groups],
                                          "settings": settings, "settings_hash": settings_hash(settings)})
             if epoch - best_epoch >= patience:
                 break

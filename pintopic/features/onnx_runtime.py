@@ -17,6 +17,10 @@ from pintopic.features.weights import cache_dir
 
 ONNX_OPSET = 17
 
+#: ONNX Runtime runs a batch in chunks of at most this many images: its arena holds every activation
+#: of the largest batch it has seen (~0.75 GB for Lite0 at 32 images, ~0.2 GB at 8), at no speed gain.
+ORT_CHUNK = 8
+
 
 def resolve_device(device: str = "auto") -> str:
     """``auto`` -> cuda, then mps, then cpu; an explicit device must exist."""
@@ -76,6 +80,8 @@ def onnx_cache_path(backbone) -> "os.PathLike":
 
     key = "\n".join([backbone.spec.library, backbone.spec.model, backbone.weights_sha256,
                      repr(backbone.preprocessing), torch.__version__, timm.__version__, str(ONNX_OPSET)])
+    if getattr(backbone.spec, "stages", 0):  # same weights, another graph (features.registry's @stagesN)
+        key += f"\nstages={backbone.spec.stages}"
     return cache_dir("onnx") / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.onnx"
 
 
@@ -118,7 +124,10 @@ class OnnxRunner:
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"input": np.ascontiguousarray(batch, dtype=np.uint8)})[0]
+        batch = np.ascontiguousarray(batch, dtype=np.uint8)
+        chunks = [self.session.run(None, {"input": batch[start:start + ORT_CHUNK]})[0]
+                  for start in range(0, max(len(batch), 1), ORT_CHUNK)]
+        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
 
 class FlipAveraged:

@@ -1,0 +1,89 @@
+"""Top-k categories for image files with a fitted model folder (RUN/results/models/<key>__<classifier>/).
+
+Features are extracted with the model's own backbone settings (spec, pretrained, tta, recorded from the
+feature store it was trained on), through :func:`pintopic.features.embed_images`.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def expand_inputs(inputs) -> list[str]:
+    """Files as given; folders replaced by their image files (recursively, sorted)."""
+    files = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            files.append(str(path))
+    return files
+
+
+def predict(model_dir: str | os.PathLike, inputs, top_k: int = 3, *, batch_size: int = 32) -> list[dict]:
+    """One dict per image: ``path`` and ``top`` ([{category, score}], best first) with ``score_kind``,
+    or ``path`` and ``error`` when the file could not be read; the other images are still predicted."""
+    from pintopic.classify.estimators import class_scores
+    from pintopic.classify.persist import load_model
+    from pintopic.features import embed_images
+
+    model, info = load_model(model_dir)
+    return predict_with_model(model, info.get("backbone", {}), inputs, top_k, batch_size=batch_size)
+
+
+def predict_with_model(model, backbone: dict, inputs, top_k: int = 3, *, batch_size: int = 32) -> list[dict]:
+    """:func:`predict` for a model in memory (e.g. a zero-shot one) and its backbone description."""
+    from pintopic.classify.estimators import class_scores
+    from pintopic.features import embed_images
+
+    paths = expand_inputs(inputs)
+    if not paths:
+        return []
+    X, errors = embed_images(backbone["spec"], paths, pretrained=bool(backbone.get("pretrained", True)),
+                             tta=backbone.get("tta"), batch_size=batch_size)
+    failed = {index: f"{status}: {detail}" for index, status, detail in errors}
+    predictions: list[dict] = [{"path": path} for path in paths]
+    good = [i for i in range(len(paths)) if i not in failed and np.isfinite(X[i]).all()]
+    for index in range(len(paths)):
+        if index not in good:
+            predictions[index]["error"] = failed.get(index, "no features could be computed")
+    if good:
+        scores, kind = class_scores(model, X[good])
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :max(1, top_k)]
+        for row, index in enumerate(good):
+            predictions[index]["score_kind"] = kind
+            predictions[index]["top"] = [{"category": str(model.classes_[c]), "score": float(scores[row, c])}
+                                         for c in order[row]]
+    return predictions
+
+
+def format_predictions(predictions: list[dict], fmt: str = "table") -> str:
+    """Predictions as an aligned text table, JSON, or CSV (one row per image and rank)."""
+    if fmt == "json":
+        return json.dumps(predictions, indent=2, ensure_ascii=False)
+    rows = []
+    for item in predictions:
+        if item.get("error"):
+            rows.append([item["path"], "", "", "", f"error: {item['error']}"])
+            continue
+        for rank, entry in enumerate(item["top"], start=1):
+            rows.append([item["path"], str(rank), entry["category"], f"{entry['score']:.4f}", item["score_kind"]])
+    header = ["path", "rank", "category", "score", "note"]
+    if fmt == "csv":
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows([header] + rows)
+        return buffer.getvalue().rstrip("\n")
+    if fmt != "table":
+        from pintopic.errors import PintopicError
+
+        raise PintopicError(f"unknown format {fmt!r}; choose table, json or csv")
+    widths = [max(len(line[i]) for line in [header] + rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in [header] + rows)
