@@ -70,3 +70,35 @@ def openclipart_run(openclipart: Path, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("openclipart-run")
     ingest(openclipart, run, per_category=None, min_per_category=40, seed=0, progress=False)
     return run
+
+
+#: A whole tiny study: the 3-colour folders dataset, a tiny untrained timm model, small grids.
+TINY_STUDY = """
+name = "tiny"
+[run]
+folder = "run"
+[dataset]
+source = "{source}"
+layout = "folders"
+[features]
+backbones = ["timm:test_efficientnet"]
+pretrained = false
+batch_size = 2
+[classify]
+classifiers = ["knn", "lsvm", "nn"]
+cv = 3
+[classify.grids.knn]
+k = [1, 3]
+[classify.grids.lsvm]
+C = [1.0]
+[classify.grids.nn]
+batch_size = [32]
+"""
+
+
+@pytest.fixture
+def tiny_study(tmp_path: Path, tiny_folders: Path) -> Path:
+    """A config file for TINY_STUDY; its run folder is ``tmp_path / "run"``."""
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_STUDY.format(source=tiny_folders))
+    return config

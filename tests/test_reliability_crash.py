@@ -116,36 +116,6 @@ def test_extraction_killed_at_five_random_points_resumes_to_identical_features(t
     assert list(ids) == sorted(load_sample(run)["image_id"])
 
 
-TINY_STUDY = """
-name = "tiny"
-[run]
-folder = "run"
-[dataset]
-source = "{source}"
-layout = "folders"
-[features]
-backbones = ["{backbone}"]
-pretrained = false
-batch_size = 2
-[classify]
-classifiers = ["knn", "lsvm", "nn"]
-cv = 3
-[classify.grids.knn]
-k = [1, 3]
-[classify.grids.lsvm]
-C = [1.0]
-[classify.grids.nn]
-batch_size = [32]
-"""
-
-
-@pytest.fixture
-def tiny_study(tmp_path: Path, tiny_folders: Path) -> Path:
-    config = tmp_path / "tiny.toml"
-    config.write_text(TINY_STUDY.format(source=tiny_folders, backbone=BACKBONE))
-    return config
-
-
 @pytest.mark.timeout(600)
 def test_pintopic_run_killed_at_five_random_points_resumes_to_identical_outputs(tiny_study: Path):
     from pintopic.run import run_study

@@ -147,12 +147,16 @@ class _Walker:
         self.root = listing.root
 
     def children(self, directory: bytes) -> list[os.DirEntry]:
+        """The entries of ``directory`` sorted by name, hidden ones (``.name``) left out; hidden files are counted."""
         try:
             with os.scandir(directory) as iterator:
-                return sorted(iterator, key=lambda item: item.name)
+                entries = sorted(iterator, key=lambda item: item.name)
         except OSError as error:
             self.listing.notes.append(f"cannot list {display(directory)}: {error.strerror or error}")
             return []
+        visible = [entry for entry in entries if not entry.name.startswith(b".")]
+        self.listing.ignored_files += sum(1 for entry in entries if entry.name.startswith(b".") and not entry.is_dir())
+        return visible
 
     def kind(self, entry: os.DirEntry) -> tuple[str, object]:
         """('file', stat) | ('dir', real path) | ('outside', real path) | ('broken', target) | ('other', None)."""
@@ -194,10 +198,6 @@ class _Walker:
         for child in self.children(directory):
             name = child.name
             child_rel = _join(rel, name)
-            if name.startswith(b"."):
-                if not child.is_dir():
-                    self.listing.ignored_files += 1
-                continue
             kind, info = self.kind(child)
             if kind == "dir":
                 real = os.path.realpath(child.path)
@@ -227,10 +227,6 @@ def scan_folders(source: str | os.PathLike) -> Listing:
     walker = _Walker(listing)
     for top in walker.children(listing.root):
         name = top.name
-        if name.startswith(b"."):
-            if not top.is_dir():
-                listing.ignored_files += 1
-            continue
         kind, info = walker.kind(top)
         category = normalize_category(display(name))
         if kind == "outside":
@@ -312,10 +308,6 @@ def scan_crawl(source: str | os.PathLike) -> Listing:
     listing = Listing("crawl", _root_of(source))
     walker = _Walker(listing)
     for user_entry in walker.children(listing.root):
-        if user_entry.name.startswith(b"."):
-            if not user_entry.is_dir():
-                listing.ignored_files += 1
-            continue
         kind, info = walker.kind(user_entry)
         user_rel, user = user_entry.name, display(user_entry.name)
         if kind == "outside":
@@ -343,10 +335,6 @@ def _scan_user(walker: _Walker, user_dir: bytes, user_rel: bytes, user: str) -> 
         name = board_entry.name
         if name == b"boards.json":
             continue
-        if name.startswith(b"."):
-            if not board_entry.is_dir():
-                listing.ignored_files += 1
-            continue
         board_rel, slug = _join(user_rel, name), display(name)
         kind, info = walker.kind(board_entry)
         if kind == "outside":
@@ -370,10 +358,6 @@ def _scan_user(walker: _Walker, user_dir: bytes, user_rel: bytes, user: str) -> 
         labels = dict(user=user, board=slug, category=category)
         for pin_entry in walker.children(board_entry.path):
             pin_name = pin_entry.name
-            if pin_name.startswith(b"."):
-                if not pin_entry.is_dir():
-                    listing.ignored_files += 1
-                continue
             pin_kind, _ = walker.kind(pin_entry)
             if pin_kind == "dir":
                 _scan_pin(walker, pin_entry.path, _join(board_rel, pin_name), display(pin_name), labels, status, detail)
@@ -408,10 +392,6 @@ def _scan_pin(walker: _Walker, pin_dir: bytes, pin_rel: bytes, pin: str, labels:
             if key:
                 listing.metadata_files.append(key)
             pin_error = _read_pin(child.path)
-            continue
-        if name.startswith(b"."):
-            if not child.is_dir():
-                listing.ignored_files += 1
             continue
         kind, _ = walker.kind(child)
         if kind == "dir":
