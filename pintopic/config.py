@@ -61,7 +61,7 @@ DEFAULTS: dict[str, Any] = {
 def _merge(base: dict, override: dict, where: str = "") -> dict:
     merged = copy.deepcopy(base)
     for key, value in override.items():
-        if key not in base and where not in ("", "classify.grids") and not where.startswith("classify.grids"):
+        if key not in base and not where.startswith("classify.grids"):  # grids name any classifier's parameters
             raise PintopicError(f"unknown config key {where + '.' if where else ''}{key}")
         if isinstance(value, dict) and isinstance(base.get(key), dict):
             merged[key] = _merge(base[key], value, f"{where}.{key}" if where else key)
