@@ -17,7 +17,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         args.source, args.run, layout=args.layout, exclude=args.exclude,
         per_category=args.per_category, min_per_category=args.min_per_category, seed=args.seed,
         max_pixels=args.max_pixels, workers=args.workers, progress=not args.quiet,
-        decode_cache=not args.no_decode_cache,
+        decode_cache=not args.no_decode_cache, pixel_cache=args.pixel_cache,
     )
     return 0
 
@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPU count)")
     p.add_argument("--no-decode-cache", action="store_true",
                    help="keep no small decoded copies of PNG/large files for extraction (RUN/dataset/cache/)")
+    p.add_argument("--pixel-cache", type=_csv_list, default=[], metavar="BACKBONES",
+                   help="store the sample's exact model inputs for these backbones (comma-separated), decoded once for "
+                        "all, so extract skips decoding (RUN/dataset/pixels/; N x 150 KB per 224x224 input size)")
 
     p = add("make-crawl", _cmd_make_crawl, "Turn a folders dataset into a synthetic crawl (user/boards/pins) of the study's shape.")
     p.add_argument("source", help="folders dataset: SOURCE/<category>/**/<image>")

@@ -24,6 +24,9 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "max_pixels": 0,  # 0 = Pillow's default limit
         "workers": 0,  # 0 = one per CPU
+        # backbones whose exact model inputs ingest stores for extract (N x 3 x H x W bytes per input size);
+        # "auto": features.backbones when that takes at most 2 GiB, [] for none
+        "pixel_cache": "auto",
     },
     "features": {
         "backbones": ["lite0"],
@@ -122,9 +125,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict:
         raise PintopicError(f"{path}: dataset.source is not set")
     config["dataset"]["source"] = str(_resolve(base, config["dataset"]["source"]))
     config["run"]["folder"] = str(_resolve(base, config["run"]["folder"]))
-    for key in ("backbones",):
-        if isinstance(config["features"][key], str):
-            config["features"][key] = [b.strip() for b in config["features"][key].split(",") if b.strip()]
+    for section, key in (("features", "backbones"), ("dataset", "pixel_cache")):
+        if isinstance(config[section][key], str) and config[section][key] != "auto":
+            config[section][key] = [b.strip() for b in config[section][key].split(",") if b.strip()]
     if isinstance(config["classify"]["classifiers"], str):
         config["classify"]["classifiers"] = [c.strip() for c in config["classify"]["classifiers"].split(",") if c.strip()]
     return config

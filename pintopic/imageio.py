@@ -138,10 +138,7 @@ def load_rgb_from(stream: BinaryIO, *, name: str = "", max_pixels: int | None = 
         if width < 1 or height < 1:
             raise ImageError("truncated", f"invalid size {width}x{height}", (width, height))
         if draft_size and image.format == "JPEG":
-            # Only scales that divide both sides exactly: a rounded-up size shifts the geometry by up to half
-            # a pixel, which costs more than 1/255 mean error after resizing on detailed photos.
-            scale = next((s for s in (8, 4, 2) if width % s == 0 and height % s == 0
-                          and min(width, height) // s >= draft_size), 1)
+            scale = draft_scale(width, height, draft_size)
             if scale > 1:
                 image.draft("RGB", (width // scale, height // scale))
         try:
@@ -162,6 +159,15 @@ def load_rgb_from(stream: BinaryIO, *, name: str = "", max_pixels: int | None = 
         raise ImageError("too_large", "not enough memory to decode") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as error:
         raise ImageError("truncated", f"decoding failed: {error}") from None
+
+
+def draft_scale(width: int, height: int, draft_size: int) -> int:
+    """The JPEG draft reduction :func:`load_rgb` uses for a stored size: 8, 4, 2 or 1 (none).
+
+    Only scales that divide both sides exactly: a rounded-up size shifts the geometry by up to half
+    a pixel, which costs more than 1/255 mean error after resizing on detailed photos.
+    """
+    return next((s for s in (8, 4, 2) if width % s == 0 and height % s == 0 and min(width, height) // s >= draft_size), 1)
 
 
 def _apply_orientation(image):

@@ -37,13 +37,20 @@ def run_study(config_path: str | Path, overrides: list[str] | None = None, progr
 
         from pintopic.dataset import ingest
 
-        data = config["dataset"]
+        data, feats = config["dataset"], config["features"]
+        pixel_cache, pixel_cache_limit = data["pixel_cache"], None
+        if pixel_cache == "auto":  # fine-tuned backbones do not exist yet when ingest runs: they decode
+            from pintopic.dataset.pixel_cache import AUTO_LIMIT_BYTES
+
+            pixel_cache = [name for name in feats["backbones"] if "finetuned:" not in name]
+            pixel_cache_limit = AUTO_LIMIT_BYTES
         started = time.perf_counter()
         ingest(
             data["source"], run, layout=data["layout"], exclude=data["exclude"],
             per_category=_none_if_zero(data["per_category"]), min_per_category=data["min_per_category"],
             seed=data["seed"], max_pixels=_none_if_zero(data["max_pixels"]),
-            workers=_none_if_zero(data["workers"]), progress=progress,
+            workers=_none_if_zero(data["workers"]), progress=progress, pixel_cache=pixel_cache,
+            pixel_cache_limit=pixel_cache_limit,
         )
         timings["ingest"] = time.perf_counter() - started
 

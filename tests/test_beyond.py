@@ -25,7 +25,8 @@ def blobs(n_per_class=40, n_classes=3, dim=16, seed=0, spread=1.0):
 
 # -- logreg and rbf ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,grid", [("logreg", {"C": [0.01, 1.0]}), ("rbf", {"C": [1, 10], "gamma": [0.5, 1]})])
+@pytest.mark.parametrize("name,grid", [("logreg", {"C": [0.01, 1.0]}), ("rbf", {"C": [1, 10], "gamma": [0.5, 1]}),
+                                       ("wknn", {"k": [5, 10], "temperature": [0.05, 0.5]})])
 def test_new_classifiers_search_persist_and_reload_exactly(tmp_path, name, grid):
     from pintopic.classify.persist import load_model, save_model
     from pintopic.classify.search import grid_search
@@ -42,7 +43,8 @@ def test_new_classifiers_search_persist_and_reload_exactly(tmp_path, name, grid)
     model, _ = load_model(tmp_path / "m")
     probe = X + 0.5
     assert (model.predict(probe) == result["model"].predict(probe)).all()
-    np.testing.assert_allclose(model.decision_function(probe), result["model"].decision_function(probe), rtol=1e-6)
+    scores = "predict_proba" if name == "wknn" else "decision_function"
+    np.testing.assert_allclose(getattr(model, scores)(probe), getattr(result["model"], scores)(probe), rtol=1e-6)
 
 
 def test_rbf_fast_search_matches_plain_svc_cross_validation():
@@ -150,6 +152,29 @@ def test_fusion_extract_evaluate_and_embed_use_every_component(tmp_path):
     np.testing.assert_allclose(X, np.hstack(stored)[:3], atol=1e-4)
 
 
+def test_weighted_knn_votes_by_similarity_and_matches_its_fold_search():
+    from pintopic.classify.beyond import WeightedKNN, softmax_votes, wknn_fold_scores
+
+    # one near neighbour of class b outvotes four farther ones of class a at a low temperature only
+    distances = np.array([[0.01, 0.2, 0.2, 0.2, 0.2]])
+    labels = np.array([[1, 0, 0, 0, 0]])
+    assert softmax_votes(distances, labels, 2, 0.02).argmax() == 1
+    assert softmax_votes(distances, labels, 2, 10.0).argmax() == 0
+    np.testing.assert_allclose(softmax_votes(distances, labels, 2, 0.1).sum(), 1.0)
+    X, y = blobs(spread=2.0)
+    train, val = np.arange(0, 120, 2), np.arange(1, 120, 2)
+    classes, y_index = np.unique(y, return_inverse=True)
+    [score] = wknn_fold_scores(X, y_index, train, val, [(7, 0.1)])
+    from sklearn.metrics import f1_score
+    from pintopic.classify.estimators import build_classifier
+
+    model = build_classifier("wknn", {"k": 7, "temperature": 0.1}).fit(X[train], y[train])
+    assert score == pytest.approx(f1_score(y[val], model.predict(X[val]), average="macro"))
+    probabilities = model.predict_proba(X[val])
+    assert probabilities.shape == (60, 3) and 0.0 < probabilities.max(axis=1).min() <= 1.0
+    assert isinstance(model[-1], WeightedKNN) and list(model.classes_) == list(classes)
+
+
 # -- multi-stage features and TTA in the store key -------------------------------------------------
 
 def test_multi_stage_features_are_unit_blocks_and_change_the_store_key():
@@ -169,6 +194,31 @@ def test_multi_stage_features_are_unit_blocks_and_change_the_store_key():
     assert len(keys) == 4
     with pytest.raises(PintopicError, match="timm"):
         resolve_backbone("openclip:ViT-B-32/laion2b_s34b_b79k@stages2")
+
+
+def test_view_modifiers_override_preprocessing_and_key_the_store():
+    from pintopic.features.extraction import store_key
+    from pintopic.features.preprocess import ImagePreprocessor
+    from pintopic.features.registry import build_backbone, resolve_backbone
+
+    plain = build_backbone(TINY, pretrained=False)
+    whole = build_backbone(f"{TINY}@crop1.0@size96", pretrained=False)
+    assert plain.preprocessing.crop_pct < 1.0
+    assert whole.preprocessing.crop_pct == 1.0 and whole.preprocessing.input_size == (3, 96, 96)
+    assert whole.preprocessing.mean == plain.preprocessing.mean and whole.dim == plain.dim
+    assert store_key(whole) != store_key(plain)
+    assert resolve_backbone(f"{TINY}@stages1@squash").stages == 1
+    # a frame-filling image: crop 1.0 keeps its red left edge, the model's centre crop cuts it off
+    from PIL import Image
+
+    image = Image.new("RGB", (120, 120), "white")
+    image.paste((255, 0, 0), (0, 0, 2, 120))
+    for backbone, edge_kept in ((plain, False), (build_backbone(f"{TINY}@crop1.0", pretrained=False), True)):
+        pixels = ImagePreprocessor(backbone.preprocessing).transform(image)
+        assert (pixels[1, :, 0].mean() < 128) == edge_kept
+    for bad in (f"{TINY}@crop1.5", f"{TINY}@crop0.9@crop1.0", f"{TINY}@bogus"):
+        with pytest.raises(PintopicError):
+            resolve_backbone(bad)
 
 
 @pytest.mark.timeout(120)

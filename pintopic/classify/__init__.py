@@ -116,7 +116,7 @@ def _fit_pair(name, X_train, y_train, X_test, y_test, test_ids, folds, grid, cat
 
 
 #: Classifiers whose probabilities an ``ensemble`` cell may average.
-ENSEMBLE_CANDIDATES = ("logreg", "knn", "nn", "zeroshot")
+ENSEMBLE_CANDIDATES = ("logreg", "knn", "wknn", "nn", "zeroshot")
 
 
 def _ensemble(results_dir: Path, members: list[dict], split_frame, label_of, categories, split_hash, *, cv, seed,

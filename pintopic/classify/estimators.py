@@ -16,7 +16,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from pintopic.errors import PintopicError
 
-CLASSIFIERS: tuple[str, ...] = ("knn", "lsvm", "nn", "logreg", "rbf", "zeroshot")
+CLASSIFIERS: tuple[str, ...] = ("knn", "lsvm", "nn", "logreg", "rbf", "wknn", "zeroshot")
 NN_HIDDEN_UNITS = 256
 NN_MAX_EPOCHS = 200
 NN_PATIENCE = 10
@@ -59,9 +59,10 @@ def _exact_line_search(margins: np.ndarray, step_margins: np.ndarray, w_dot_d: n
 
 
 def _update_gram(gram: np.ndarray, valid: np.ndarray, features: np.ndarray, active: np.ndarray,
-                 now_active: np.ndarray) -> None:
+                 now_active: np.ndarray, full: list) -> None:
     """Keep ``gram[j] = X_I'X_I`` for the active rows of each column that needs it (more active rows than
-    features), adding and removing only the rows that changed; other columns are marked stale."""
+    features), by the cheapest of: adding/removing the rows that changed, the full ``X'X`` (computed once,
+    in ``full[0]``) minus the inactive rows, or the active rows afresh; other columns are marked stale."""
     dim = features.shape[1]
     entered, left = now_active & ~active, active & ~now_active
     for column in range(gram.shape[0]):
@@ -72,10 +73,16 @@ def _update_gram(gram: np.ndarray, valid: np.ndarray, features: np.ndarray, acti
         n_changed = entered[:, column].sum() + left[:, column].sum()
         if valid[column] and n_changed == 0:
             continue
-        if valid[column] and n_changed < n_active:
+        n_inactive = len(features) - n_active
+        if valid[column] and n_changed < min(n_active, n_inactive):
             rows_in, rows_out = features[entered[:, column]], features[left[:, column]]
             gram[column] += rows_in.T @ rows_in - rows_out.T @ rows_out
-        else:  # rebuilding is cheaper than updating
+        elif n_inactive < n_active:  # most rows active (noisy labels, large C): subtract the few inactive ones
+            if full[0] is None:
+                full[0] = features.T @ features
+            rows = features[~now_active[:, column]]
+            np.subtract(full[0], rows.T @ rows, out=gram[column])
+        else:
             rows = features[now_active[:, column]]
             gram[column] = rows.T @ rows
         valid[column] = True
@@ -91,9 +98,10 @@ def _woodbury_direction(rows: np.ndarray, C: float, gradient: np.ndarray) -> np.
 
 
 def _newton_direction(gram: np.ndarray, C: float, gradient: np.ndarray, factors: list, column: int,
-                      max_cg: int = 40, rtol: float = 1e-11) -> np.ndarray:
+                      max_cg: int = 8, rtol: float = 1e-11) -> np.ndarray:
     """Solve ``(I + 2C gram) d = -gradient``: conjugate gradients preconditioned by an earlier Hessian's
-    Cholesky factor (the active set changes little between steps), refactoring when that stops paying."""
+    Cholesky factor (the active set changes little between steps), refactoring when that stops paying
+    (a factorisation costs about as much as ten CG steps, so CG gets at most ``max_cg``)."""
     from scipy.linalg import cho_factor, cho_solve
 
     def hessian_times(vector):
@@ -102,7 +110,7 @@ def _newton_direction(gram: np.ndarray, C: float, gradient: np.ndarray, factors:
     if factors[column] is not None:
         solution = np.zeros_like(gradient)
         residual = -gradient
-        preconditioned = cho_solve(factors[column], residual)
+        preconditioned = cho_solve(factors[column], residual, check_finite=False)
         search = preconditioned.copy()
         product = residual @ preconditioned
         limit = rtol * np.linalg.norm(gradient)
@@ -113,13 +121,13 @@ def _newton_direction(gram: np.ndarray, C: float, gradient: np.ndarray, factors:
             residual -= alpha * image
             if np.linalg.norm(residual) <= limit:
                 return solution
-            preconditioned = cho_solve(factors[column], residual)
+            preconditioned = cho_solve(factors[column], residual, check_finite=False)
             product, previous = residual @ preconditioned, product
             search = preconditioned + (product / previous) * search
     hessian = 2.0 * C * gram
     hessian.flat[:: gram.shape[0] + 1] += 1.0
-    factors[column] = cho_factor(hessian)
-    return cho_solve(factors[column], -gradient)
+    factors[column] = cho_factor(hessian, check_finite=False)
+    return cho_solve(factors[column], -gradient, check_finite=False)
 
 
 def squared_hinge_path(X: np.ndarray, y_index: np.ndarray, n_classes: int, Cs, *, tol: float = 1e-7,
@@ -147,6 +155,7 @@ def _squared_hinge_path(X, y_index, n_classes, Cs, *, tol, max_iter) -> list[np.
     active = np.zeros(targets.shape, dtype=bool)
     gram = np.zeros((n_columns, dim, dim))
     gram_valid = np.zeros(n_columns, dtype=bool)
+    full_gram: list = [None]
     path = []
     for C in Cs:
         reference = np.linalg.norm(2.0 * C * features.T @ targets, axis=0) + 1e-30
@@ -154,7 +163,7 @@ def _squared_hinge_path(X, y_index, n_classes, Cs, *, tol, max_iter) -> list[np.
         for _ in range(max_iter):
             margins = targets * (features @ weights)
             now_active = margins < 1.0
-            _update_gram(gram, gram_valid, features, active, now_active)
+            _update_gram(gram, gram_valid, features, active, now_active, full_gram)
             active = now_active
             gradient = weights - 2.0 * C * features.T @ (targets * (1.0 - margins) * active)
             unfinished = np.linalg.norm(gradient, axis=0) > tol * reference
@@ -239,6 +248,10 @@ def build_classifier(name: str, params: dict | None = None, *, metric: str = "eu
         from pintopic.classify.beyond import make_logreg
 
         model = make_logreg(params.get("C", 1.0), seed)
+    elif name == "wknn":
+        from pintopic.classify.beyond import WeightedKNN
+
+        model = WeightedKNN(n_neighbors=int(params.get("k", 20)), temperature=float(params.get("temperature", 0.05)))
     elif name == "rbf":
         from pintopic.classify.beyond import make_rbf
 

@@ -31,35 +31,28 @@ ALLOWED_PARAMS: dict[str, tuple[str, ...]] = {
     "LogisticRegression": ("C", "max_iter", "tol", "random_state"),
     "SVC": ("C", "kernel", "gamma", "decision_function_shape", "random_state"),
     "ZeroShotClassifier": ("logit_scale",),
+    "WeightedKNN": ("n_neighbors", "temperature"),
 }
 #: Fitted SVC state that libsvm's predict reads (public and private attributes alike).
 SVC_ARRAYS = ("support_", "support_vectors_", "_n_support", "_dual_coef_", "_intercept_", "_probA", "_probB",
               "classes_", "shape_fit_", "fit_status_")
 
 
+#: Where each allowed class lives (imported only when a model uses it).
+CLASS_MODULES = {
+    "StandardScaler": "sklearn.preprocessing", "KNeighborsClassifier": "sklearn.neighbors",
+    "SquaredHingeSVC": "pintopic.classify.estimators", "MLPClassifier": "sklearn.neural_network",
+    "LogisticRegression": "sklearn.linear_model", "SVC": "sklearn.svm",
+    "ZeroShotClassifier": "pintopic.classify.zeroshot", "WeightedKNN": "pintopic.classify.beyond",
+}
+
+
 def _estimator_class(name: str):
-    if name == "StandardScaler":
-        from sklearn.preprocessing import StandardScaler
-        return StandardScaler
-    if name == "KNeighborsClassifier":
-        from sklearn.neighbors import KNeighborsClassifier
-        return KNeighborsClassifier
-    if name == "SquaredHingeSVC":
-        from pintopic.classify.estimators import SquaredHingeSVC
-        return SquaredHingeSVC
-    if name == "MLPClassifier":
-        from sklearn.neural_network import MLPClassifier
-        return MLPClassifier
-    if name == "LogisticRegression":
-        from sklearn.linear_model import LogisticRegression
-        return LogisticRegression
-    if name == "SVC":
-        from sklearn.svm import SVC
-        return SVC
-    if name == "ZeroShotClassifier":
-        from pintopic.classify.zeroshot import ZeroShotClassifier
-        return ZeroShotClassifier
-    raise PintopicError(f"model step class {name!r} is not on the allow-list {sorted(ALLOWED_PARAMS)}")
+    import importlib
+
+    if name not in ALLOWED_PARAMS:
+        raise PintopicError(f"model step class {name!r} is not on the allow-list {sorted(ALLOWED_PARAMS)}")
+    return getattr(importlib.import_module(CLASS_MODULES[name]), name)
 
 
 def _fitted_arrays(estimator) -> dict[str, np.ndarray]:
@@ -70,6 +63,8 @@ def _fitted_arrays(estimator) -> dict[str, np.ndarray]:
                 "n_samples_seen_": np.asarray(estimator.n_samples_seen_)}
     if kind == "KNeighborsClassifier":
         return {"fit_X": estimator._fit_X, "fit_y": estimator.classes_[estimator._y]}
+    if kind == "WeightedKNN":
+        return {"fit_X": estimator.fit_X_, "fit_y": estimator.classes_[estimator.fit_y_]}
     if kind == "SquaredHingeSVC":
         return {"coef_": estimator.coef_, "intercept_": estimator.intercept_, "classes_": estimator.classes_}
     if kind == "MLPClassifier":
@@ -92,7 +87,7 @@ def _restore(kind: str, params: dict, arrays: dict[str, np.ndarray]):
         estimator.mean_, estimator.scale_, estimator.var_ = arrays["mean_"], arrays["scale_"], arrays["var_"]
         estimator.n_samples_seen_ = arrays["n_samples_seen_"].item() if arrays["n_samples_seen_"].ndim == 0 else arrays["n_samples_seen_"]
         estimator.n_features_in_ = len(arrays["mean_"])
-    elif kind == "KNeighborsClassifier":
+    elif kind in ("KNeighborsClassifier", "WeightedKNN"):
         estimator.fit(arrays["fit_X"], arrays["fit_y"])
     elif kind == "SquaredHingeSVC":
         estimator.set_weights(np.vstack([arrays["coef_"].T, arrays["intercept_"][None, :]]), arrays["classes_"])

@@ -123,10 +123,13 @@ def _check_settings(layout, per_category, min_per_category, seed, max_pixels, wo
 
 def ingest(source, run_dir, *, layout: str = "auto", exclude: Iterable[str] | str | None = ("none", "other"),
            per_category: int | None = None, min_per_category: int = 5, seed: int = 0, max_pixels: int | None = None,
-           workers: int | None = None, progress: bool = True, decode_cache: bool = True) -> dict:
+           workers: int | None = None, progress: bool = True, decode_cache: bool = True,
+           pixel_cache: Iterable[str] | str = (), pixel_cache_limit: int | None = None) -> dict:
     """Scan ``source``, verify every image, clean, sample; write ``run_dir/dataset/``; return dataset.json's content.
 
-    ``decode_cache`` keeps small decoded copies of costly files for extraction (:mod:`pintopic.dataset.decode_cache`).
+    ``decode_cache`` keeps small decoded copies of costly files for extraction (:mod:`pintopic.dataset.decode_cache`);
+    ``pixel_cache`` names backbones whose exact model inputs are stored for the sample (:mod:`pintopic.dataset.pixel_cache`),
+    unless they would take more than ``pixel_cache_limit`` bytes.
     """
     _check_settings(layout, per_category, min_per_category, seed, max_pixels, workers)
     source_path = Path(os.path.abspath(os.path.expanduser(os.fsdecode(source))))
@@ -152,10 +155,24 @@ def ingest(source, run_dir, *, layout: str = "auto", exclude: Iterable[str] | st
         previous = _read_previous(dataset_dir)
         if previous and previous.get("settings_hash") == stage_hash and _outputs_intact(dataset_dir, previous):
             _print_summary(previous, listing, None, up_to_date=True)
-            return previous
-        record = _build(listing, arguments, resolved_layout, fingerprint, stage_hash, dataset_dir, previous,
-                        workers, progress, started)
+            record = previous
+        else:
+            record = _build(listing, arguments, resolved_layout, fingerprint, stage_hash, dataset_dir, previous,
+                            workers, progress, started)
+        if pixel_cache:
+            _pixel_caches(run, pixel_cache, workers, progress, pixel_cache_limit)
         return record
+
+
+def _pixel_caches(run: Path, backbones, workers: int | None, progress: bool, limit: int | None) -> None:
+    """Build (or keep) the sample's pixel caches and say what they hold."""
+    from pintopic.dataset.pixel_cache import build_pixel_caches
+
+    for summary in build_pixel_caches(run, backbones, workers=workers or default_workers(), progress=progress, max_bytes=limit):
+        state = f"built in {summary['seconds']:.1f} s" if summary["built"] else "up to date"
+        rows, _, height, width = summary["shape"]
+        print(f"  pixel cache {', '.join(summary['backbones'])}: {rows:,} rows of {height}x{width}, "
+              f"{summary['bytes'] / 1e6:,.0f} MB, {summary['failed']} failed, {state}", file=sys.stdout)
 
 
 def _read_previous(dataset_dir: Path) -> dict | None:

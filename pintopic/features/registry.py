@@ -5,6 +5,7 @@ result into a feature-producing model with its preprocessing and a checksum of i
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from dataclasses import dataclass
@@ -37,6 +38,15 @@ class BackboneSpec:
     tag: str | None  # timm pretrained tag / open_clip pretrained name
     dim: int | None  # known before building for presets
     stages: int = 0  # ``@stagesN``: also pool the last N intermediate stages (timm only)
+    view: tuple = ()  # ``@cropP``/``@sizeN``/``@squash``...: (field, value) overrides of the model's eval preprocessing
+
+    def preprocessing_overrides(self) -> dict:
+        """The :class:`~pintopic.features.preprocess.Preprocessing` fields this name overrides."""
+        overrides = dict(self.view)
+        if "size" in overrides:
+            size = overrides.pop("size")
+            overrides["input_size"] = (3, size, size)
+        return overrides
 
     @property
     def architecture(self) -> str:
@@ -73,19 +83,42 @@ def fusion_components(name: str) -> list[str] | None:
     return parts
 
 
+#: ``name@modifier`` suffixes -> (field, parser). ``stages`` changes the network; the others override the
+#: model's own eval preprocessing (e.g. ``@crop1.0`` keeps the whole frame: clip art fills it to the edges).
+MODIFIERS = {
+    r"stages([1-4])": ("stages", int),
+    r"crop(0?\.\d+|1(?:\.0*)?)": ("crop_pct", float),
+    r"size(\d{2,4})": ("size", int),
+    r"(center|squash|border)": ("crop_mode", str),
+}
+
+
+def _modifier(name: str, text: str) -> tuple[str, Any]:
+    for pattern, (field, parse) in MODIFIERS.items():
+        match = re.fullmatch(pattern, text)
+        if match:
+            return field, parse(match.group(1))
+    raise PintopicError(f"{name!r}: unknown modifier @{text}; use @stagesN (N = 1..4), @cropP (0 < P <= 1), "
+                        "@sizeN or @center/@squash/@border")
+
+
 def resolve_backbone(name: str) -> BackboneSpec:
-    """Interpret a backbone name: a preset, ``timm:<name>[.<tag>]`` or ``openclip:<arch>/<tag>``."""
+    """Interpret a backbone name: a preset, ``timm:<name>[.<tag>]`` or ``openclip:<arch>/<tag>``, then ``@modifiers``."""
     text = name.strip()
     if FUSION_SEPARATOR in text:
         raise PintopicError(f"{name!r} is a fusion of several backbones: it is built from their stores at load time "
                             "(features.fusion), not as one model")
-    stages_match = re.fullmatch(r"(.+)@stages(\d+)", text)
-    if stages_match:
-        base = resolve_backbone(stages_match.group(1))
-        stages = int(stages_match.group(2))
-        if base.library != "timm" or not 1 <= stages <= 4:
+    if "@" in text and not text.startswith("finetuned:"):
+        base_name, *modifiers = text.split("@")
+        base = resolve_backbone(base_name)
+        fields = dict(_modifier(name, modifier) for modifier in modifiers)
+        if len(fields) != len(modifiers) or not 0 < fields.get("crop_pct", 1.0) <= 1:
+            raise PintopicError(f"{name!r}: each modifier at most once, and @cropP needs 0 < P <= 1")
+        stages = fields.pop("stages", 0)
+        if stages and base.library != "timm":
             raise PintopicError(f"{name!r}: @stagesN (N = 1..4 intermediate stages) applies to timm backbones only")
-        return BackboneSpec(text, "timm", base.model, base.tag, None, stages)
+        return BackboneSpec(text, base.library, base.model, base.tag, None if stages else base.dim, stages,
+                            tuple(sorted(fields.items())))
     if text in PRESETS:
         model, dim = PRESETS[text]
         return BackboneSpec(text, "timm", model, model.split(".", 1)[1] if "." in model else None, dim)
@@ -271,7 +304,7 @@ def build_backbone(name: str, *, pretrained: bool = True, weights: str | None = 
     else:
         model, config, source = _build_openclip(spec, pretrained, weights)
     model.eval()
-    preprocessing = Preprocessing.from_data_config(config)
+    preprocessing = dataclasses.replace(Preprocessing.from_data_config(config), **spec.preprocessing_overrides())
     dim = None if head else getattr(model, "head_hidden_size", None) or getattr(model, "num_features", None)
     if spec.library == "openclip" or spec.stages or not dim:
         with torch.inference_mode():

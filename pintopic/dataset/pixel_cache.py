@@ -1,0 +1,326 @@
+"""The pixel cache: every sampled image's exact model input, decoded once during ingest for all backbones.
+
+``pintopic ingest --pixel-cache lite0,effnetv2_b0`` writes, per distinct pixel geometry among those
+backbones (input size, resize, crop, interpolation, JPEG draft rule; mean and std act inside the
+network, so backbones differing only there share one cache), ``RUN/dataset/pixels/<H>x<W>-<key>/``:
+
+* ``pixels.npy``: (N, 3, H, W) uint8, row ``i`` = the ``i``-th sampled image_id after timm's eval
+  resize and centre crop, bit for bit what extraction computes from the same file (zeros for failures);
+* ``rows.parquet``: ``image_id``, ``sha256`` (of the file the row was made from), ``status``, ``reason_detail``;
+* ``meta.json``, written last (present = complete): geometry, preprocessing, decode-cache side, rows, checksums.
+
+Each file is decoded once for every geometry (once per distinct JPEG draft scale), from the decode
+cache copy when ingest kept one, exactly as extraction would. Extraction then reads the rows from the
+memory map in its main thread, with no decoding worker competing with the runtime for the cores; rows
+the cache does not cover (or whose file's sha256 changed), and caches that do not check out, are
+decoded as usual. Building resumes after a kill: ``pixels.partial.npy`` plus ``progress.json`` (rows
+done, a prefix, and their failures). Disk cost: N x 3 x H x W bytes per geometry (150 KB per image at 224 x 224).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from pintopic.runio import read_json, run_paths, settings_hash, write_json, write_parquet
+
+PIXELS_FOLDER = "pixels"
+FORMAT_VERSION = 1
+
+#: ``pintopic run`` caches its backbones' inputs by default (``dataset.pixel_cache = "auto"``) up to this size.
+AUTO_LIMIT_BYTES = 2 * 1024**3
+
+#: Images decoded per batch while building, and how often (in rows) progress is saved.
+BUILD_BATCH = 32
+SAVE_EVERY_ROWS = 512
+
+
+def pixel_geometry(preprocessing) -> dict:
+    """The preprocessing settings that change the uint8 pixels (mean and std are applied inside the network)."""
+    return {key: value for key, value in preprocessing.to_dict().items() if key not in ("mean", "std")}
+
+
+def decode_cache_side(dataset_dir: Path) -> int | None:
+    """The decode cache side ingest used (it decides which file extraction decodes), or None without one."""
+    try:
+        cache = read_json(Path(dataset_dir) / "dataset.json").get("decode_cache")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return cache.get("side") if isinstance(cache, dict) and cache.get("folder") else None
+
+
+def cache_folder(dataset_dir: str | os.PathLike, preprocessing, side: int | None) -> Path:
+    """Where the pixel cache of this geometry (made from this decode cache) lives."""
+    key = settings_hash({"version": FORMAT_VERSION, "geometry": pixel_geometry(preprocessing), "decode_cache_side": side}, 10)
+    height, width = preprocessing.input_size[1:]
+    return Path(dataset_dir) / PIXELS_FOLDER / f"{height}x{width}-{key}"
+
+
+def rows_checksum(image_ids: Sequence[str], sha256s: Sequence[str | None]) -> str:
+    """sha256 over the (image_id, file sha256) pairs in row order: a cache matches a sample's ids and contents."""
+    digest = hashlib.sha256()
+    for image_id, sha256 in zip(image_ids, sha256s):
+        digest.update(f"{image_id} {sha256}\n".encode())
+    return digest.hexdigest()
+
+
+class PixelCache:
+    """A complete pixel cache, memory-mapped; :meth:`rows_for` lists the rows a task may be served from."""
+
+    def __init__(self, folder: Path, meta: dict, pixels: np.ndarray, image_ids: list[str], sha256s: list, statuses: list):
+        self.folder = folder
+        self.meta = meta
+        self.pixels = pixels
+        # only decoded rows of known content: a failure is decoded again, so it keeps extraction's own status
+        self.rows = {image_id: (row, sha256) for row, (image_id, sha256, status)
+                     in enumerate(zip(image_ids, sha256s, statuses)) if status == "ok" and isinstance(sha256, str)}
+
+    def covers(self, image_id: str, sha256: str | None) -> bool:
+        """True when the cache holds this image made from the file with this content hash."""
+        hit = self.rows.get(image_id)
+        return hit is not None and hit[1] == sha256
+
+    def get(self, image_ids: Sequence[str]) -> np.ndarray:
+        """The (n, 3, H, W) uint8 pixels of these ids: a view of the map when their rows are consecutive."""
+        rows = [self.rows[image_id][0] for image_id in image_ids]
+        if rows == list(range(rows[0], rows[0] + len(rows))):
+            return self.pixels[rows[0]:rows[0] + len(rows)]
+        return self.pixels[rows]
+
+
+def load_cache(folder: Path, preprocessing) -> PixelCache | None:
+    """The complete cache in ``folder`` for this geometry, or None when it is missing or does not check out."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = read_json(folder / "meta.json")
+        if meta.get("version") != FORMAT_VERSION or meta.get("geometry") != _jsonable(pixel_geometry(preprocessing)):
+            return None
+        pixels = np.load(folder / "pixels.npy", mmap_mode="r", allow_pickle=False)
+        table = pq.read_table(folder / "rows.parquet", columns=["image_id", "sha256", "status"]).to_pydict()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    image_ids, sha256s, statuses = table["image_id"], table["sha256"], table["status"]
+    if (pixels.dtype != np.uint8 or pixels.shape != (meta.get("n_rows"), *preprocessing.input_size)
+            or rows_checksum(image_ids, sha256s) != meta.get("rows_sha256")):
+        return None
+    return PixelCache(folder, meta, pixels, image_ids, sha256s, statuses)
+
+
+def open_pixel_cache(run_dir: str | os.PathLike, preprocessing) -> PixelCache | None:
+    """The run's pixel cache for this preprocessing, if ingest built one and it checks out."""
+    dataset = run_paths(run_dir)["dataset"]
+    folder = cache_folder(dataset, preprocessing, decode_cache_side(dataset))
+    return load_cache(folder, preprocessing) if (folder / "meta.json").exists() else None
+
+
+def _jsonable(value):
+    """``value`` as it reads back from JSON (tuples become lists), for comparing with a meta.json."""
+    import json
+
+    return json.loads(json.dumps(value))
+
+
+class MultiPreprocessor:
+    """Callable ``path -> 1-D uint8 array``: the flattened crops of several preprocessings, from one decode.
+
+    A JPEG is decoded once per distinct draft scale (:func:`pintopic.imageio.draft_scale`), any other
+    file once, so every crop equals :class:`~pintopic.features.preprocess.ImagePreprocessor`'s exactly.
+    """
+
+    def __init__(self, preprocessings: Sequence):
+        from pintopic.features.preprocess import ImagePreprocessor
+
+        self.preprocessors = [ImagePreprocessor(p) for p in preprocessings]
+
+    def _draft_groups(self, path) -> list[list[int]]:
+        """Indices of the preprocessings that decode to identical images, grouped."""
+        import warnings
+
+        from PIL import Image
+
+        from pintopic.imageio import draft_scale
+
+        draft_sizes = [p.preprocessing.draft_size for p in self.preprocessors]
+        groups: dict[int, list[int]] = {}
+        try:
+            with open(path, "rb") as handle:
+                if handle.read(2) == b"\xff\xd8":  # only JPEG decodes at a draft scale
+                    handle.seek(0)
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")  # the header only; load_rgb applies the pixel limit
+                        with Image.open(handle, formats=["JPEG"]) as image:
+                            width, height = image.size
+                    for index, size in enumerate(draft_sizes):
+                        groups.setdefault(draft_scale(width, height, size), []).append(index)
+                    return list(groups.values())
+        except Exception:  # noqa: BLE001 - load_rgb below gives a damaged file its proper status
+            pass
+        return [list(range(len(draft_sizes)))]
+
+    def __call__(self, path) -> np.ndarray:
+        from pintopic.imageio import load_rgb
+
+        crops: list[np.ndarray | None] = [None] * len(self.preprocessors)
+        for group in self._draft_groups(path):
+            image = load_rgb(path, draft_size=self.preprocessors[group[0]].preprocessing.draft_size)
+            for index in group:
+                crops[index] = self.preprocessors[index].transform(image).ravel()
+        return np.concatenate(crops)
+
+
+def backbone_preprocessing(name: str, run_dir: str | os.PathLike | None = None):
+    """The preprocessing of a backbone name (its random-weights model has the same data config)."""
+    from pintopic.features.finetune import qualify_backbone
+    from pintopic.features.registry import build_backbone
+
+    return build_backbone(qualify_backbone(name, run_dir), pretrained=False).preprocessing
+
+
+class _PartialCache:
+    """One cache being written: the partial memory map, the rows done so far (a prefix) and their failures."""
+
+    def __init__(self, folder: Path, preprocessing, backbones: list[str], plan: dict):
+        self.folder, self.preprocessing, self.backbones = folder, preprocessing, backbones
+        self.plan = {**plan, "geometry": _jsonable(pixel_geometry(preprocessing))}
+        self.shape = (plan["n_rows"], *preprocessing.input_size)
+        self.row_size = int(np.prod(self.shape[1:]))
+        self.partial = folder / "pixels.partial.npy"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "meta.json").unlink(missing_ok=True)  # incomplete from here until the new meta.json
+        self.done, self.failed = 0, []
+        try:
+            progress = read_json(folder / "progress.json")
+            if progress.get("plan") == self.plan:
+                self.pixels = np.load(self.partial, mmap_mode="r+", allow_pickle=False)
+                if self.pixels.shape == self.shape and self.pixels.dtype == np.uint8:
+                    self.done, self.failed = int(progress["rows_done"]), list(progress["failed"])
+                    return
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+        (folder / "progress.json").unlink(missing_ok=True)
+        self.pixels = np.lib.format.open_memmap(self.partial, mode="w+", dtype=np.uint8, shape=self.shape)
+
+    def save_progress(self, rows_done: int) -> None:
+        """Flush the pixels, then record the prefix of rows they hold."""
+        self.pixels.flush()
+        self.done = max(self.done, rows_done)
+        write_json(self.folder / "progress.json", {"plan": self.plan, "rows_done": self.done, "failed": self.failed})
+
+    def finish(self, tasks, seconds: float) -> dict:
+        """Publish the cache: pixels.npy, rows.parquet, then meta.json; returns its summary."""
+        import pyarrow as pa
+
+        self.pixels.flush()
+        with open(self.partial, "rb+") as handle:
+            os.fsync(handle.fileno())
+        del self.pixels
+        os.replace(self.partial, self.folder / "pixels.npy")
+        failed = {entry["image_id"]: entry for entry in self.failed}
+        write_parquet(self.folder / "rows.parquet", pa.table({
+            "image_id": pa.array([t.image_id for t in tasks], pa.string()),
+            "sha256": pa.array([t.sha256 for t in tasks], pa.string()),
+            "status": pa.array([failed[t.image_id]["status"] if t.image_id in failed else "ok" for t in tasks], pa.string()),
+            "reason_detail": pa.array([failed[t.image_id]["reason"] if t.image_id in failed else "" for t in tasks], pa.string()),
+        }))
+        meta = {
+            "version": FORMAT_VERSION, "geometry": self.plan["geometry"], "preprocessing": self.preprocessing.to_dict(),
+            "decode_cache_side": self.plan["decode_cache_side"], "n_rows": self.shape[0], "shape": list(self.shape),
+            "dtype": "uint8", "rows_sha256": self.plan["rows_sha256"], "backbones": self.backbones,
+            "failed": len(failed), "bytes": self.shape[0] * self.row_size, "seconds": round(seconds, 3),
+        }
+        write_json(self.folder / "meta.json", meta)
+        (self.folder / "progress.json").unlink(missing_ok=True)
+        return _summary(self.folder, meta, built=True)
+
+
+def _summary(folder: Path, meta: dict, *, built: bool) -> dict:
+    return {"folder": str(folder), "backbones": meta["backbones"], "shape": meta["shape"], "failed": meta["failed"],
+            "bytes": meta["bytes"], "built": built, "seconds": meta["seconds"] if built else 0.0}
+
+
+def build_pixel_caches(run_dir: str | os.PathLike, backbones: Sequence[str] | str, *, workers: int | None = None,
+                       progress: bool = True, max_bytes: int | None = None) -> list[dict]:
+    """Write (or finish, or leave as is) the pixel cache of each distinct geometry among ``backbones``.
+
+    Reads the run's sample (``RUN/dataset/sample.parquet``, written by ingest, which calls this under
+    its run lock). Builds nothing when the caches would exceed ``max_bytes`` (``pintopic run``'s "auto").
+    Returns one summary per geometry: folder, backbones, shape, failed, bytes, built, seconds.
+    """
+    from pintopic.features.extraction import _tasks, default_workers
+    from pintopic.features.registry import fusion_components
+
+    names = [backbones] if isinstance(backbones, str) else list(backbones)
+    names = [part.strip() for item in names for part in str(item).split(",") if part.strip()]
+    names = list(dict.fromkeys(part for name in names for part in (fusion_components(name) or [name])))
+    dataset = run_paths(run_dir)["dataset"]
+    side = decode_cache_side(dataset)
+    wanted: dict[Path, tuple] = {}
+    for name in names:
+        preprocessing = backbone_preprocessing(name, run_dir)
+        folder = cache_folder(dataset, preprocessing, side)
+        wanted.setdefault(folder, (preprocessing, []))[1].append(name)
+    tasks = _tasks(Path(run_dir), all_rows=False)
+    if not tasks or not wanted:
+        return []
+    size = len(tasks) * sum(int(np.prod(p.input_size)) for p, _ in wanted.values())
+    if max_bytes is not None and size > max_bytes:
+        print(f"  pixel cache: not built ({size / 1e9:.1f} GB for {len(tasks):,} images would exceed "
+              f"{max_bytes / 1e9:.1f} GB; extract decodes the images instead)", file=sys.stdout)
+        return []
+    plan = {"version": FORMAT_VERSION, "n_rows": len(tasks), "decode_cache_side": side,
+            "rows_sha256": rows_checksum([t.image_id for t in tasks], [t.sha256 for t in tasks])}
+    summaries, jobs = [], []
+    for folder, (preprocessing, owners) in wanted.items():
+        complete = load_cache(folder, preprocessing)
+        if complete is not None and complete.meta.get("rows_sha256") == plan["rows_sha256"]:
+            summaries.append(_summary(folder, complete.meta, built=False))
+        else:
+            jobs.append(_PartialCache(folder, preprocessing, owners, plan))
+    if jobs:
+        started = time.perf_counter()
+        _fill(jobs, tasks, default_workers() if workers is None else workers, progress)
+        summaries.extend(job.finish(tasks, time.perf_counter() - started) for job in jobs)
+    return summaries
+
+
+def _fill(jobs: list[_PartialCache], tasks, workers: int, progress: bool) -> None:
+    """Decode every row some job still lacks, once, and write each job's crop of it."""
+    from pintopic.features.extraction import decoded_batches
+
+    start = min(job.done for job in jobs)
+    todo = tasks[start:]
+    batches = [range(first, min(first + BUILD_BATCH, len(todo))) for first in range(0, len(todo), BUILD_BATCH)]
+    bar = None
+    if progress and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), unit="img", desc="pixel cache", dynamic_ncols=True, file=sys.stderr)
+    preprocessor = MultiPreprocessor([job.preprocessing for job in jobs])
+    saved = start
+    results = decoded_batches([t.decode_path for t in todo], preprocessor, batches, workers,
+                              originals=[t.path for t in todo])
+    for batch, (indices, arrays, failures) in zip(batches, results):
+        rows = np.asarray(indices, dtype=np.int64) + start
+        offset = 0
+        for job in jobs:
+            keep = rows >= job.done
+            if keep.any():
+                job.pixels[rows[keep]] = arrays[keep, offset:offset + job.row_size].reshape(-1, *job.shape[1:])
+            job.failed.extend({"image_id": todo[index].image_id, "status": status, "reason": detail}
+                              for index, status, detail in failures if start + index >= job.done)
+            offset += job.row_size
+        rows_done = start + batch.stop
+        if rows_done - saved >= SAVE_EVERY_ROWS or rows_done == len(tasks):
+            for job in jobs:
+                job.save_progress(rows_done)
+            saved = rows_done
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
