@@ -55,7 +55,10 @@ def configurations(bases: list[str], quick: bool = False, stages: int = 3, view:
         (multi, "wknn", None, "", None),
         ("+".join([multi, *viewed[1:]]), "wknn", None, "", None),
         ("+".join([multi, *viewed[1:]]), "logreg", None, "", {"C": [0.003, 0.03]}),
-    ]
+    ] + ([  # two views of each image: the whole frame and the model's own centre crop
+        ("+".join([multi, *viewed[1:], *bases[:2]]), "wknn", None, "", None),
+        ("+".join([multi, *viewed[1:], *bases[:2]]), "logreg", None, "", {"C": [0.003, 0.03]}),
+    ] if view else [])
 
 
 def backbones_needed(configurations) -> list[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -140,6 +141,7 @@ def measure(size: int, args, source_all: Path) -> dict:
     ingest = run_measured([python, "-m", "pintopic", "ingest", str(source), str(run), "--min-per-category", "1", "-q"],
                           cap=None)
     features = run / "features"
+    shutil.rmtree(features, ignore_errors=True)  # a fresh extraction, not the resumption of an earlier one
 
     def done() -> int:
         return sum(1 for _ in features.glob("*/ids-*.parquet")) * 1024

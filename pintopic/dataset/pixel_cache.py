@@ -86,11 +86,30 @@ class PixelCache:
         return hit is not None and hit[1] == sha256
 
     def get(self, image_ids: Sequence[str]) -> np.ndarray:
-        """The (n, 3, H, W) uint8 pixels of these ids: a view of the map when their rows are consecutive."""
+        """The (n, 3, H, W) uint8 pixels of these ids, read from the file into a fresh array.
+
+        Plain reads rather than slices of the memory map: mapped pages that were read count as this
+        process's resident memory until unmapped, so a long extraction's RSS would grow with the cache.
+        """
         rows = [self.rows[image_id][0] for image_id in image_ids]
-        if rows == list(range(rows[0], rows[0] + len(rows))):
-            return self.pixels[rows[0]:rows[0] + len(rows)]
-        return self.pixels[rows]
+        out = np.empty((len(rows), *self.pixels.shape[1:]), dtype=np.uint8)
+        row_bytes = out[0].nbytes if len(rows) else 0
+        with open(self.folder / "pixels.npy", "rb", buffering=0) as handle:
+            start = 0
+            while start < len(rows):  # one read per run of consecutive rows
+                stop = start + 1
+                while stop < len(rows) and rows[stop] == rows[stop - 1] + 1:
+                    stop += 1
+                handle.seek(self.pixels.offset + rows[start] * row_bytes)
+                view = memoryview(out[start:stop]).cast("B")
+                done = 0
+                while done < len(view):
+                    count = handle.readinto(view[done:])
+                    if not count:
+                        raise OSError(f"{self.folder / 'pixels.npy'} is shorter than its header says")
+                    done += count
+                start = stop
+        return out
 
 
 def load_cache(folder: Path, preprocessing) -> PixelCache | None:
