@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pintopic.classify.ensemble import PROBABILISTIC
 from pintopic.errors import AlignmentError, PintopicError
 
 #: Store meta.json fields a model keeps so predict can re-extract features the same way.
@@ -113,10 +114,6 @@ def _fit_pair(name, X_train, y_train, X_test, y_test, test_ids, folds, grid, cat
     summary = classification_summary(y_test, predicted, categories)
     predictions = _top_predictions(scores, model.classes_, y_test, test_ids, kind)
     return model, search, summary, predictions, fit_seconds
-
-
-#: Classifiers whose probabilities an ``ensemble`` cell may average.
-ENSEMBLE_CANDIDATES = ("logreg", "knn", "wknn", "nn", "zeroshot")
 
 
 def _ensemble(results_dir: Path, members: list[dict], split_frame, label_of, categories, split_hash, *, cv, seed,
@@ -243,7 +240,7 @@ def evaluate(run_dir: str | os.PathLike, *, backbones=None, classifiers=("knn", 
                 warn_if_below_chance(row["test_f1_macro"], len(categories), f"{spec} + {name}")
                 rows.append(row)
                 pairs.update(1)
-                if name in ENSEMBLE_CANDIDATES:
+                if name in PROBABILISTIC:  # classifiers whose probabilities an ``ensemble`` cell may average
                     ensemble_members.append({"spec": spec, "classifier": name, "params": row["best_params"],
                                              "folder": folder, "meta": meta, "metric": metric, "record": pair_settings})
         pairs.close()

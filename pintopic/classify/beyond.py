@@ -14,6 +14,9 @@ import itertools
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from pintopic.classify.metrics import f1_macro
+from pintopic.classify.search import PARALLEL_MIN_VALUES, scaled_fold
+
 LOGREG_MAX_ITER = 300
 
 
@@ -58,13 +61,13 @@ def wknn_fold_scores(X, y_index, train, val, settings) -> list[float]:
     """Macro-F1 on ``val`` for every (k, temperature), from one neighbour search at the largest k."""
     from sklearn.neighbors import NearestNeighbors
 
-    X_train, X_val = _scaled(X, train, val)
+    X_train, X_val = scaled_fold(X, train, val)
     n_classes = int(y_index.max()) + 1
     largest = min(max(k for k, _ in settings), len(train))
     distances, neighbours = NearestNeighbors(metric="cosine", algorithm="brute").fit(X_train).kneighbors(
         X_val, n_neighbors=largest)
     labels = y_index[train][neighbours]
-    return [_f1_macro(y_index[val], softmax_votes(distances[:, :k], labels[:, :k], n_classes, t).argmax(axis=1))
+    return [f1_macro(y_index[val], softmax_votes(distances[:, :k], labels[:, :k], n_classes, t).argmax(axis=1))
             for k, t in settings]
 
 
@@ -83,26 +86,13 @@ def make_rbf(C: float, gamma: float, n_features: int | None, seed: int = 0):
     return SVC(C=float(C), kernel="rbf", gamma=absolute, decision_function_shape="ovr", random_state=seed)
 
 
-def _f1_macro(y_true, y_pred) -> float:
-    from sklearn.metrics import f1_score
-
-    return float(f1_score(y_true, y_pred, average="macro"))
-
-
-def _scaled(X, train, val):
-    from sklearn.preprocessing import StandardScaler
-
-    scaler = StandardScaler().fit(X[train])
-    return scaler.transform(X[train]), scaler.transform(X[val])
-
-
 def logreg_fold_scores(X, y_index, train, val, Cs, seed: int = 0) -> list[float]:
     """Macro-F1 on ``val`` for every C, warm-starting each fit from the previous (smaller) C."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
 
-    X_train, X_val = _scaled(X, train, val)
+    X_train, X_val = scaled_fold(X, train, val)
     model = make_logreg(Cs[0], seed).set_params(warm_start=True)
     scores = [0.0] * len(Cs)
     for position in np.argsort(Cs, kind="stable"):
@@ -110,7 +100,7 @@ def logreg_fold_scores(X, y_index, train, val, Cs, seed: int = 0) -> list[float]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(X_train, y_index[train])
-        scores[position] = _f1_macro(y_index[val], model.predict(X_val))
+        scores[position] = f1_macro(y_index[val], model.predict(X_val))
     return scores
 
 
@@ -119,7 +109,7 @@ def rbf_fold_scores(X, y_index, train, val, settings, seed: int = 0) -> list[flo
     from sklearn.metrics.pairwise import euclidean_distances
     from sklearn.svm import SVC
 
-    X_train, X_val = _scaled(X, train, val)
+    X_train, X_val = scaled_fold(X, train, val)
     width = X.shape[1]
     d_train = euclidean_distances(X_train, squared=True)
     d_val = euclidean_distances(X_val, X_train, squared=True)
@@ -132,7 +122,7 @@ def rbf_fold_scores(X, y_index, train, val, settings, seed: int = 0) -> list[flo
         k_train, k_val = kernels[gamma]
         model = SVC(C=float(C), kernel="precomputed", decision_function_shape="ovr", random_state=seed)
         model.fit(k_train, y_index[train])
-        scores.append(_f1_macro(y_index[val], model.predict(k_val)))
+        scores.append(f1_macro(y_index[val], model.predict(k_val)))
     return scores
 
 
@@ -145,8 +135,6 @@ def grid_settings(grid: dict) -> list[dict]:
 def fold_scores(name: str, X, y_index, folds, grid: dict, *, seed: int, n_jobs: int):
     """``(settings, scores (folds x settings))`` for ``logreg``, ``rbf`` or ``wknn``, folds in parallel."""
     from joblib import Parallel, delayed
-
-    from pintopic.classify.search import PARALLEL_MIN_VALUES
 
     settings = grid_settings(grid)
     parallel = Parallel(n_jobs=n_jobs if X.size >= PARALLEL_MIN_VALUES else 1)

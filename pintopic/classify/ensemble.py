@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pintopic.classify.metrics import f1_macro
+
 PROBABILISTIC = ("logreg", "knn", "wknn", "nn", "zeroshot")
 MAX_MEMBERS = 5
 
@@ -28,12 +30,6 @@ class Candidate:
     X_test: np.ndarray
     model: object = None  # the pair's model already refitted on all training rows (reused, not refitted)
     metric: str = "euclidean"
-
-
-def _f1_macro(y_true, y_pred) -> float:
-    from sklearn.metrics import f1_score
-
-    return float(f1_score(y_true, y_pred, average="macro"))
 
 
 def _aligned_probabilities(model, X, classes) -> np.ndarray:
@@ -73,7 +69,7 @@ def select_members(oof: list[np.ndarray], y_train, classes, max_members: int = M
     best = -1.0
     total = np.zeros_like(oof[0])
     while len(chosen) < min(max_members, len(oof)):
-        trials = [(_f1_macro(y_train, classes[(total + oof[i]).argmax(axis=1)]), -i) for i in range(len(oof))
+        trials = [(f1_macro(y_train, classes[(total + oof[i]).argmax(axis=1)]), -i) for i in range(len(oof))
                   if i not in chosen]
         score, negative = max(trials)
         if score <= best:
@@ -99,7 +95,7 @@ def fit_ensemble(candidates: list[Candidate], y_train, folds, *, seed: int = 0, 
     members, _ = select_members(oof, y_train, classes, max_members)
     # reported like grid_search's scores: the mean over folds of each validation fold's macro-F1
     averaged = classes[sum(oof[i] for i in members).argmax(axis=1)]
-    cv_f1 = float(np.mean([_f1_macro(y_train[val], averaged[val]) for _, val in folds]))
+    cv_f1 = float(np.mean([f1_macro(y_train[val], averaged[val]) for _, val in folds]))
     test_probabilities = np.zeros((len(candidates[0].X_test), len(classes)))
     for i in members:
         model = candidates[i].model
@@ -111,7 +107,7 @@ def fit_ensemble(candidates: list[Candidate], y_train, folds, *, seed: int = 0, 
     test_probabilities /= len(members)
     return {"members": [candidates[i].label for i in members], "cv_f1_macro": cv_f1, "classes": classes,
             "candidates": [c.label for c in candidates],
-            "candidate_cv_f1_macro": {c.label: float(np.mean([_f1_macro(y_train[val], classes[o[val].argmax(axis=1)])
+            "candidate_cv_f1_macro": {c.label: float(np.mean([f1_macro(y_train[val], classes[o[val].argmax(axis=1)])
                                                               for _, val in folds])) for c, o in zip(candidates, oof)},
             "test_probabilities": test_probabilities, "test_predictions": classes[test_probabilities.argmax(axis=1)]}
 

@@ -4,6 +4,13 @@ from __future__ import annotations
 import numpy as np
 
 
+def f1_macro(y_true, y_pred) -> float:
+    """Macro-averaged F1, the study's metric (every CV fold and ensemble choice is scored with it)."""
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(y_true, y_pred, average="macro"))
+
+
 def classification_summary(y_true, y_pred, categories) -> dict:
     """Macro-F1, accuracy, per-category precision/recall/F1/support and the confusion matrix (rows: true)."""
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support

@@ -10,18 +10,14 @@ from __future__ import annotations
 import numpy as np
 
 from pintopic.classify.estimators import build_classifier, squared_hinge_path
+from pintopic.classify.metrics import f1_macro
 
 #: Below this many feature values a process pool costs more than it saves.
 PARALLEL_MIN_VALUES = 2_000_000
 
 
-def _f1_macro(y_true, y_pred) -> float:
-    from sklearn.metrics import f1_score
-
-    return float(f1_score(y_true, y_pred, average="macro"))
-
-
-def _scaled(X, train, val):
+def scaled_fold(X, train, val):
+    """A fold's training and validation rows, standardised with statistics of the training rows only."""
     from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler().fit(X[train])
@@ -32,12 +28,12 @@ def knn_fold_scores(X, y_index, train, val, ks, metric: str = "euclidean") -> li
     """Macro-F1 on ``val`` for every k, from one neighbour search at the largest k."""
     from sklearn.neighbors import KNeighborsClassifier
 
-    X_train, X_val = _scaled(X, train, val)
+    X_train, X_val = scaled_fold(X, train, val)
     n_classes = int(y_index.max()) + 1
     search = KNeighborsClassifier(n_neighbors=max(ks), metric=metric).fit(X_train, y_index[train])
     neighbours = search.kneighbors(X_val, return_distance=False)
     votes = np.cumsum(np.eye(n_classes, dtype=np.int32)[y_index[train][neighbours]], axis=1)
-    return [_f1_macro(y_index[val], votes[:, k - 1].argmax(axis=1)) for k in ks]
+    return [f1_macro(y_index[val], votes[:, k - 1].argmax(axis=1)) for k in ks]
 
 
 #: Relative gradient tolerance of the C path during CV (the refit keeps SquaredHingeSVC's tight default):
@@ -47,7 +43,7 @@ LSVM_CV_TOL = 1e-5
 
 def lsvm_fold_scores(X, y_index, train, val, Cs) -> list[float]:
     """Macro-F1 on ``val`` for every C, from one warm-started path over increasing C."""
-    X_train, X_val = _scaled(X, train, val)
+    X_train, X_val = scaled_fold(X, train, val)
     n_classes = int(y_index.max()) + 1
     order = np.argsort(Cs, kind="stable")
     path = squared_hinge_path(X_train, y_index[train], n_classes, [Cs[i] for i in order], tol=LSVM_CV_TOL)
@@ -56,7 +52,7 @@ def lsvm_fold_scores(X, y_index, train, val, Cs) -> list[float]:
     for position, weights in zip(order, path):
         decision = features @ weights
         pred = (decision[:, 0] > 0).astype(int) if decision.shape[1] == 1 else decision.argmax(axis=1)
-        scores[position] = _f1_macro(y_index[val], pred)
+        scores[position] = f1_macro(y_index[val], pred)
     return scores
 
 
@@ -65,7 +61,7 @@ def nn_fold_score(X, y_index, train, val, batch_size: int, seed: int) -> float:
     n_classes = int(y_index.max()) + 1
     model = build_classifier("nn", {"batch_size": batch_size}, seed=seed, n_samples=len(train), n_classes=n_classes)
     model.fit(X[train], y_index[train])
-    return _f1_macro(y_index[val], model.predict(X[val]))
+    return f1_macro(y_index[val], model.predict(X[val]))
 
 
 def grid_search(name: str, X: np.ndarray, y, grid: dict, folds, *, metric: str = "euclidean", seed: int = 0,

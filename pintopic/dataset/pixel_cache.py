@@ -10,8 +10,8 @@ network, so backbones differing only there share one cache), ``RUN/dataset/pixel
 * ``meta.json``, written last (present = complete): geometry, preprocessing, decode-cache side, rows, checksums.
 
 Each file is decoded once for every geometry (once per distinct JPEG draft scale), from the decode
-cache copy when ingest kept one, exactly as extraction would. Extraction then reads the rows from the
-memory map in its main thread, with no decoding worker competing with the runtime for the cores; rows
+cache copy when ingest kept one, exactly as extraction would. Extraction then reads the rows from
+``pixels.npy`` in its main thread, with no decoding worker competing with the runtime for the cores; rows
 the cache does not cover (or whose file's sha256 changed), and caches that do not check out, are
 decoded as usual. Building resumes after a kill: ``pixels.partial.npy`` plus ``progress.json`` (rows
 done, a prefix, and their failures). Disk cost: N x 3 x H x W bytes per geometry (150 KB per image at 224 x 224).
@@ -70,7 +70,7 @@ def rows_checksum(image_ids: Sequence[str], sha256s: Sequence[str | None]) -> st
 
 
 class PixelCache:
-    """A complete pixel cache, memory-mapped; :meth:`rows_for` lists the rows a task may be served from."""
+    """A complete pixel cache (its header checked through a memory map); :meth:`covers` says which tasks it may serve."""
 
     def __init__(self, folder: Path, meta: dict, pixels: np.ndarray, image_ids: list[str], sha256s: list, statuses: list):
         self.folder = folder

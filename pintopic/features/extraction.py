@@ -6,7 +6,7 @@ part, failed, ids, so a shard whose ids file matches the plan is finished and ne
 kill, the rerun continues at the first unfinished shard. ``meta.json`` comes last and marks the store
 complete. Vectors already in the folder (same key = same vector-changing settings) are reused by id
 when the sample changes. Images whose exact model input ingest stored (:mod:`pintopic.dataset.pixel_cache`)
-are read from that memory map instead of decoded; the rest are decoded in worker processes.
+are read from that cache instead of decoded; the rest are decoded in worker processes.
 """
 from __future__ import annotations
 
@@ -349,7 +349,7 @@ def _extract_one(run_dir: Path, spec: str, tasks: list[ImageTask], *, batch_size
     reusable = _reusable_vectors(folder, backbone.dim, dtype) if todo and not damaged else {}
     to_compute = {i: [t for t in shards[i] if t.image_id not in reusable] for i in todo}
 
-    # Rows the pixel cache holds are read from its memory map here; the rest are decoded in worker processes.
+    # Rows the pixel cache holds are read from its file here; the rest are decoded in worker processes.
     pixel_cache = open_pixel_cache(run_dir, backbone.preprocessing) if any(to_compute[i] for i in todo) else None
     batch_plan: list[tuple[int, list[ImageTask] | None]] = []  # (shard, cached tasks) or (shard, None: next decoded batch)
     decode_tasks: list[ImageTask] = []

@@ -130,7 +130,6 @@ class OnnxRunner:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.sessions = [ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
                          for _ in range(count)]
-        self.session = self.sessions[0]
         self.layout = f"{count} session(s) x {options.intra_op_num_threads} thread(s)"
         self._pool = None
         if count > 1:
@@ -145,7 +144,7 @@ class OnnxRunner:
         batch = np.ascontiguousarray(batch, dtype=np.uint8)
         starts = list(range(0, max(len(batch), 1), ORT_CHUNK))
         if self._pool is None or len(starts) < 2:
-            chunks = self._run(self.session, batch, starts)
+            chunks = self._run(self.sessions[0], batch, starts)
         else:  # consecutive chunks per session, in order
             share = -(-len(starts) // len(self.sessions))
             futures = [self._pool.submit(self._run, session, batch, starts[k * share:(k + 1) * share])
