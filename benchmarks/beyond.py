@@ -183,7 +183,7 @@ def main(argv=None) -> int:
             search = grid_search(classifier, X_train, y_train, grid or DEFAULT_GRIDS[classifier], folds,
                                  metric=metric or "euclidean", seed=args.seed, n_jobs=args.n_jobs)
             seconds = time.perf_counter() - started
-            save_model(search["model"], cache, {"classifier": classifier, "backbone": {"spec": backbone}})
+            save_model(search["model"], cache, {"classifier": classifier, "backbone": {"spec": backbone, "tta": args.tta}})
             write_json(cache / "row.json", {"row": {"best_params": search["best_params"], "seconds": round(seconds, 1),
                                                     "cv_f1_macro": search["cv_f1_macro"]},
                                             "settings": settings, "settings_hash": settings_hash(settings)})

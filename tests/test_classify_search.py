@@ -111,3 +111,22 @@ def test_grids_are_validated():
 def test_too_few_images_for_the_folds_is_a_clear_error():
     with pytest.raises(PintopicError, match="at least 5 training images per category"):
         cv_folds(np.array(["a"] * 10 + ["b"] * 3), n_splits=5)
+
+
+def test_lsvm_split_into_class_blocks_matches_one_block():
+    """Classes solved in separate blocks (how folds and the refit share processes) give the same scores and model."""
+    from joblib import Parallel
+
+    from pintopic.classify.search import fit_lsvm, lsvm_fold_scores, lsvm_path_search
+
+    X, y = overlapping_classes(n=300)
+    classes, y_index = np.unique(y, return_inverse=True)
+    folds = cv_folds(y, n_splits=3, seed=0)
+    Cs = [1.0, 0.01, 0.1]
+    whole = [lsvm_fold_scores(X, y_index, tr, va, Cs) for tr, va in folds]
+    assert np.allclose(lsvm_path_search(X, y_index, folds, Cs, Parallel(n_jobs=1), n_blocks=4), whole, atol=1e-12)
+    blocked = fit_lsvm(X, y, 0.1, Cs, Parallel(n_jobs=1), n_blocks=4)
+    single = build_classifier("lsvm", {"C": 0.1}).fit(X, y)
+    assert np.allclose(blocked[-1].coef_, single[-1].coef_, atol=1e-5)
+    assert np.array_equal(blocked.predict(X), single.predict(X))
+    assert list(blocked.classes_) == list(classes)

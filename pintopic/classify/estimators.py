@@ -21,6 +21,11 @@ NN_HIDDEN_UNITS = 256
 NN_MAX_EPOCHS = 200
 NN_PATIENCE = 10
 NN_VALIDATION_FRACTION = 0.1
+#: Preconditioned CG steps tried with an earlier Hessian's factor before refactoring. Measured on the
+#: issue-8 benchmark, more steps only cost time: the active set changes too much between Newton steps.
+MAX_CG_STEPS = 2
+#: With the current Hessian's own (float32) factor, CG only mops up rounding: one or two steps.
+FRESH_FACTOR_CG_STEPS = 4
 
 
 def _target_matrix(y_index: np.ndarray, n_classes: int) -> np.ndarray:
@@ -33,59 +38,67 @@ def _target_matrix(y_index: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def _exact_line_search(margins: np.ndarray, step_margins: np.ndarray, w_dot_d: np.ndarray,
-                       d_dot_d: np.ndarray, C: float) -> np.ndarray:
-    """Per column, the step t minimising the piecewise-quadratic objective along the Newton direction."""
+                       d_dot_d: np.ndarray, C: float, max_steps: int = 50) -> np.ndarray:
+    """Per column, the step t minimising the piecewise-quadratic objective along the Newton direction.
 
-    def slope(t: np.ndarray) -> np.ndarray:
-        slack = np.maximum(1.0 - margins - t * step_margins, 0.0)
-        return w_dot_d + t * d_dot_d - 2.0 * C * np.einsum("ij,ij->j", slack, step_margins)
-
+    The objective's slope is piecewise linear and increasing in t, so Newton's method on it lands on the
+    root within a few pieces; a bracket of known-negative and known-positive slopes guards against cycling.
+    """
     low = np.zeros_like(w_dot_d)
-    high = np.ones_like(w_dot_d)
-    for _ in range(60):  # the Newton step is usually 1; widen the bracket where it is not
-        short = slope(high) < 0
-        if not short.any():
+    high = np.full_like(w_dot_d, np.inf)
+    t = np.ones_like(w_dot_d)  # the full Newton step, exact when the active set does not change
+    for _ in range(max_steps):
+        slack = 1.0 - margins - t * step_margins
+        hinge = slack > 0.0
+        slope = w_dot_d + t * d_dot_d - 2.0 * C * np.einsum("ij,ij->j", np.where(hinge, slack, 0.0), step_margins)
+        done = np.abs(slope) <= 1e-12 * (1.0 + np.abs(w_dot_d) + t * d_dot_d)
+        if done.all():
             break
-        low = np.where(short, high, low)
-        high = np.where(short, high * 2.0, high)
-    if np.all(np.abs(slope(np.ones_like(w_dot_d))) <= 1e-12 * (1.0 + np.abs(w_dot_d))):
-        return np.ones_like(w_dot_d)
-    for _ in range(60):
-        middle = 0.5 * (low + high)
-        below = slope(middle) < 0
-        low = np.where(below, middle, low)
-        high = np.where(below, high, middle)
-    return 0.5 * (low + high)
+        low = np.where(slope < 0, t, low)
+        high = np.where(slope > 0, t, high)
+        curvature = d_dot_d + 2.0 * C * np.einsum("ij,ij->j", hinge, step_margins * step_margins)
+        proposal = t - slope / curvature
+        inside = (proposal > low) & (proposal < high)
+        fallback = np.where(np.isfinite(high), 0.5 * (low + high), 2.0 * low)
+        t = np.where(done, t, np.where(inside, proposal, fallback))
+    return t
 
 
 def _update_gram(gram: np.ndarray, valid: np.ndarray, features: np.ndarray, active: np.ndarray,
-                 now_active: np.ndarray, full: list) -> None:
-    """Keep ``gram[j] = X_I'X_I`` for the active rows of each column that needs it (more active rows than
-    features), by the cheapest of: adding/removing the rows that changed, the full ``X'X`` (computed once,
-    in ``full[0]``) minus the inactive rows, or the active rows afresh; other columns are marked stale."""
+                 now_active: np.ndarray, full: list, columns) -> None:
+    """Keep ``gram[j] = X_I'X_I`` for the active rows of each of ``columns`` that needs it (more active rows
+    than features), by the cheapest of: adding/removing the rows that changed, the full ``X'X`` (computed
+    once, in ``full[0]``) minus the inactive rows, or the active rows afresh; other columns are marked stale."""
     dim = features.shape[1]
-    entered, left = now_active & ~active, active & ~now_active
-    for column in range(gram.shape[0]):
-        n_active = now_active[:, column].sum()
-        if n_active < dim:
+    for column in columns:
+        is_active, was_active = now_active[:, column], active[:, column]
+        n_active = is_active.sum()
+        if n_active < _woodbury_rows(dim):
             valid[column] = False
             continue
-        n_changed = entered[:, column].sum() + left[:, column].sum()
+        entered, left = is_active & ~was_active, was_active & ~is_active
+        n_changed = entered.sum() + left.sum()
         if valid[column] and n_changed == 0:
             continue
         n_inactive = len(features) - n_active
         if valid[column] and n_changed < min(n_active, n_inactive):
-            rows_in, rows_out = features[entered[:, column]], features[left[:, column]]
+            rows_in, rows_out = features[entered], features[left]
             gram[column] += rows_in.T @ rows_in - rows_out.T @ rows_out
         elif n_inactive < n_active:  # most rows active (noisy labels, large C): subtract the few inactive ones
             if full[0] is None:
                 full[0] = features.T @ features
-            rows = features[~now_active[:, column]]
+            rows = features[~is_active]
             np.subtract(full[0], rows.T @ rows, out=gram[column])
         else:
-            rows = features[now_active[:, column]]
+            rows = features[is_active]
             gram[column] = rows.T @ rows
         valid[column] = True
+
+
+def _woodbury_rows(dim: int) -> int:
+    """Below this many active rows a Newton step solves the n_I x n_I system instead: forming it afresh costs
+    less than the d x d Gram matrix, which pays only once it can be updated and reused across steps."""
+    return dim // 4
 
 
 def _woodbury_direction(rows: np.ndarray, C: float, gradient: np.ndarray) -> np.ndarray:
@@ -94,65 +107,84 @@ def _woodbury_direction(rows: np.ndarray, C: float, gradient: np.ndarray) -> np.
 
     inner = rows @ rows.T
     inner.flat[:: len(rows) + 1] += 1.0 / (2.0 * C)
-    return -(gradient - rows.T @ cho_solve(cho_factor(inner), rows @ gradient))
+    return -(gradient - rows.T @ cho_solve(cho_factor(inner, check_finite=False), rows @ gradient, check_finite=False))
+
+
+def _preconditioned_cg(gram: np.ndarray, C: float, gradient: np.ndarray, factor, max_steps: int,
+                       rtol: float) -> tuple[np.ndarray, bool]:
+    """Conjugate gradients on ``(I + 2C gram) d = -gradient`` preconditioned by a float32 Cholesky ``factor``;
+    ``(d, converged)``. Every iterate is a descent direction, so an unconverged one is still usable."""
+    from scipy.linalg import cho_solve
+
+    def precondition(vector):
+        return cho_solve(factor, vector.astype(np.float32), check_finite=False).astype(np.float64)
+
+    solution = np.zeros_like(gradient)
+    residual = -gradient
+    preconditioned = precondition(residual)
+    search = preconditioned.copy()
+    product = residual @ preconditioned
+    limit = rtol * np.linalg.norm(gradient)
+    for _ in range(max_steps):
+        image = search + 2.0 * C * (gram @ search)
+        alpha = product / (search @ image)
+        solution += alpha * search
+        residual -= alpha * image
+        if np.linalg.norm(residual) <= limit:
+            return solution, True
+        preconditioned = precondition(residual)
+        product, previous = residual @ preconditioned, product
+        search = preconditioned + (product / previous) * search
+    return solution, False
 
 
 def _newton_direction(gram: np.ndarray, C: float, gradient: np.ndarray, factors: list, column: int,
-                      max_cg: int = 8, rtol: float = 1e-11) -> np.ndarray:
-    """Solve ``(I + 2C gram) d = -gradient``: conjugate gradients preconditioned by an earlier Hessian's
-    Cholesky factor (the active set changes little between steps), refactoring when that stops paying
-    (a factorisation costs about as much as ten CG steps, so CG gets at most ``max_cg``)."""
-    from scipy.linalg import cho_factor, cho_solve
+                      rtol: float, max_cg: int | None = None) -> np.ndarray:
+    """Solve ``(I + 2C gram) d = -gradient`` to relative residual ``rtol``: a few CG steps preconditioned by an
+    earlier Hessian's Cholesky factor, else refactor. The factor is float32: it only preconditions (the
+    products with the Hessian stay float64), and it makes the factorisation cheaper."""
+    from scipy.linalg import cho_factor
 
-    def hessian_times(vector):
-        return vector + 2.0 * C * (gram @ vector)
-
+    max_cg = MAX_CG_STEPS if max_cg is None else max_cg
     if factors[column] is not None:
-        solution = np.zeros_like(gradient)
-        residual = -gradient
-        preconditioned = cho_solve(factors[column], residual, check_finite=False)
-        search = preconditioned.copy()
-        product = residual @ preconditioned
-        limit = rtol * np.linalg.norm(gradient)
-        for _ in range(max_cg):
-            image = hessian_times(search)
-            alpha = product / (search @ image)
-            solution += alpha * search
-            residual -= alpha * image
-            if np.linalg.norm(residual) <= limit:
-                return solution
-            preconditioned = cho_solve(factors[column], residual, check_finite=False)
-            product, previous = residual @ preconditioned, product
-            search = preconditioned + (product / previous) * search
-    hessian = 2.0 * C * gram
+        solution, converged = _preconditioned_cg(gram, C, gradient, factors[column], max_cg, rtol)
+        if converged:
+            return solution
+    hessian = (2.0 * C) * gram.astype(np.float32)
     hessian.flat[:: gram.shape[0] + 1] += 1.0
-    factors[column] = cho_factor(hessian, check_finite=False)
-    return cho_solve(factors[column], -gradient, check_finite=False)
+    factors[column] = cho_factor(hessian, check_finite=False, overwrite_a=True)
+    return _preconditioned_cg(gram, C, gradient, factors[column], FRESH_FACTOR_CG_STEPS, rtol)[0]
 
 
 def squared_hinge_path(X: np.ndarray, y_index: np.ndarray, n_classes: int, Cs, *, tol: float = 1e-7,
-                       max_iter: int = 100) -> list[np.ndarray]:
+                       max_iter: int = 100, columns=None) -> list[np.ndarray]:
     """Exact one-vs-rest L2 squared-hinge SVM weights (bias last, regularised) for each C, warm-started.
 
     Minimises ``0.5 |w|^2 + C sum_i max(0, 1 - y_i [x_i, 1] . w)^2`` per class (LinearSVC's problem) by
     the finite Newton method of Keerthi & DeCoste (2005): each step solves the quadratic on the current
     active set (``I + 2C X_I'X_I``, whose Gram matrix is updated only for rows that enter or leave; see
-    :func:`_newton_direction`), then an exact line search. Returns one ``(d + 1, n_columns)`` array per C, in order.
+    :func:`_newton_direction`), then an exact line search. Classes are independent problems: ``columns``
+    (indices into the one-vs-rest target columns, default all) solves a subset, so processes can share them.
+    Returns one ``(d + 1, len(columns))`` array per C, in order.
     """
     from threadpoolctl import threadpool_limits
 
     # many small BLAS calls: one thread each is much faster than two fighting for busy cores
     # (measured 40x on a loaded 2-core machine); folds run in parallel processes instead
     with threadpool_limits(limits=1, user_api="blas"):
-        return _squared_hinge_path(X, y_index, n_classes, Cs, tol=tol, max_iter=max_iter)
+        return _squared_hinge_path(X, y_index, n_classes, Cs, tol=tol, max_iter=max_iter, columns=columns)
 
 
-def _squared_hinge_path(X, y_index, n_classes, Cs, *, tol, max_iter) -> list[np.ndarray]:
+def _squared_hinge_path(X, y_index, n_classes, Cs, *, tol, max_iter, columns) -> list[np.ndarray]:
     features = np.hstack([np.asarray(X, dtype=np.float64), np.ones((X.shape[0], 1))])
     targets = _target_matrix(np.asarray(y_index), n_classes)
+    if columns is not None:
+        targets = np.ascontiguousarray(targets[:, list(columns)])
     dim, n_columns = features.shape[1], targets.shape[1]
     weights = np.zeros((dim, n_columns))
+    margins = np.zeros(targets.shape)  # targets * (features @ weights), updated with the weights
     active = np.zeros(targets.shape, dtype=bool)
+    now_active = np.zeros(targets.shape, dtype=bool)
     gram = np.zeros((n_columns, dim, dim))
     gram_valid = np.zeros(n_columns, dtype=bool)
     full_gram: list = [None]
@@ -160,25 +192,32 @@ def _squared_hinge_path(X, y_index, n_classes, Cs, *, tol, max_iter) -> list[np.
     for C in Cs:
         reference = np.linalg.norm(2.0 * C * features.T @ targets, axis=0) + 1e-30
         factors: list = [None] * n_columns  # Cholesky factors of an earlier Hessian at this C
+        unfinished = np.arange(n_columns)  # a converged column's weights, hence its gradient, stay put
         for _ in range(max_iter):
-            margins = targets * (features @ weights)
-            now_active = margins < 1.0
-            _update_gram(gram, gram_valid, features, active, now_active, full_gram)
-            active = now_active
-            gradient = weights - 2.0 * C * features.T @ (targets * (1.0 - margins) * active)
-            unfinished = np.linalg.norm(gradient, axis=0) > tol * reference
-            if not unfinished.any():
+            now_active[:, unfinished] = margins[:, unfinished] < 1.0
+            _update_gram(gram, gram_valid, features, active, now_active, full_gram, unfinished)
+            active[:, unfinished] = now_active[:, unfinished]
+            slack = (1.0 - margins[:, unfinished]) * active[:, unfinished]
+            gradient = weights[:, unfinished] - 2.0 * C * features.T @ (targets[:, unfinished] * slack)
+            keep = np.linalg.norm(gradient, axis=0) > tol * reference[unfinished]
+            unfinished, gradient = unfinished[keep], gradient[:, keep]
+            if not len(unfinished):
                 break
-            direction = np.zeros_like(weights)
-            for column in np.flatnonzero(unfinished):
-                if active[:, column].sum() < dim:  # fewer active rows than features: Woodbury, n_I x n_I
-                    direction[:, column] = _woodbury_direction(features[active[:, column]], C, gradient[:, column])
+            direction = np.empty_like(gradient)
+            # inexact Newton (Dembo et al. 1982): solve loosely far from the optimum, tightly near it
+            forcing = np.clip(np.linalg.norm(gradient, axis=0) / reference[unfinished], 1e-11, 0.1)
+            for position, column in enumerate(unfinished):
+                if active[:, column].sum() < _woodbury_rows(dim):  # fewer active rows than features: Woodbury, n_I x n_I
+                    direction[:, position] = _woodbury_direction(features[active[:, column]], C, gradient[:, position])
                 else:
-                    direction[:, column] = _newton_direction(gram[column], C, gradient[:, column], factors, column)
-            step_margins = targets * (features @ direction)
-            step = _exact_line_search(margins, step_margins, np.einsum("ij,ij->j", weights, direction),
+                    direction[:, position] = _newton_direction(gram[column], C, gradient[:, position], factors, column,
+                                                                forcing[position])
+            step_margins = targets[:, unfinished] * (features @ direction)
+            current = weights[:, unfinished]
+            step = _exact_line_search(margins[:, unfinished], step_margins, np.einsum("ij,ij->j", current, direction),
                                       np.einsum("ij,ij->j", direction, direction), C)
-            weights = weights + step * direction
+            weights[:, unfinished] = current + step * direction
+            margins[:, unfinished] += step * step_margins
         path.append(weights.copy())
     return path
 
