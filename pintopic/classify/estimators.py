@@ -73,7 +73,7 @@ def _update_gram(gram: np.ndarray, valid: np.ndarray, features: np.ndarray, acti
     for column in columns:
         is_active, was_active = now_active[:, column], active[:, column]
         n_active = is_active.sum()
-        if n_active < _woodbury_rows(dim):
+        if n_active < _woodbury_rows(dim, len(features)):
             valid[column] = False
             continue
         entered, left = is_active & ~was_active, was_active & ~is_active
@@ -95,10 +95,11 @@ def _update_gram(gram: np.ndarray, valid: np.ndarray, features: np.ndarray, acti
         valid[column] = True
 
 
-def _woodbury_rows(dim: int) -> int:
+def _woodbury_rows(dim: int, n_rows: int) -> int:
     """Below this many active rows a Newton step solves the n_I x n_I system instead: forming it afresh costs
-    less than the d x d Gram matrix, which pays only once it can be updated and reused across steps."""
-    return dim // 4
+    less than the d x d Gram matrix, which pays only once it can be updated and reused across steps, i.e.
+    when there are many more rows than features."""
+    return dim // 4 if n_rows >= 2 * dim else dim
 
 
 def _woodbury_direction(rows: np.ndarray, C: float, gradient: np.ndarray) -> np.ndarray:
@@ -207,7 +208,7 @@ def _squared_hinge_path(X, y_index, n_classes, Cs, *, tol, max_iter, columns) ->
             # inexact Newton (Dembo et al. 1982): solve loosely far from the optimum, tightly near it
             forcing = np.clip(np.linalg.norm(gradient, axis=0) / reference[unfinished], 1e-11, 0.1)
             for position, column in enumerate(unfinished):
-                if active[:, column].sum() < _woodbury_rows(dim):  # fewer active rows than features: Woodbury, n_I x n_I
+                if active[:, column].sum() < _woodbury_rows(dim, len(features)):  # fewer active rows than features: Woodbury, n_I x n_I
                     direction[:, position] = _woodbury_direction(features[active[:, column]], C, gradient[:, position])
                 else:
                     direction[:, position] = _newton_direction(gram[column], C, gradient[:, position], factors, column,
