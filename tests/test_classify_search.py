@@ -117,13 +117,15 @@ def test_lsvm_split_into_class_blocks_matches_one_block():
     """Classes solved in separate blocks (how folds and the refit share processes) give the same scores and model."""
     from joblib import Parallel
 
-    from pintopic.classify.search import fit_lsvm, lsvm_fold_scores, lsvm_path_search
+    from pintopic.classify.search import fit_lsvm, lsvm_path_search
 
     X, y = overlapping_classes(n=300)
     classes, y_index = np.unique(y, return_inverse=True)
     folds = cv_folds(y, n_splits=3, seed=0)
     Cs = [1.0, 0.01, 0.1]
-    whole = [lsvm_fold_scores(X, y_index, tr, va, Cs) for tr, va in folds]
+    whole = lsvm_path_search(X, y_index, folds, Cs, Parallel(n_jobs=1), n_blocks=1)
+    in_order = lsvm_path_search(X, y_index, folds, sorted(Cs), Parallel(n_jobs=1), n_blocks=1)
+    assert np.allclose(np.asarray(whole)[:, np.argsort(Cs)], in_order, atol=1e-12)  # scores follow the grid's order
     assert np.allclose(lsvm_path_search(X, y_index, folds, Cs, Parallel(n_jobs=1), n_blocks=4), whole, atol=1e-12)
     blocked = fit_lsvm(X, y, 0.1, Cs, Parallel(n_jobs=1), n_blocks=4)
     single = build_classifier("lsvm", {"C": 0.1}).fit(X, y)

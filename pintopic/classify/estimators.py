@@ -28,9 +28,14 @@ MAX_CG_STEPS = 2
 FRESH_FACTOR_CG_STEPS = 4
 
 
+def ovr_columns(n_classes: int) -> int:
+    """How many one-vs-rest problems a linear SVM solves: one for two classes (as in LinearSVC), else one per class."""
+    return 1 if n_classes == 2 else n_classes
+
+
 def _target_matrix(y_index: np.ndarray, n_classes: int) -> np.ndarray:
     """One-vs-rest targets in {-1, +1}; two classes get one column (+1 = the second class), as in LinearSVC."""
-    if n_classes == 2:
+    if ovr_columns(n_classes) == 1:
         return np.where(y_index == 1, 1.0, -1.0)[:, None]
     targets = -np.ones((len(y_index), n_classes))
     targets[np.arange(len(y_index)), y_index] = 1.0
@@ -140,15 +145,14 @@ def _preconditioned_cg(gram: np.ndarray, C: float, gradient: np.ndarray, factor,
 
 
 def _newton_direction(gram: np.ndarray, C: float, gradient: np.ndarray, factors: list, column: int,
-                      rtol: float, max_cg: int | None = None) -> np.ndarray:
+                      rtol: float) -> np.ndarray:
     """Solve ``(I + 2C gram) d = -gradient`` to relative residual ``rtol``: a few CG steps preconditioned by an
     earlier Hessian's Cholesky factor, else refactor. The factor is float32: it only preconditions (the
     products with the Hessian stay float64), and it makes the factorisation cheaper."""
     from scipy.linalg import cho_factor
 
-    max_cg = MAX_CG_STEPS if max_cg is None else max_cg
     if factors[column] is not None:
-        solution, converged = _preconditioned_cg(gram, C, gradient, factors[column], max_cg, rtol)
+        solution, converged = _preconditioned_cg(gram, C, gradient, factors[column], MAX_CG_STEPS, rtol)
         if converged:
             return solution
     hessian = (2.0 * C) * gram.astype(np.float32)
@@ -208,7 +212,7 @@ def _squared_hinge_path(X, y_index, n_classes, Cs, *, tol, max_iter, columns) ->
             # inexact Newton (Dembo et al. 1982): solve loosely far from the optimum, tightly near it
             forcing = np.clip(np.linalg.norm(gradient, axis=0) / reference[unfinished], 1e-11, 0.1)
             for position, column in enumerate(unfinished):
-                if active[:, column].sum() < _woodbury_rows(dim, len(features)):  # fewer active rows than features: Woodbury, n_I x n_I
+                if active[:, column].sum() < _woodbury_rows(dim, len(features)):
                     direction[:, position] = _woodbury_direction(features[active[:, column]], C, gradient[:, position])
                 else:
                     direction[:, position] = _newton_direction(gram[column], C, gradient[:, position], factors, column,

@@ -3,13 +3,14 @@
 Same selection rule as ``GridSearchCV(scoring="f1_macro")`` (the first best mean score in grid order),
 made fast per classifier: KNN finds neighbours once per fold at the largest k and votes every k from them
 (ties go to the lowest class index, as in KNeighborsClassifier); the linear SVM follows one warm-started
-solution path over increasing C per fold; folds (and NN settings) run in parallel processes.
+solution path over increasing C per fold, its one-vs-rest classes split into blocks so that folds and the
+refit share the processes evenly; folds (and NN settings) run in parallel processes.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from pintopic.classify.estimators import build_classifier, squared_hinge_path
+from pintopic.classify.estimators import build_classifier, ovr_columns, squared_hinge_path
 from pintopic.classify.metrics import f1_macro
 
 #: Below this many feature values a process pool costs more than it saves.
@@ -42,8 +43,9 @@ def knn_fold_scores(X, y_index, train, val, ks, metric: str = "euclidean") -> li
 LSVM_CV_TOL = 1e-4
 
 
-def _column_blocks(n_columns: int, n_blocks: int) -> list[np.ndarray]:
-    """One-vs-rest columns dealt round-robin into at most ``n_blocks`` non-empty blocks."""
+def _column_blocks(n_classes: int, n_blocks: int) -> list[np.ndarray]:
+    """The one-vs-rest columns dealt round-robin into at most ``n_blocks`` non-empty blocks."""
+    n_columns = ovr_columns(n_classes)
     return [block for block in (np.arange(start, n_columns, n_blocks) for start in range(n_blocks)) if len(block)]
 
 
@@ -56,28 +58,19 @@ def lsvm_fold_decisions(X, y_index, train, val, Cs, columns) -> list[np.ndarray]
     return [X_val @ weights[:-1] + weights[-1] for weights in path]
 
 
-def lsvm_fold_scores(X, y_index, train, val, Cs) -> list[float]:
-    """Macro-F1 on ``val`` for every C, from one warm-started path over increasing C."""
-    n_classes = int(y_index.max()) + 1
-    decisions = lsvm_fold_decisions(X, y_index, train, val, Cs, np.arange(1 if n_classes == 2 else n_classes))
-    return _lsvm_scores(y_index[val], Cs, [decisions])
-
-
-def _lsvm_scores(y_val, Cs, blocks: list[list[np.ndarray]], columns: list[np.ndarray] | None = None) -> list[float]:
-    """Macro-F1 for every C (given in grid order) from the decision values of each column block."""
-    n_columns = sum(block[0].shape[1] for block in blocks)
-    scores_in_order = []
+def _lsvm_scores(y_val, Cs, blocks: list[list[np.ndarray]], columns: list[np.ndarray]) -> list[float]:
+    """Macro-F1 for every C (given in grid order) from each column block's decision values (Cs increasing)."""
+    n_columns = sum(len(index) for index in columns)
+    by_increasing_C = []
     for position in range(len(Cs)):
         decision = np.empty((len(y_val), n_columns))
-        for index, block in zip(columns or [np.arange(n_columns)], blocks):
+        for index, block in zip(columns, blocks):
             decision[:, index] = block[position]
         pred = (decision[:, 0] > 0).astype(int) if n_columns == 1 else decision.argmax(axis=1)
-        scores_in_order.append(f1_macro(y_val, pred))
-    order = np.argsort(Cs, kind="stable")
-    scores = [0.0] * len(Cs)
-    for rank, position in enumerate(order):
-        scores[position] = scores_in_order[rank]
-    return scores
+        by_increasing_C.append(f1_macro(y_val, pred))
+    scores = np.empty(len(Cs))
+    scores[np.argsort(Cs, kind="stable")] = by_increasing_C
+    return scores.tolist()
 
 
 def lsvm_path_search(X, y_index, folds, Cs, parallel, n_blocks: int) -> list[list[float]]:
@@ -85,8 +78,7 @@ def lsvm_path_search(X, y_index, folds, Cs, parallel, n_blocks: int) -> list[lis
     folds keep two processes equally busy instead of leaving one idle for the last fold)."""
     from joblib import delayed
 
-    n_classes = int(y_index.max()) + 1
-    columns = _column_blocks(1 if n_classes == 2 else n_classes, n_blocks)
+    columns = _column_blocks(int(y_index.max()) + 1, n_blocks)
     flat = parallel(delayed(lsvm_fold_decisions)(X, y_index, tr, va, Cs, block) for tr, va in folds for block in columns)
     return [_lsvm_scores(y_index[va], Cs, flat[i * len(columns):(i + 1) * len(columns)], columns)
             for i, (_, va) in enumerate(folds)]
@@ -110,7 +102,7 @@ def fit_lsvm(X, y, C: float, Cs, parallel, n_blocks: int):
     scaler = StandardScaler().fit(X)
     X_scaled = scaler.transform(X)
     model = SquaredHingeSVC(C=C)
-    columns = _column_blocks(1 if len(classes) == 2 else len(classes), n_blocks)
+    columns = _column_blocks(len(classes), n_blocks)
     blocks = parallel(delayed(lsvm_weights)(X_scaled, y_index, len(classes), C, Cs, block, model.tol)
                       for block in columns)
     weights = np.empty((X.shape[1] + 1, sum(len(block) for block in columns)))
