@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCE = "/usr/share/openclipart/png"
 BASE = ("lite0", "lite1", "lite2")
 GOAL = 0.75
+#: wknn in a PCA-whitened space (variance floors relative to the largest variance)
+WHITENED_WKNN = {"k": [10, 20], "temperature": [0.02, 0.05, 0.1], "whiten": [0.003, 0.01, 0.03]}
 
 
 
@@ -58,6 +60,12 @@ def configurations(bases: list[str], quick: bool = False, stages: int = 3, view:
     ] + ([  # two views of each image: the whole frame and the model's own centre crop
         ("+".join([multi, *viewed[1:], *bases[:2]]), "wknn", None, "", None),
         ("+".join([multi, *viewed[1:], *bases[:2]]), "logreg", None, "", {"C": [0.003, 0.03]}),
+    ] if view else []) + [  # other biases for the ensemble: whitened similarity, Gaussian classes
+        ("+".join([multi, *viewed[1:]]), "wknn", None, "", WHITENED_WKNN),
+        ("+".join([multi, *viewed[1:]]), "lda", None, "", None),
+    ] + ([
+        ("+".join([multi, *viewed[1:], *bases[:2]]), "wknn", None, "", WHITENED_WKNN),
+        ("+".join([multi, *viewed[1:], *bases[:2]]), "lda", None, "", None),
     ] if view else [])
 
 
@@ -111,7 +119,7 @@ def main(argv=None) -> int:
                         help="preprocessing modifiers for the non-baseline rows ('' = each model's own centre crop)")
     parser.add_argument("--quick", action="store_true", help="baselines and the fused cosine KNN only")
     parser.add_argument("--no-ensemble", action="store_true")
-    parser.add_argument("--ensemble-from", default="wknn,logreg,nn,zeroshot",
+    parser.add_argument("--ensemble-from", default="wknn,logreg,lda,nn,zeroshot",
                         help="classifiers whose rows are ensemble candidates (each is refitted on every CV fold)")
     parser.add_argument("--no-extract", action="store_true", help="use the stores already extracted; skip configurations lacking one")
     parser.add_argument("--note", default="", help="a sentence added to docs/results.md (e.g. what was left out and why)")
@@ -188,7 +196,8 @@ def main(argv=None) -> int:
                                                     "cv_f1_macro": search["cv_f1_macro"]},
                                             "settings": settings, "settings_hash": settings_hash(settings)})
         predicted = search["model"].predict(X_test)
-        label = f"{backbone} / {classifier}" + (f" ({metric})" if classifier == "knn" else "")
+        whitened = any(float(w) > 0 for w in settings["grid"].get("whiten", [0]))
+        label = f"{backbone} / {classifier}" + (f" ({metric})" if classifier == "knn" else "") + (" (whitened)" if whitened else "")
         row = {"configuration": label, "backbone": backbone, "classifier": classifier, "metric": metric,
                "role": role, "grid": grid or DEFAULT_GRIDS[classifier], "best_params": search["best_params"], "cv_f1_macro": search["cv_f1_macro"],
                "test_f1_macro": float(f1_score(y_test, predicted, average="macro")),
@@ -226,9 +235,20 @@ def main(argv=None) -> int:
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
-    Path(args.markdown).write_text(markdown(report), encoding="utf-8")
+    Path(args.markdown).write_text(markdown(report) + kept_sections(Path(args.markdown)), encoding="utf-8")
     print(json.dumps({k: report[k] for k in ("chosen", "chosen_test_f1_macro", "goal_met", "seconds_total")}))
     return 0
+
+
+#: Hand-written sections of docs/results.md (experiments outside this script) that a rerun keeps.
+KEPT_HEADING = "\n## Also tried"
+
+
+def kept_sections(path: Path) -> str:
+    """The hand-written tail of an existing results file, from its "Also tried" heading on ("" if none)."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    start = text.find(KEPT_HEADING)
+    return "" if start < 0 else text[start:]
 
 
 def markdown(report: dict) -> str:
@@ -246,7 +266,9 @@ def markdown(report: dict) -> str:
         f"`{report['tta']}`. Each classifier's grid is searched by CV; fused backbones (`a+b+c`) concatenate "
         "L2-normalised blocks; `@stagesN` adds the last N intermediate stages, average-pooled and L2-normalised; "
         "`@squash@crop1.0` feeds the whole frame, resized to the model's input, instead of timm's centre crop "
-        "(clip art fills its frame to the edges); `wknn` is the similarity-weighted k-NN (votes exp(cos / T)).",
+        "(clip art fills its frame to the edges); `wknn` is the similarity-weighted k-NN (votes exp(cos / T)), "
+        "`(whitened)` in a PCA-whitened space (a variance floor from the grid); `lda` is shrinkage LDA on the top 512 "
+        "principal directions.",
         "",
         f"**Chosen by CV: {report['chosen']} -> test macro-F1 {report['chosen_test_f1_macro']:.3f}** "
         f"(goal >= {report['goal']}: {'met' if report['goal_met'] else 'NOT met'}).",

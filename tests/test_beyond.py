@@ -26,7 +26,8 @@ def blobs(n_per_class=40, n_classes=3, dim=16, seed=0, spread=1.0):
 # -- logreg and rbf ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name,grid", [("logreg", {"C": [0.01, 1.0]}), ("rbf", {"C": [1, 10], "gamma": [0.5, 1]}),
-                                       ("wknn", {"k": [5, 10], "temperature": [0.05, 0.5]})])
+                                       ("wknn", {"k": [5, 10], "temperature": [0.05, 0.5], "whiten": [0, 0.01]}),
+                                       ("lda", {"shrinkage": [0.1, 0.5]})])
 def test_new_classifiers_search_persist_and_reload_exactly(tmp_path, name, grid):
     from pintopic.classify.persist import load_model, save_model
     from pintopic.classify.search import grid_search
@@ -164,15 +165,49 @@ def test_weighted_knn_votes_by_similarity_and_matches_its_fold_search():
     X, y = blobs(spread=2.0)
     train, val = np.arange(0, 120, 2), np.arange(1, 120, 2)
     classes, y_index = np.unique(y, return_inverse=True)
-    [score] = wknn_fold_scores(X, y_index, train, val, [(7, 0.1)])
+    scores = wknn_fold_scores(X, y_index, train, val, [(7, 0.1, 0), (7, 0.1, 0.01)])
     from sklearn.metrics import f1_score
     from pintopic.classify.estimators import build_classifier
 
-    model = build_classifier("wknn", {"k": 7, "temperature": 0.1}).fit(X[train], y[train])
-    assert score == pytest.approx(f1_score(y[val], model.predict(X[val]), average="macro"))
+    for score, whiten in zip(scores, (0, 0.01)):
+        model = build_classifier("wknn", {"k": 7, "temperature": 0.1, "whiten": whiten}).fit(X[train], y[train])
+        assert score == pytest.approx(f1_score(y[val], model.predict(X[val]), average="macro"))
+    assert model[-1].whitening_.shape == (X.shape[1], X.shape[1])  # 16 features, 60 rows: every direction kept
     probabilities = model.predict_proba(X[val])
     assert probabilities.shape == (60, 3) and 0.0 < probabilities.max(axis=1).min() <= 1.0
     assert isinstance(model[-1], WeightedKNN) and list(model.classes_) == list(classes)
+
+
+def test_whitening_equalises_the_variance_of_correlated_blocks():
+    """A feature block copied ten times dominates cosine similarity; whitening gives it one direction's weight."""
+    from pintopic.classify.beyond import fit_whitening
+
+    rng = np.random.default_rng(0)
+    signal = rng.normal(size=(400, 1))
+    X = np.hstack([np.repeat(signal, 10, axis=1) * 5.0, rng.normal(size=(400, 6))])
+    mean, projection = fit_whitening(X, floor=1e-6)
+    Z = (X - mean) @ projection
+    variances = Z.var(axis=0, ddof=1)
+    assert projection.shape[1] == 16 and np.allclose(variances[:7], 1.0, atol=0.02)
+    assert variances[7:].max() < 1e-3  # the nine exact copies add no direction of their own
+
+
+def test_shrinkage_lda_is_one_linear_map_equal_to_sklearn_on_the_projection():
+    from sklearn.decomposition import PCA
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    from pintopic.classify.beyond import ShrinkageLDA
+
+    X, y = blobs(spread=2.0, dim=24)
+    model = ShrinkageLDA(shrinkage=0.3, n_components=8).fit(X, y)
+    pca = PCA(n_components=8, random_state=0).fit(X)
+    reference = LinearDiscriminantAnalysis(solver="eigen", shrinkage=0.3).fit(pca.transform(X), y)
+    np.testing.assert_allclose(model.predict_proba(X), reference.predict_proba(pca.transform(X)), atol=1e-6)
+    assert (model.predict(X) == reference.predict(pca.transform(X))).all()
+    two = ShrinkageLDA(n_components=8).fit(X[y != "c2"], y[y != "c2"])  # sklearn keeps one discriminant here
+    reference = LinearDiscriminantAnalysis(solver="eigen", shrinkage=0.3).fit(
+        pca.fit(X[y != "c2"]).transform(X[y != "c2"]), y[y != "c2"])
+    np.testing.assert_allclose(two.predict_proba(X[:5]), reference.predict_proba(pca.transform(X[:5])), atol=1e-6)
 
 
 # -- multi-stage features and TTA in the store key -------------------------------------------------

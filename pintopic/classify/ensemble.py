@@ -4,7 +4,7 @@ Members are chosen by greedy forward selection (Caruana et al., 2004) on out-of-
 the training part only: each candidate is refitted on every CV fold's training rows and predicts that
 fold's validation rows; a candidate joins while it raises the macro-F1 of the averaged probabilities.
 Test labels are never an input: :func:`fit_ensemble` sees the test features only, to predict them.
-Only classifiers with probabilities (``predict_proba``: logreg, knn, wknn, nn, zeroshot) are candidates, so
+Only classifiers with probabilities (``predict_proba``: logreg, knn, wknn, lda, nn, zeroshot) are candidates, so
 every member speaks the same calibrated scale.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 
 from pintopic.classify.metrics import f1_macro
 
-PROBABILISTIC = ("logreg", "knn", "wknn", "nn", "zeroshot")
+PROBABILISTIC = ("logreg", "knn", "wknn", "lda", "nn", "zeroshot")
 MAX_MEMBERS = 5
 
 
@@ -88,7 +88,7 @@ def fit_ensemble(candidates: list[Candidate], y_train, folds, *, seed: int = 0, 
 
     candidates = [c for c in candidates if c.classifier in PROBABILISTIC]
     if not candidates:
-        raise ValueError("an ensemble needs candidates with probabilities (logreg, knn, wknn, nn, zeroshot)")
+        raise ValueError("an ensemble needs candidates with probabilities (logreg, knn, wknn, lda, nn, zeroshot)")
     y_train = np.asarray(y_train).astype(str)
     classes = np.unique(y_train)
     oof = [out_of_fold_probabilities(c, y_train, folds, classes, seed=seed) for c in candidates]

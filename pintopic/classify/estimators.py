@@ -16,7 +16,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from pintopic.errors import PintopicError
 
-CLASSIFIERS: tuple[str, ...] = ("knn", "lsvm", "nn", "logreg", "rbf", "wknn", "zeroshot")
+CLASSIFIERS: tuple[str, ...] = ("knn", "lsvm", "nn", "logreg", "rbf", "wknn", "lda", "zeroshot")
 NN_HIDDEN_UNITS = 256
 NN_MAX_EPOCHS = 200
 NN_PATIENCE = 10
@@ -295,7 +295,12 @@ def build_classifier(name: str, params: dict | None = None, *, metric: str = "eu
     elif name == "wknn":
         from pintopic.classify.beyond import WeightedKNN
 
-        model = WeightedKNN(n_neighbors=int(params.get("k", 20)), temperature=float(params.get("temperature", 0.05)))
+        model = WeightedKNN(n_neighbors=int(params.get("k", 20)), temperature=float(params.get("temperature", 0.05)),
+                            whiten=float(params.get("whiten", 0.0)))
+    elif name == "lda":
+        from pintopic.classify.beyond import ShrinkageLDA
+
+        model = ShrinkageLDA(shrinkage=float(params.get("shrinkage", 0.3)), random_state=seed)
     elif name == "rbf":
         from pintopic.classify.beyond import make_rbf
 

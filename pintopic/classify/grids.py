@@ -10,8 +10,11 @@ DEFAULT_GRIDS: dict[str, dict[str, list]] = {
     "nn": {"batch_size": [32, 64, 128]},
     "logreg": {"C": [0.001, 0.01, 0.1, 1]},
     "rbf": {"C": [1, 10, 100], "gamma": [0.25, 0.5, 1]},  # gamma in units of 1/n_features
-    # similarity-weighted k-NN (cosine on standardised features); its probabilities suit ensembles
-    "wknn": {"k": [10, 20], "temperature": [0.02, 0.05, 0.1]},
+    # similarity-weighted k-NN (cosine on standardised features); its probabilities suit ensembles.
+    # whiten > 0: PCA-whitened first, with that variance floor (relative to the largest variance)
+    "wknn": {"k": [10, 20], "temperature": [0.02, 0.05, 0.1], "whiten": [0]},
+    # shrinkage LDA on the top principal directions (a Gaussian-class model: another view for ensembles)
+    "lda": {"shrinkage": [0.1, 0.3, 0.6]},
     # each value is one set of prompt templates, ensembled; CV on the training part picks among sets
     "zeroshot": {"templates": [["a photo of {}.", "a pin about {}.", "a picture of {}.", "an illustration of {}.",
                                 "clip art of {}.", "a drawing of {}.", "an image about {}."]]},

@@ -31,7 +31,8 @@ ALLOWED_PARAMS: dict[str, tuple[str, ...]] = {
     "LogisticRegression": ("C", "max_iter", "tol", "random_state"),
     "SVC": ("C", "kernel", "gamma", "decision_function_shape", "random_state"),
     "ZeroShotClassifier": ("logit_scale",),
-    "WeightedKNN": ("n_neighbors", "temperature"),
+    "WeightedKNN": ("n_neighbors", "temperature", "whiten"),
+    "ShrinkageLDA": ("shrinkage", "n_components", "random_state"),
 }
 #: Fitted SVC state that libsvm's predict reads (public and private attributes alike).
 SVC_ARRAYS = ("support_", "support_vectors_", "_n_support", "_dual_coef_", "_intercept_", "_probA", "_probB",
@@ -44,6 +45,7 @@ CLASS_MODULES = {
     "SquaredHingeSVC": "pintopic.classify.estimators", "MLPClassifier": "sklearn.neural_network",
     "LogisticRegression": "sklearn.linear_model", "SVC": "sklearn.svm",
     "ZeroShotClassifier": "pintopic.classify.zeroshot", "WeightedKNN": "pintopic.classify.beyond",
+    "ShrinkageLDA": "pintopic.classify.beyond",
 }
 
 
@@ -64,7 +66,9 @@ def _fitted_arrays(estimator) -> dict[str, np.ndarray]:
     if kind == "KNeighborsClassifier":
         return {"fit_X": estimator._fit_X, "fit_y": estimator.classes_[estimator._y]}
     if kind == "WeightedKNN":
-        return {"fit_X": estimator.fit_X_, "fit_y": estimator.classes_[estimator.fit_y_]}
+        whitening = {} if estimator.whitening_ is None else {"whitening_mean_": estimator.whitening_mean_,
+                                                              "whitening_": estimator.whitening_}
+        return {"fit_X": estimator.fit_X_, "fit_y": estimator.classes_[estimator.fit_y_], **whitening}
     if kind == "SquaredHingeSVC":
         return {"coef_": estimator.coef_, "intercept_": estimator.intercept_, "classes_": estimator.classes_}
     if kind == "MLPClassifier":
@@ -72,7 +76,7 @@ def _fitted_arrays(estimator) -> dict[str, np.ndarray]:
         for i, (coef, intercept) in enumerate(zip(estimator.coefs_, estimator.intercepts_)):
             arrays[f"coefs_{i}"], arrays[f"intercepts_{i}"] = coef, intercept
         return arrays
-    if kind == "LogisticRegression":
+    if kind in ("LogisticRegression", "ShrinkageLDA"):
         return {"coef_": estimator.coef_, "intercept_": estimator.intercept_, "classes_": estimator.classes_}
     if kind == "SVC":
         return {name: np.asarray(getattr(estimator, name)) for name in SVC_ARRAYS} | {"_gamma": np.asarray(estimator._gamma)}
@@ -87,8 +91,12 @@ def _restore(kind: str, params: dict, arrays: dict[str, np.ndarray]):
         estimator.mean_, estimator.scale_, estimator.var_ = arrays["mean_"], arrays["scale_"], arrays["var_"]
         estimator.n_samples_seen_ = arrays["n_samples_seen_"].item() if arrays["n_samples_seen_"].ndim == 0 else arrays["n_samples_seen_"]
         estimator.n_features_in_ = len(arrays["mean_"])
-    elif kind in ("KNeighborsClassifier", "WeightedKNN"):
+    elif kind == "KNeighborsClassifier":
         estimator.fit(arrays["fit_X"], arrays["fit_y"])
+    elif kind == "WeightedKNN":
+        estimator.set_fitted(arrays["fit_X"], arrays["fit_y"], arrays.get("whitening_mean_"), arrays.get("whitening_"))
+    elif kind == "ShrinkageLDA":
+        estimator.set_weights(arrays["coef_"], arrays["intercept_"], arrays["classes_"])
     elif kind == "SquaredHingeSVC":
         estimator.set_weights(np.vstack([arrays["coef_"].T, arrays["intercept_"][None, :]]), arrays["classes_"])
     elif kind == "LogisticRegression":

@@ -131,7 +131,7 @@ def grid_search(name: str, X: np.ndarray, y, grid: dict, folds, *, metric: str =
 
     y = np.asarray(y)
     classes, y_index = np.unique(y, return_inverse=True)
-    if name in ("logreg", "rbf", "wknn"):
+    if name in ("logreg", "rbf", "wknn", "lda"):
         from pintopic.classify.beyond import fold_scores
 
         settings, scores = fold_scores(name, X, y_index, folds, grid, seed=seed, n_jobs=n_jobs)
