@@ -48,6 +48,8 @@ def configurations(bases: list[str], quick: bool = False, stages: int = 3, view:
         return rows
     if view:
         rows += [(viewed[0], "knn", "euclidean", "", None), (viewed[0], "knn", "cosine", "", None)]
+    multi_fused = "+".join([multi, *viewed[1:]])
+    two_views = "+".join([multi, *viewed[1:], *bases[:2]])  # the whole frame and the models' own centre crop
     return rows + [
         (viewed[0], "wknn", None, "", None),
         (viewed[0], "logreg", None, "", {"C": [0.003, 0.03]}),
@@ -55,18 +57,38 @@ def configurations(bases: list[str], quick: bool = False, stages: int = 3, view:
         (fused, "logreg", None, "", {"C": [0.003, 0.03]}),
         (multi, "knn", "cosine", "", None),
         (multi, "wknn", None, "", None),
-        ("+".join([multi, *viewed[1:]]), "wknn", None, "", None),
-        ("+".join([multi, *viewed[1:]]), "logreg", None, "", {"C": [0.003, 0.03]}),
-    ] + ([  # two views of each image: the whole frame and the model's own centre crop
-        ("+".join([multi, *viewed[1:], *bases[:2]]), "wknn", None, "", None),
-        ("+".join([multi, *viewed[1:], *bases[:2]]), "logreg", None, "", {"C": [0.003, 0.03]}),
-    ] if view else []) + [  # other biases for the ensemble: whitened similarity, Gaussian classes
-        ("+".join([multi, *viewed[1:]]), "wknn", None, "", WHITENED_WKNN),
-        ("+".join([multi, *viewed[1:]]), "lda", None, "", None),
+        (multi_fused, "wknn", None, "", None),
+        (multi_fused, "logreg", None, "", {"C": [0.003, 0.03]}),
     ] + ([
-        ("+".join([multi, *viewed[1:], *bases[:2]]), "wknn", None, "", WHITENED_WKNN),
-        ("+".join([multi, *viewed[1:], *bases[:2]]), "lda", None, "", None),
+        (two_views, "wknn", None, "", None),
+        (two_views, "logreg", None, "", {"C": [0.003, 0.03]}),
+    ] if view else []) + [  # other biases for the ensemble: whitened similarity, Gaussian classes
+        (multi_fused, "wknn", None, "", WHITENED_WKNN),
+        (multi_fused, "lda", None, "", None),
+    ] + ([
+        (two_views, "wknn", None, "", WHITENED_WKNN),
+        (two_views, "lda", None, "", None),
     ] if view else [])
+
+
+def row_label(backbone: str, classifier: str, metric: str | None, grid: dict) -> str:
+    """A configuration's name in the table, e.g. ``lite0 / knn (cosine)`` or ``a+b / wknn (whitened)``."""
+    whitened = any(float(w) > 0 for w in grid.get("whiten", [0]))
+    return f"{backbone} / {classifier}" + (f" ({metric})" if classifier == "knn" else "") + (" (whitened)" if whitened else "")
+
+
+def aligned_split(loaded: dict, part_of: dict) -> tuple[list[str], list[str], object]:
+    """``(train ids, test ids, rows_of)`` over the images every loaded backbone holds (failures of any drop
+    out), so that all configurations, and thus ensemble members, see the same rows in the same order;
+    ``rows_of(backbone, ids)`` returns that backbone's feature rows for ``ids``."""
+    common = sorted(set.intersection(*(set(ids) for ids, _ in loaded.values())))
+
+    def rows_of(backbone, wanted):
+        ids, X = loaded[backbone]
+        position = {image_id: n for n, image_id in enumerate(ids)}
+        return X[[position[i] for i in wanted]]
+
+    return ([i for i in common if part_of[i] == "train"], [i for i in common if part_of[i] == "test"], rows_of)
 
 
 def backbones_needed(configurations) -> list[str]:
@@ -153,19 +175,11 @@ def main(argv=None) -> int:
     split_frame, split_info = load_or_make_split(run / "results", sample, test_size=0.2, split="stratified", seed=args.seed)
     part_of = dict(zip(split_frame["image_id"], split_frame["part"]))
     label_of = dict(zip(sample["image_id"], sample["category"].astype(str)))
-    # one id set for every configuration: the images every store holds (failures of any backbone drop out)
     loaded = {b: load_backbone(run, b, args.tta) for b in dict.fromkeys(c[0] for c in configurations_tried)}
-    common = sorted(set.intersection(*(set(ids) for ids, _ in loaded.values())))
-    train_ids = [i for i in common if part_of[i] == "train"]
-    test_ids = [i for i in common if part_of[i] == "test"]
+    train_ids, test_ids, rows_of = aligned_split(loaded, part_of)
     y_train = np.array([label_of[i] for i in train_ids])
     y_test = np.array([label_of[i] for i in test_ids])
     folds = cv_folds(y_train, n_splits=args.cv, seed=args.seed)
-
-    def rows_of(backbone, ids):
-        all_ids, X = loaded[backbone]
-        position = {image_id: n for n, image_id in enumerate(all_ids)}
-        return X[[position[i] for i in ids]]
 
     from sklearn.metrics import accuracy_score, f1_score
 
@@ -196,8 +210,7 @@ def main(argv=None) -> int:
                                                     "cv_f1_macro": search["cv_f1_macro"]},
                                             "settings": settings, "settings_hash": settings_hash(settings)})
         predicted = search["model"].predict(X_test)
-        whitened = any(float(w) > 0 for w in settings["grid"].get("whiten", [0]))
-        label = f"{backbone} / {classifier}" + (f" ({metric})" if classifier == "knn" else "") + (" (whitened)" if whitened else "")
+        label = row_label(backbone, classifier, metric, settings["grid"])
         row = {"configuration": label, "backbone": backbone, "classifier": classifier, "metric": metric,
                "role": role, "grid": grid or DEFAULT_GRIDS[classifier], "best_params": search["best_params"], "cv_f1_macro": search["cv_f1_macro"],
                "test_f1_macro": float(f1_score(y_test, predicted, average="macro")),

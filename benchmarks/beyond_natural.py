@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from beyond import ROOT, WHITENED_WKNN, load_backbone  # the script's own folder is on sys.path
+from beyond import ROOT, WHITENED_WKNN, aligned_split, load_backbone, row_label  # the script's own folder is on sys.path
 
 VIEW = "@squash@crop1.0"
 FUSION = f"lite0@stages3{VIEW}+lite1{VIEW}+lite2{VIEW}"
@@ -49,26 +49,18 @@ def main() -> None:
     label_of = dict(zip(sample["image_id"], sample["category"].astype(str)))
     part_of = dict(zip(split["image_id"], split["part"]))
     loaded = {backbone: load_backbone(run, backbone, "flip") for backbone, *_ in CONFIGURATIONS}
-    common = sorted(set.intersection(*(set(ids) for ids, _ in loaded.values())))  # one row order for every member
-    train_ids = [i for i in common if part_of[i] == "train"]
-    test_ids = [i for i in common if part_of[i] == "test"]
+    train_ids, test_ids, rows_of = aligned_split(loaded, part_of)
     y_train = np.array([label_of[i] for i in train_ids])
     y_test = np.array([label_of[i] for i in test_ids])
     folds = cv_folds(y_train, n_splits=5, seed=0)
-
-    def rows_of(backbone, wanted):
-        ids, X = loaded[backbone]
-        position = {image_id: n for n, image_id in enumerate(ids)}
-        return X[[position[i] for i in wanted]]
 
     report, candidates = {"run": str(run), "rows": {}}, []
     for backbone, classifier, metric, grid in CONFIGURATIONS:
         X_train, X_test = rows_of(backbone, train_ids), rows_of(backbone, test_ids)
         started = time.perf_counter()
-        search = grid_search(classifier, X_train, y_train, grid or DEFAULT_GRIDS[classifier], folds,
-                             metric=metric or "euclidean", seed=0)
-        label = (f"{backbone} / {classifier}" + (f" ({metric})" if classifier == "knn" else "")
-                 + (" (whitened)" if grid and any(w > 0 for w in grid.get("whiten", [0])) else ""))
+        grid = grid or DEFAULT_GRIDS[classifier]
+        search = grid_search(classifier, X_train, y_train, grid, folds, metric=metric or "euclidean", seed=0)
+        label = row_label(backbone, classifier, metric, grid)
         report["rows"][label] = {"cv_f1_macro": round(search["cv_f1_macro"], 4),
                                  "test_f1_macro": round(f1_macro(y_test, search["model"].predict(X_test)), 4),
                                  "best_params": search["best_params"], "seconds": round(time.perf_counter() - started, 1)}

@@ -74,13 +74,8 @@ class WeightedKNN(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         X = np.asarray(X)
-        classes, y_index = np.unique(np.asarray(y), return_inverse=True)
-        if self.whiten > 0:
-            mean, projection = fit_whitening(X, float(self.whiten))
-        else:
-            mean, projection = None, None
-        self.n_features_in_ = X.shape[1]
-        return self.set_fitted(whitened(X, mean, projection), classes[y_index], mean, projection)
+        mean, projection = fit_whitening(X, float(self.whiten)) if self.whiten > 0 else (None, None)
+        return self.set_fitted(whitened(X, mean, projection), y, mean, projection)
 
     def set_fitted(self, fit_X, fit_y, mean=None, projection=None) -> "WeightedKNN":
         """Fitted state from stored arrays: the (projected) training rows, their labels and the whitening."""
