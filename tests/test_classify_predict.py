@@ -54,6 +54,51 @@ def test_lsvm_model_gives_decision_scores(tmp_path, fitted_run, monkeypatch):
     assert prediction["score_kind"] == "decision" and prediction["top"][0]["category"] == sample["category"].iloc[0]
 
 
+def test_saved_ensemble_predicts_what_its_row_scored(tmp_path, monkeypatch):
+    """models/ensemble averages its members' probabilities over two backbones (each embedding once) and
+    reproduces the ensemble row's test predictions; a missing member is a clear error."""
+    import pyarrow.parquet as pq
+
+    from pintopic.errors import PintopicError
+    from test_classify_evaluate import write_store
+
+    sample = make_sample(n_per_category=30)
+    # each backbone tells apart only two of the four categories: only the ensemble of both sees all four
+    X_ab = class_features(sample["category"].replace({"d": "c"}), ["a", "b", "c"], separation=2.0, seed=1)
+    X_cd = class_features(sample["category"].replace({"b": "a"}), ["a", "c", "d"], separation=2.0, seed=2)
+    run = make_run(tmp_path, sample, X_ab, key="ab-111", spec="ab", tta=None)
+    write_store(run, "cd-222", sample["image_id"], X_cd, spec="cd", tta=None)
+    results = evaluate(run, progress=False, classifiers=["knn", "logreg", "ensemble"],
+                       grids={"knn": {"k": [5]}, "logreg": {"C": [1.0]}})
+    row = next(r for r in results["rows"] if r["classifier"] == "ensemble")
+    assert {m.split("__")[0] for m in row["member_models"]} == {"ab-111", "cd-222"}
+    assert row["test_f1_macro"] > max(r["test_f1_macro"] for r in results["rows"] if r["classifier"] != "ensemble")
+
+    recorded = pq.read_table(run / "results" / "predictions" / "ensemble.parquet").to_pandas()
+    position = {image_id: n for n, image_id in enumerate(sample["image_id"])}
+    rows = [position[i] for i in recorded["image_id"]]
+    features = {"ab": X_ab[rows].astype(np.float32), "cd": X_cd[rows].astype(np.float32)}
+    calls = []
+
+    def fake_embed(spec, paths, **settings):
+        calls.append(spec)
+        return features[spec], []
+
+    monkeypatch.setattr(pintopic.features, "embed_images", fake_embed)
+    paths = [f"{i}.jpg" for i in recorded["image_id"]]
+    predictions = predict(run / "results" / "models" / "ensemble", paths, top_k=2)
+    assert sorted(calls) == ["ab", "cd"]
+    assert [p["top"][0]["category"] for p in predictions] == list(recorded["pred"])
+    assert np.allclose([p["top"][0]["score"] for p in predictions], recorded["score1"])
+    assert {p["score_kind"] for p in predictions} == {"probability"}
+
+    import shutil
+
+    shutil.rmtree(run / "results" / "models" / row["member_models"][0])
+    with pytest.raises(PintopicError, match="ensemble member .* is missing"):
+        predict(run / "results" / "models" / "ensemble", paths[:1])
+
+
 def test_expand_inputs_keeps_files_and_sorts_folder_images(tmp_path):
     make_image(tmp_path / "d" / "b.jpg", fmt="JPEG")
     make_image(tmp_path / "d" / "sub" / "a.png")

@@ -118,17 +118,22 @@ def _fit_pair(name, X_train, y_train, X_test, y_test, test_ids, folds, grid, cat
 
 def _ensemble(results_dir: Path, members: list[dict], split_frame, label_of, categories, split_hash, *, cv, seed,
               max_members) -> dict:
-    """The ``ensemble`` row (members chosen by CV on the training part), recomputed only when a member changed."""
-    from pintopic.classify.ensemble import ensemble_row
+    """The ``ensemble`` row (members chosen by CV on the training part), recomputed only when a member changed;
+    its model folder ``models/ensemble`` names the members' model folders, for ``pintopic predict``."""
+    from pintopic.classify.ensemble import ensemble_row, save_ensemble
     from pintopic.runio import read_json, settings_hash, stage_is_complete, write_json, write_parquet
 
     settings = {"protocol": PROTOCOL_VERSION, "members": [settings_hash(m["record"]) for m in members],
                 "split": split_hash, "cv": cv, "seed": seed, "max_members": max_members}
     record = results_dir / "rows" / "ensemble.json"
-    if stage_is_complete(record, settings):
+    model_dir = results_dir / "models" / "ensemble"
+    if stage_is_complete(record, settings) and (model_dir / "model.json").exists():
         return read_json(record)["row"]
     row, predictions = ensemble_row(members, split_frame, label_of, categories, cv=cv, seed=seed, max_members=max_members)
     write_parquet(results_dir / "predictions" / "ensemble.parquet", predictions)
+    save_ensemble(model_dir, [results_dir / "models" / pair for pair in row["member_models"]], {
+        "categories": [str(c) for c in categories], "labels": row["best_params"]["members"], "seed": seed,
+        "cv_f1_macro": row["cv_f1_macro"], "test_f1_macro": row["test_f1_macro"], "settings_hash": settings_hash(settings)})
     write_json(record, {"row": row, "settings": settings, "settings_hash": settings_hash(settings)})
     return row
 
@@ -242,7 +247,8 @@ def evaluate(run_dir: str | os.PathLike, *, backbones=None, classifiers=("knn", 
                 pairs.update(1)
                 if name in PROBABILISTIC:  # classifiers whose probabilities an ``ensemble`` cell may average
                     ensemble_members.append({"spec": spec, "classifier": name, "params": row["best_params"],
-                                             "folder": folder, "meta": meta, "metric": metric, "record": pair_settings})
+                                             "folder": folder, "meta": meta, "metric": metric, "record": pair_settings,
+                                             "model_dir": model_dir})
         pairs.close()
         if "ensemble" in classifiers and len(ensemble_members) > 1:
             rows.append(_ensemble(results_dir, ensemble_members, split_frame, label_of, categories, split_hash,

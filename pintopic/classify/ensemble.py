@@ -6,10 +6,15 @@ fold's validation rows; a candidate joins while it raises the macro-F1 of the av
 Test labels are never an input: :func:`fit_ensemble` sees the test features only, to predict them.
 Only classifiers with probabilities (``predict_proba``: logreg, knn, wknn, lda, nn, zeroshot) are candidates, so
 every member speaks the same calibrated scale.
+
+A fitted ensemble is saved as ``RUN/results/models/ensemble/model.json``: the member pairs' own model folders
+(relative paths) and the categories. ``pintopic predict`` on that folder embeds the images once per member
+backbone and averages the members' probabilities, exactly as the ensemble row scored the test part.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -32,14 +37,18 @@ class Candidate:
     metric: str = "euclidean"
 
 
-def _aligned_probabilities(model, X, classes) -> np.ndarray:
-    """``predict_proba`` columns reordered to ``classes`` (a fold may lack a rare class: its column is 0)."""
-    probabilities = model.predict_proba(X)
-    out = np.zeros((len(X), len(classes)))
-    index = {c: i for i, c in enumerate(classes)}
-    for column, c in enumerate(model.classes_):
-        out[:, index[c]] = probabilities[:, column]
+def aligned_columns(probabilities: np.ndarray, their_classes, classes) -> np.ndarray:
+    """Probability columns reordered from ``their_classes`` to ``classes`` (a class a model lacks gets 0)."""
+    out = np.zeros((len(probabilities), len(classes)))
+    index = {str(c): i for i, c in enumerate(classes)}
+    for column, c in enumerate(their_classes):
+        out[:, index[str(c)]] = probabilities[:, column]
     return out
+
+
+def _aligned_probabilities(model, X, classes) -> np.ndarray:
+    """``predict_proba`` in ``classes`` order (a fold may lack a rare class)."""
+    return aligned_columns(model.predict_proba(X), model.classes_, classes)
 
 
 def out_of_fold_probabilities(candidate: Candidate, y_train, folds, classes, *, seed: int = 0) -> np.ndarray:
@@ -105,7 +114,8 @@ def fit_ensemble(candidates: list[Candidate], y_train, folds, *, seed: int = 0, 
                                            n_features=candidates[i].X_train.shape[1])).fit(candidates[i].X_train, y_train)
         test_probabilities += _aligned_probabilities(model, candidates[i].X_test, classes)
     test_probabilities /= len(members)
-    return {"members": [candidates[i].label for i in members], "cv_f1_macro": cv_f1, "classes": classes,
+    return {"members": [candidates[i].label for i in members], "member_indices": members,
+            "cv_f1_macro": cv_f1, "classes": classes,
             "candidates": [c.label for c in candidates],
             "candidate_cv_f1_macro": {c.label: float(np.mean([f1_macro(y_train[val], classes[o[val].argmax(axis=1)])
                                                               for _, val in folds])) for c, o in zip(candidates, oof)},
@@ -115,8 +125,11 @@ def fit_ensemble(candidates: list[Candidate], y_train, folds, *, seed: int = 0, 
 def ensemble_row(members_in: list[dict], split_frame, label_of: dict, categories, *, cv: int, seed: int,
                  max_members: int = MAX_MEMBERS) -> tuple[dict, object]:
     """evaluate's ``ensemble`` cell: candidates are the run's probabilistic pairs ``{spec, classifier, params,
-    folder, meta, metric}``; rows joined by image_id over the ids every candidate's store holds.
+    folder, meta, metric}`` (and ``model_dir``, their saved model, when there is one); rows joined by image_id
+    over the ids every candidate's store holds.
 
+    The test part is predicted by the saved member models (fitted on all their store's training rows), the
+    models ``pintopic predict`` loads, so the row scores what the saved ensemble predicts.
     Returns ``(row, predictions table)``; the test labels are used only to score the finished predictions.
     """
     import time
@@ -146,7 +159,11 @@ def ensemble_row(members_in: list[dict], split_frame, label_of: dict, categories
                                   load_store(member["folder"], member["meta"], test_ids)[1])
         X_train, X_test = loaded[folder_key]
         model = None
-        if member["classifier"] == "zeroshot":
+        if member.get("model_dir") is not None:
+            from pintopic.classify.persist import load_model
+
+            model = load_model(member["model_dir"])[0]
+        elif member["classifier"] == "zeroshot":
             from pintopic.classify.zeroshot import zero_shot_pipeline
 
             model = zero_shot_pipeline(member["spec"], sorted(set(y_train)), member["params"]["templates"],
@@ -166,5 +183,47 @@ def ensemble_row(members_in: list[dict], split_frame, label_of: dict, categories
         "test_f1_macro": summary["f1_macro"], "test_accuracy": summary["accuracy"], "fit_seconds": round(seconds, 3),
         "n_train": len(train_ids), "n_test": len(test_ids), "n_dropped": len(part_of) - len(ordered),
         "per_category": summary["per_category"],
+        "member_models": [f"{Path(members_in[i]['folder']).name}__{members_in[i]['classifier']}"
+                          for i in result["member_indices"]],
     }
     return row, predictions
+
+
+def save_ensemble(folder, member_folders, info: dict) -> None:
+    """``model.json`` of an ensemble: its member model folders (relative to it, so the results folder can move)."""
+    import os
+
+    from pintopic.classify.persist import FORMAT, FORMAT_VERSION, MODEL_JSON
+    from pintopic.runio import write_json
+
+    folder = Path(folder)
+    members = [Path(os.path.relpath(Path(member), folder)).as_posix() for member in member_folders]
+    write_json(folder / MODEL_JSON, {"format": FORMAT, "format_version": FORMAT_VERSION, "classifier": "ensemble",
+                                     **info, "members": members})
+
+
+def load_ensemble(folder) -> list[tuple[object, dict]]:
+    """``[(pipeline, info)]`` of an ensemble folder's members, each loaded (and checked) by ``load_model``."""
+    from pintopic.classify.persist import load_model, read_model_info
+    from pintopic.errors import PintopicError
+
+    folder = Path(folder)
+    info = read_model_info(folder)
+    members = info.get("members")
+    if info.get("classifier") != "ensemble" or not isinstance(members, list) or not members:
+        raise PintopicError(f"{folder} is not an ensemble model folder (its model.json lists no members)")
+    loaded = []
+    for member in members:
+        member_folder = (folder / member).resolve()
+        if not (member_folder / "model.json").exists():
+            raise PintopicError(f"ensemble member {member_folder} is missing; rerun `pintopic evaluate` on the run")
+        model, member_info = load_model(member_folder)
+        if not hasattr(model, "predict_proba"):
+            raise PintopicError(f"ensemble member {member_folder} has no probabilities ({member_info.get('classifier')})")
+        loaded.append((model, member_info))
+    return loaded
+
+
+def averaged_probabilities(members_scores: list[tuple[np.ndarray, np.ndarray]], classes) -> np.ndarray:
+    """Mean of members' probabilities ``[(probabilities, their classes_)]``, columns aligned to ``classes``."""
+    return sum(aligned_columns(p, member_classes, classes) for p, member_classes in members_scores) / len(members_scores)
