@@ -183,9 +183,10 @@ def ensemble_row(members_in: list[dict], split_frame, label_of: dict, categories
         "test_f1_macro": summary["f1_macro"], "test_accuracy": summary["accuracy"], "fit_seconds": round(seconds, 3),
         "n_train": len(train_ids), "n_test": len(test_ids), "n_dropped": len(part_of) - len(ordered),
         "per_category": summary["per_category"],
-        "member_models": [f"{Path(members_in[i]['folder']).name}__{members_in[i]['classifier']}"
-                          for i in result["member_indices"]],
     }
+    saved = [members_in[i].get("model_dir") for i in result["member_indices"]]
+    if all(folder is not None for folder in saved):  # evaluate's pairs: the folders a saved ensemble names
+        row["member_models"] = [Path(folder).name for folder in saved]
     return row, predictions
 
 
@@ -202,13 +203,14 @@ def save_ensemble(folder, member_folders, info: dict) -> None:
                                      **info, "members": members})
 
 
-def load_ensemble(folder) -> list[tuple[object, dict]]:
-    """``[(pipeline, info)]`` of an ensemble folder's members, each loaded (and checked) by ``load_model``."""
+def load_ensemble(folder, info: dict | None = None) -> list[tuple[object, dict]]:
+    """``[(pipeline, info)]`` of an ensemble folder's members, each loaded (and checked) by ``load_model``;
+    ``info`` is the folder's ``model.json`` when the caller has read it already."""
     from pintopic.classify.persist import load_model, read_model_info
     from pintopic.errors import PintopicError
 
     folder = Path(folder)
-    info = read_model_info(folder)
+    info = read_model_info(folder) if info is None else info
     members = info.get("members")
     if info.get("classifier") != "ensemble" or not isinstance(members, list) or not members:
         raise PintopicError(f"{folder} is not an ensemble model folder (its model.json lists no members)")

@@ -36,7 +36,7 @@ def load_predictor(model_dir: str | os.PathLike) -> tuple[list[tuple[object, dic
 
     info = read_model_info(model_dir)
     if info.get("classifier") == "ensemble":
-        return [(model, member.get("backbone", {})) for model, member in load_ensemble(model_dir)], info["categories"]
+        return [(model, member.get("backbone", {})) for model, member in load_ensemble(model_dir, info)], info["categories"]
     model, info = load_model(model_dir)
     return [(model, info.get("backbone", {}))], None
 
