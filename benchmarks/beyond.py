@@ -115,10 +115,9 @@ def _available(run: Path, backbone: str, tta: str) -> bool:
 
 def load_backbone(run: Path, backbone: str, tta: str, ids_only: bool = False):
     """``(ids, X)`` of a single store (with this tta) or a fusion of such stores; the store folders with ``ids_only``."""
-    from pintopic.features.extraction import feature_store
     from pintopic.features.fusion import component_stores, load_fused
     from pintopic.features.registry import fusion_components
-    from pintopic.features.store import load_features
+    from pintopic.features.store import feature_store, load_features
 
     features = run / "features"
     if fusion_components(backbone):
@@ -154,10 +153,10 @@ def main(argv=None) -> int:
     from pintopic.classify.ensemble import PROBABILISTIC, Candidate, fit_ensemble
     from pintopic.classify.grids import DEFAULT_GRIDS
     from pintopic.classify.search import grid_search
-    from pintopic.classify.split import cv_folds, load_or_make_split
     from pintopic.dataset import ingest, load_sample
+    from pintopic.dataset.split import cv_folds, load_or_make_split
+    from pintopic.environment import library_versions as _library_versions
     from pintopic.features import extract
-    from pintopic.features.extraction import _library_versions
 
     run = Path(args.run)
     configurations_tried = configurations([b.strip() for b in args.backbones.split(",") if b.strip()], args.quick,
@@ -270,7 +269,7 @@ def markdown(report: dict) -> str:
     lines = [
         "# Results: beyond the study (issue 7)",
         "",
-        f"Produced by `python benchmarks/beyond.py` (raw numbers: `benchmarks/results/beyond.json`).",
+        "Produced by `python benchmarks/beyond.py` (raw numbers: `benchmarks/results/beyond.json`).",
         "",
         f"Data: Debian's openclipart-png after the default cleaning, the {len(report['categories'])} categories with "
         f"at least 40 ok images, all {split['n_train'] + split['n_test']:,} images; stratified 80/20 split "

@@ -14,7 +14,13 @@ import sys
 import time
 from pathlib import Path
 
-from beyond import ROOT, WHITENED_WKNN, aligned_split, load_backbone, row_label  # the script's own folder is on sys.path
+from beyond import (  # the script's own folder is on sys.path
+    ROOT,
+    WHITENED_WKNN,
+    aligned_split,
+    load_backbone,
+    row_label,
+)
 
 VIEW = "@squash@crop1.0"
 FUSION = f"lite0@stages3{VIEW}+lite1{VIEW}+lite2{VIEW}"
@@ -34,8 +40,8 @@ def main() -> None:
     from pintopic.classify.grids import DEFAULT_GRIDS
     from pintopic.classify.metrics import f1_macro
     from pintopic.classify.search import grid_search
-    from pintopic.classify.split import cv_folds, load_or_make_split
     from pintopic.dataset import ingest, load_sample
+    from pintopic.dataset.split import cv_folds, load_or_make_split
     from pintopic.features import extract
 
     run = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "runs" / "beyond-natural"

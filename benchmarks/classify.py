@@ -121,7 +121,7 @@ def ours(args, name: str, values) -> dict:
     from sklearn.metrics import f1_score
 
     from pintopic.classify.search import grid_search
-    from pintopic.classify.split import cv_folds
+    from pintopic.dataset.split import cv_folds
 
     X_train, y_train, X_test, y_test = make_data(args.n, args.dim, args.classes, args.seed, args.separation, args.label_noise)
     started = time.perf_counter()

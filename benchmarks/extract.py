@@ -23,8 +23,8 @@ from pathlib import Path
 
 
 def machine_info() -> dict:
-    from pintopic.features.extraction import _library_versions
-    from pintopic.features.onnx_runtime import cpu_threads
+    from pintopic.environment import library_versions as _library_versions
+    from pintopic.features.runtime import cpu_threads
 
     cpu = platform.processor()
     try:
@@ -54,9 +54,9 @@ def measure(name: str, run: Path, sample, args) -> dict:
 
     from pintopic.dataset import image_file
     from pintopic.features import extract
-    from pintopic.features.extraction import prepared_backbone
-    from pintopic.features.onnx_runtime import TorchRunner, cpu_threads
+    from pintopic.features.embed import prepared_backbone
     from pintopic.features.preprocess import ImagePreprocessor
+    from pintopic.features.runtime import TorchRunner, cpu_threads
 
     started = time.perf_counter()
     backbone, onnx_runner = prepared_backbone(name, pretrained=args.pretrained, runtime="auto", device="cpu")
@@ -125,8 +125,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from pintopic.dataset import ingest, load_sample
-    from pintopic.features.extraction import default_workers
-    from pintopic.features.onnx_runtime import cpu_threads
+    from pintopic.features.decoding import default_workers
+    from pintopic.features.runtime import cpu_threads
 
     data = Path(args.data).resolve()
     run = Path(args.work or tempfile.mkdtemp(prefix="pintopic-bench-")) / f"{data.name}-{args.per_category}"

@@ -46,10 +46,9 @@ def validation_scores(run: Path, finetune_folder: Path, backbones: dict[str, str
     from pintopic.classify.grids import resolve_grids
     from pintopic.classify.metrics import classification_summary
     from pintopic.classify.search import grid_search
-    from pintopic.classify.split import cv_folds
     from pintopic.dataset import load_sample
-    from pintopic.features.extraction import feature_store
-    from pintopic.features.store import load_features
+    from pintopic.dataset.split import cv_folds
+    from pintopic.features.store import feature_store, load_features
 
     sample = load_sample(run)
     label_of = dict(zip(sample["image_id"].astype(str), sample["category"].astype(str)))
@@ -91,7 +90,8 @@ def main() -> int:
     from pintopic.classify import evaluate
     from pintopic.dataset import ingest
     from pintopic.features import extract
-    from pintopic.features.finetune import finetune, finetuned_info
+    from pintopic.features.finetuned import finetuned_info
+    from pintopic.train.finetuning import finetune
 
     run = Path(args.work or tempfile.mkdtemp(prefix="pintopic-finetune-"))
     classifiers = [c.strip() for c in args.classifier.split(",") if c.strip()]

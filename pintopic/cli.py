@@ -17,8 +17,12 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         args.source, args.run, layout=args.layout, exclude=args.exclude,
         per_category=args.per_category, min_per_category=args.min_per_category, seed=args.seed,
         max_pixels=args.max_pixels, workers=args.workers, progress=not args.quiet,
-        decode_cache=not args.no_decode_cache, pixel_cache=args.pixel_cache,
+        decode_cache=not args.no_decode_cache,
     )
+    if args.pixel_cache:
+        from pintopic.features.pixel_cache import build_pixel_caches
+
+        build_pixel_caches(args.run, args.pixel_cache, workers=args.workers, progress=not args.quiet)
     return 0
 
 
@@ -31,7 +35,7 @@ def _cmd_make_crawl(args: argparse.Namespace) -> int:
 
 
 def _cmd_backbones(args: argparse.Namespace) -> int:
-    from pintopic.features.registry import describe_backbones
+    from pintopic.features.builder import describe_backbones
 
     rows = describe_backbones()
     header = ("name", "model", "dim", "input", "weights", "available")
@@ -56,7 +60,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    from pintopic.features.finetune import finetune, finetuned_info
+    from pintopic.features.finetuned import finetuned_info
+    from pintopic.train.finetuning import finetune
 
     folder = finetune(
         args.run, backbone=args.backbone, stages=args.stages, epochs=args.epochs, batch_size=args.batch_size,
@@ -82,11 +87,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from pintopic.classify.predict import format_predictions, predict
+    from pintopic.predict import format_predictions, predict
 
     if args.zero_shot:  # no model folder: the first positional is an image too
-        from pintopic.classify.zeroshot import zero_shot_predict
         from pintopic.errors import PintopicError
+        from pintopic.predict import zero_shot_predict
 
         if not args.categories:
             raise PintopicError("--zero-shot needs --categories a,b,c (the categories to choose from)")

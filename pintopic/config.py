@@ -6,9 +6,10 @@ relative paths against the config file's folder; ``dump_config`` writes the reso
 from __future__ import annotations
 
 import copy
-import tomllib
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from pintopic.errors import PintopicError
 

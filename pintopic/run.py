@@ -9,11 +9,30 @@ import time
 from pathlib import Path
 
 from pintopic.config import dump_config, load_config
-from pintopic.runio import RunLock, canonical_json, read_json, settings_hash, write_if_changed, write_json
+from pintopic.runio import (
+    RunLock,
+    canonical_json,
+    read_json,
+    settings_hash,
+    write_if_changed,
+    write_json,
+)
 
 
 def _none_if_zero(value):
     return value or None
+
+
+def _pixel_caches(run: Path, data: dict, feats: dict, progress: bool) -> None:
+    """The sample's pixel caches for the backbones to extract ("auto": all, unless they exceed the size limit)."""
+    from pintopic.features.pixel_cache import AUTO_LIMIT_BYTES, build_pixel_caches
+
+    backbones, limit = data["pixel_cache"], None
+    if backbones == "auto":  # fine-tuned backbones do not exist yet at this point: they decode
+        backbones = [name for name in feats["backbones"] if "finetuned:" not in name]
+        limit = AUTO_LIMIT_BYTES
+    if backbones:
+        build_pixel_caches(run, backbones, workers=_none_if_zero(data["workers"]), progress=progress, max_bytes=limit)
 
 
 def _outputs_hash(run: Path) -> str:
@@ -38,25 +57,19 @@ def run_study(config_path: str | Path, overrides: list[str] | None = None, progr
         from pintopic.dataset import ingest
 
         data, feats = config["dataset"], config["features"]
-        pixel_cache, pixel_cache_limit = data["pixel_cache"], None
-        if pixel_cache == "auto":  # fine-tuned backbones do not exist yet when ingest runs: they decode
-            from pintopic.dataset.pixel_cache import AUTO_LIMIT_BYTES
-
-            pixel_cache = [name for name in feats["backbones"] if "finetuned:" not in name]
-            pixel_cache_limit = AUTO_LIMIT_BYTES
         started = time.perf_counter()
         ingest(
             data["source"], run, layout=data["layout"], exclude=data["exclude"],
             per_category=_none_if_zero(data["per_category"]), min_per_category=data["min_per_category"],
             seed=data["seed"], max_pixels=_none_if_zero(data["max_pixels"]),
-            workers=_none_if_zero(data["workers"]), progress=progress, pixel_cache=pixel_cache,
-            pixel_cache_limit=pixel_cache_limit,
+            workers=_none_if_zero(data["workers"]), progress=progress,
         )
+        _pixel_caches(run, data, feats, progress)
         timings["ingest"] = time.perf_counter() - started
 
         feats, clf, tune = config["features"], config["classify"], config["finetune"]
         if tune["enabled"]:
-            from pintopic.features.finetune import finetune
+            from pintopic.train.finetuning import finetune
 
             started = time.perf_counter()
             finetune(

@@ -16,7 +16,6 @@ from typing import Any, Iterator
 
 from pintopic.errors import RunLockedError
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,7 +30,7 @@ def blobs(n_per_class=40, n_classes=3, dim=16, seed=0, spread=1.0):
 def test_new_classifiers_search_persist_and_reload_exactly(tmp_path, name, grid):
     from pintopic.classify.persist import load_model, save_model
     from pintopic.classify.search import grid_search
-    from pintopic.classify.split import cv_folds
+    from pintopic.dataset.split import cv_folds
 
     X, y = blobs()
     folds = cv_folds(y, n_splits=3, seed=0)
@@ -54,7 +53,7 @@ def test_rbf_fast_search_matches_plain_svc_cross_validation():
 
     from pintopic.classify.beyond import rbf_fold_scores
     from pintopic.classify.estimators import build_classifier
-    from pintopic.classify.split import cv_folds
+    from pintopic.dataset.split import cv_folds
 
     X, y = blobs(spread=2.0)
     y_index = np.unique(y, return_inverse=True)[1]
@@ -167,6 +166,7 @@ def test_weighted_knn_votes_by_similarity_and_matches_its_fold_search():
     classes, y_index = np.unique(y, return_inverse=True)
     scores = wknn_fold_scores(X, y_index, train, val, [(7, 0.1, 0), (7, 0.1, 0.01)])
     from sklearn.metrics import f1_score
+
     from pintopic.classify.estimators import build_classifier
 
     for score, whiten in zip(scores, (0, 0.01)):
@@ -213,8 +213,10 @@ def test_shrinkage_lda_is_one_linear_map_equal_to_sklearn_on_the_projection():
 # -- multi-stage features and TTA in the store key -------------------------------------------------
 
 def test_multi_stage_features_are_unit_blocks_and_change_the_store_key():
-    from pintopic.features.extraction import prepared_backbone, store_key
-    from pintopic.features.registry import build_backbone, resolve_backbone
+    from pintopic.features.builder import build_backbone
+    from pintopic.features.embed import prepared_backbone
+    from pintopic.features.extraction import store_key
+    from pintopic.features.registry import resolve_backbone
 
     plain = build_backbone(TINY, pretrained=False)
     multi = build_backbone(f"{TINY}@stages2", pretrained=False)
@@ -232,9 +234,10 @@ def test_multi_stage_features_are_unit_blocks_and_change_the_store_key():
 
 
 def test_view_modifiers_override_preprocessing_and_key_the_store():
+    from pintopic.features.builder import build_backbone
     from pintopic.features.extraction import store_key
     from pintopic.features.preprocess import ImagePreprocessor
-    from pintopic.features.registry import build_backbone, resolve_backbone
+    from pintopic.features.registry import resolve_backbone
 
     plain = build_backbone(TINY, pretrained=False)
     whole = build_backbone(f"{TINY}@crop1.0@size96", pretrained=False)
@@ -303,8 +306,9 @@ def tiny_clip(tmp_path):
 def test_open_clip_path_end_to_end_with_a_tiny_model(tmp_path, tiny_clip):
     from pintopic.classify import evaluate
     from pintopic.classify.persist import load_model
-    from pintopic.classify.zeroshot import text_class_embeddings, zero_shot_predict
+    from pintopic.classify.zeroshot import text_class_embeddings
     from pintopic.features import extract, load_features
+    from pintopic.predict import zero_shot_predict
     from pintopic.runio import read_json
 
     run = tiny_run(tmp_path, per_category=4)
@@ -326,7 +330,7 @@ def test_open_clip_path_end_to_end_with_a_tiny_model(tmp_path, tiny_clip):
         assert info["classifier"] == "zeroshot" and list(model.classes_) == ["blue", "green", "red"]
         images = sorted((tmp_path / "source").rglob("*.jpg"))[:2]
         out = zero_shot_predict(tiny_clip, ["red", "green", "blue"], images, top_k=2, pretrained=False)
-        from pintopic.classify.predict import predict
+        from pintopic.predict import predict
 
         from_folder = predict(run / "results" / "models" / f"{zero['key']}__zeroshot", images, top_k=2)
     assert [len(entry["top"]) for entry in out] == [2, 2] and not any(entry.get("error") for entry in out)
@@ -351,7 +355,7 @@ def test_ensemble_never_sees_test_labels():
     from sklearn.metrics import f1_score
 
     from pintopic.classify.ensemble import Candidate, fit_ensemble
-    from pintopic.classify.split import cv_folds
+    from pintopic.dataset.split import cv_folds
 
     X, y = blobs(n_per_class=50, n_classes=3, dim=12, spread=2.5, seed=1)
     rng = np.random.default_rng(0)
@@ -397,8 +401,8 @@ def test_ensemble_is_a_row_of_evaluate_and_ignores_test_labels(tmp_path):
     before = pq.read_table(run / "results" / "predictions" / "ensemble.parquet").to_pandas()
 
     from pintopic.classify.ensemble import ensemble_row
-    from pintopic.classify.split import load_or_make_split
     from pintopic.dataset import load_sample
+    from pintopic.dataset.split import load_or_make_split
     from pintopic.features.fusion import open_store  # noqa: F401 - stores are real here
     from pintopic.runio import read_json
 
@@ -417,7 +421,10 @@ def test_ensemble_is_a_row_of_evaluate_and_ignores_test_labels(tmp_path):
             if row.get("key") == folder.name and row["classifier"] in ("logreg", "knn"):
                 members.append({"spec": meta["spec"], "classifier": row["classifier"], "params": row["best_params"],
                                 "folder": folder, "meta": meta, "metric": "euclidean"})
-    row, predictions = ensemble_row(members, split_frame, relabelled, sorted(set(labels.values())), cv=2, seed=0)
+    from pintopic.dataset.split import cv_folds
+
+    row, predictions = ensemble_row(members, split_frame, relabelled, sorted(set(labels.values())),
+                                    folds_of=lambda ids, y: cv_folds(y, n_splits=2, seed=0), seed=0)
     after = predictions.to_pandas()
     assert row["best_params"] == ensemble["best_params"] and row["cv_f1_macro"] == ensemble["cv_f1_macro"]
     assert list(after["pred"]) == list(before["pred"]) and list(after["image_id"]) == list(before["image_id"])

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from pintopic.classify import BelowChanceWarning, evaluate
-from pintopic.classify.split import make_split
+from pintopic.dataset.split import make_split
 from pintopic.features.store import ids_checksum
 from pintopic.runio import write_json, write_npy, write_parquet
 

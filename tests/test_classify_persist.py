@@ -1,7 +1,6 @@
 """Fitted models are saved without pickle, reload to identical predictions, and crafted files are refused."""
 from __future__ import annotations
 
-import os
 import pickle
 import shutil
 
@@ -53,7 +52,8 @@ def test_pickle_payload_renamed_as_model_files_is_refused_and_never_runs(tmp_pat
     with pytest.raises(PintopicError, match="checksum"):
         load_model(tampered)
     # even with the checksum forged to match, np.load(allow_pickle=False) refuses the pickle
-    import hashlib, json
+    import hashlib
+    import json
 
     info = json.loads((tampered / MODEL_JSON).read_text())
     info["arrays_sha256"] = hashlib.sha256(payload).hexdigest()

@@ -4,14 +4,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
-
-import pintopic.features
-from pintopic.classify import evaluate
-from pintopic.classify.predict import expand_inputs, format_predictions, predict
-from test_classify_evaluate import FAST_GRIDS, class_features, make_run, make_sample
 from conftest import make_image
+from test_classify_evaluate import FAST_GRIDS, class_features, make_run, make_sample
+
+import pintopic.features.embed
+from pintopic.classify import evaluate
+from pintopic.predict import expand_inputs, format_predictions, predict
 
 
 @pytest.fixture
@@ -34,7 +33,7 @@ def test_predict_uses_the_model_backbone_and_reports_bad_files(tmp_path, fitted_
         rows = np.stack([X[0], X[-1], np.full(X.shape[1], np.nan)]).astype(np.float32)
         return rows, [(2, "truncated", "image file is truncated")]
 
-    monkeypatch.setattr(pintopic.features, "embed_images", fake_embed)
+    monkeypatch.setattr(pintopic.features.embed, "embed_images", fake_embed)
     predictions = predict(run / "results" / "models" / "synthetic-abc123__knn", [tmp_path / "in"], top_k=2)
     assert seen["spec"] == "synthetic" and seen["pretrained"] is False
     assert seen["paths"] == [str(p) for p in images]  # the folder expanded to its images only
@@ -49,7 +48,7 @@ def test_predict_uses_the_model_backbone_and_reports_bad_files(tmp_path, fitted_
 
 def test_lsvm_model_gives_decision_scores(tmp_path, fitted_run, monkeypatch):
     run, sample, X = fitted_run
-    monkeypatch.setattr(pintopic.features, "embed_images", lambda spec, paths, **s: (X[:1].astype(np.float32), []))
+    monkeypatch.setattr(pintopic.features.embed, "embed_images", lambda spec, paths, **s: (X[:1].astype(np.float32), []))
     (prediction,) = predict(run / "results" / "models" / "synthetic-abc123__lsvm", [make_image(tmp_path / "x.png")])
     assert prediction["score_kind"] == "decision" and prediction["top"][0]["category"] == sample["category"].iloc[0]
 
@@ -58,9 +57,9 @@ def test_saved_ensemble_predicts_what_its_row_scored(tmp_path, monkeypatch):
     """models/ensemble averages its members' probabilities over two backbones (each embedding once) and
     reproduces the ensemble row's test predictions; a missing member is a clear error."""
     import pyarrow.parquet as pq
+    from test_classify_evaluate import write_store
 
     from pintopic.errors import PintopicError
-    from test_classify_evaluate import write_store
 
     sample = make_sample(n_per_category=30)
     # each backbone tells apart only two of the four categories: only the ensemble of both sees all four
@@ -84,7 +83,7 @@ def test_saved_ensemble_predicts_what_its_row_scored(tmp_path, monkeypatch):
         calls.append(spec)
         return features[spec], []
 
-    monkeypatch.setattr(pintopic.features, "embed_images", fake_embed)
+    monkeypatch.setattr(pintopic.features.embed, "embed_images", fake_embed)
     paths = [f"{i}.jpg" for i in recorded["image_id"]]
     predictions = predict(run / "results" / "models" / "ensemble", paths, top_k=2)
     assert sorted(calls) == ["ab", "cd"]

@@ -8,10 +8,14 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from pintopic.classify.estimators import SquaredHingeSVC, build_classifier, squared_hinge_path
+from pintopic.classify.estimators import (
+    SquaredHingeSVC,
+    build_classifier,
+    squared_hinge_path,
+)
 from pintopic.classify.grids import resolve_grids
 from pintopic.classify.search import grid_search
-from pintopic.classify.split import cv_folds
+from pintopic.dataset.split import cv_folds
 from pintopic.errors import PintopicError
 
 
@@ -46,9 +50,10 @@ def test_knn_votes_break_ties_like_kneighborsclassifier():
     # 2 neighbours of different classes tie at k=2; KNeighborsClassifier gives the lower class index
     X = np.array([[0.0], [1.0], [3.0], [10.0], [11.0], [13.0]], dtype=np.float32)
     y = np.array(["b", "a", "b", "a", "b", "a"])
-    from pintopic.classify.search import knn_fold_scores
-    from sklearn.neighbors import KNeighborsClassifier
     from sklearn.metrics import f1_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from pintopic.classify.search import knn_fold_scores
 
     train, val = np.array([0, 1, 3, 4]), np.array([2, 5])
     classes, y_index = np.unique(y, return_inverse=True)

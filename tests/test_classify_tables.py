@@ -6,7 +6,13 @@ import math
 import pytest
 
 from pintopic.classify.metrics import classification_summary, confusion_csv
-from pintopic.classify.tables import AVERAGE, results_table, table_csv, table_markdown, table_tex
+from pintopic.classify.tables import (
+    AVERAGE,
+    results_table,
+    table_csv,
+    table_markdown,
+    table_tex,
+)
 
 ROWS = [
     {"backbone": "convnext_b", "classifier": "knn", "test_f1_macro": 0.115},

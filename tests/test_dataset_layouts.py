@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import make_image
+
 from pintopic.dataset import ingest, load_manifest
 from pintopic.dataset.layouts import detect_layout, scan
 from pintopic.errors import PintopicError

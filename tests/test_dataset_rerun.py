@@ -5,9 +5,9 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import make_image
 
 import pintopic.dataset.verify as verify
-from conftest import make_image
 from pintopic.dataset import ingest, load_manifest, load_sample
 from pintopic.runio import read_json
 

@@ -9,10 +9,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import make_image
 from PIL import Image
 
-from conftest import make_image
-from pintopic.dataset import distribution_png, ingest, load_manifest, load_sample, make_crawl
+from pintopic.dataset import (
+    distribution_png,
+    ingest,
+    load_manifest,
+    load_sample,
+    make_crawl,
+)
 from pintopic.dataset.sampling import select_sample
 
 

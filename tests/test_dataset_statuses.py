@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from hostile import EXPECTED, build_status_tree, huge_png_header
 from hostile import noise as _noise
+from PIL import Image
+
 from pintopic.dataset import ingest, load_manifest
 from pintopic.imageio import ImageError, load_rgb
 

@@ -6,11 +6,11 @@ import pytest
 from PIL import Image
 
 from pintopic.dataset import ingest
-from pintopic.dataset.decode_cache import CACHE_SIDE, cache_file
-from pintopic.features.extraction import _DecodeDataset, _tasks
+from pintopic.dataset.decode_cache import CACHE_SIDE
+from pintopic.dataset.manifest import image_tasks as _tasks
+from pintopic.features.decoding import DecodeDataset as _DecodeDataset
 from pintopic.features.preprocess import ImagePreprocessor, Preprocessing
 from pintopic.imageio import load_rgb
-from pintopic.runio import read_json
 
 #: Lite0/ConvNeXt-T-like (224 crop of 256) and a larger, uncropped input (like the biggest study backbones).
 PREPROCESSINGS = [

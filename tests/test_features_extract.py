@@ -11,9 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import make_image
-from pintopic.features import embed_images, extract, feature_store, list_stores, load_features
+
+from pintopic.features import (
+    embed_images,
+    extract,
+    feature_store,
+    list_stores,
+    load_features,
+)
 from pintopic.runio import read_json
 
 REPO = Path(__file__).resolve().parent.parent
@@ -135,7 +141,7 @@ def test_a_shrunk_sample_drops_stale_shards_and_keeps_vectors(tmp_path):
 
 def test_flip_tta_is_its_own_store_and_averages_both_views(tmp_path):
     from pintopic.dataset import image_file, load_sample
-    from pintopic.features.extraction import prepared_backbone
+    from pintopic.features.embed import prepared_backbone
     from pintopic.features.preprocess import ImagePreprocessor
 
     run = tiny_run(tmp_path, per_category=1)

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import make_image
+
 from pintopic.errors import PintopicError
-from pintopic.features.registry import build_backbone, describe_backbones, resolve_backbone
+from pintopic.features.builder import build_backbone, describe_backbones
+from pintopic.features.registry import resolve_backbone
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -103,8 +104,8 @@ def test_a_checkpoint_of_another_model_is_refused(tmp_path):
 
 
 def test_local_weights_file_is_used_and_recorded(tmp_path):
-    import torch
     import timm
+    import torch
 
     torch.manual_seed(1)
     donor = timm.create_model("tf_efficientnet_lite0", pretrained=False)
@@ -135,8 +136,8 @@ def test_offline_hub_backbone_fails_fast_with_one_line(tmp_path):
 
 @pytest.mark.integration
 def test_onnx_runtime_matches_pytorch_on_lite0(tmp_path, monkeypatch):
-    from pintopic.features.onnx_runtime import OnnxRunner, TorchRunner, make_runner
     from pintopic.features.preprocess import ImagePreprocessor
+    from pintopic.features.runtime import OnnxRunner, TorchRunner, make_runner
 
     monkeypatch.setenv("PINTOPIC_CACHE", str(tmp_path / "cache"))
     backbone = build_backbone("lite0")

@@ -22,7 +22,7 @@ def test_trunk_then_tail_equals_the_whole_model(model_name, stages):
     import timm
     import torch
 
-    from pintopic.features.finetune import split_model
+    from pintopic.train.finetuning import split_model
 
     torch.manual_seed(0)
     model = timm.create_model(model_name, pretrained=False, num_classes=0).eval()
@@ -40,7 +40,7 @@ def test_trunk_then_tail_equals_the_whole_model(model_name, stages):
 def test_split_model_rejects_bad_stage_counts():
     import timm
 
-    from pintopic.features.finetune import split_model
+    from pintopic.train.finetuning import split_model
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
     for stages in (0, len(model.blocks)):
@@ -51,7 +51,7 @@ def test_split_model_rejects_bad_stage_counts():
 def test_feature_level_augmentation_keeps_shape_and_is_seeded():
     import torch
 
-    from pintopic.features.finetune import _augment_maps
+    from pintopic.train.finetuning import _augment_maps
 
     maps = torch.arange(2 * 3 * 7 * 7, dtype=torch.float32).reshape(2, 3, 7, 7)
     first = _augment_maps(maps, torch.Generator().manual_seed(1))
@@ -86,8 +86,9 @@ def test_finetune_resumes_after_kill_and_is_a_backbone_like_any_other(tiny_folde
     from pintopic.classify import evaluate
     from pintopic.dataset import image_file, ingest, load_sample
     from pintopic.features import embed_images, extract, load_features
-    from pintopic.features.finetune import finetune, finetuned_info
+    from pintopic.features.finetuned import finetuned_info
     from pintopic.features.registry import resolve_backbone
+    from pintopic.train.finetuning import finetune
 
     run = tmp_path / "run"
     ingest(tiny_folders, run, min_per_category=1, progress=False)
@@ -138,7 +139,7 @@ def test_finetune_resumes_after_kill_and_is_a_backbone_like_any_other(tiny_folde
     assert not errors
     np.testing.assert_allclose(vectors, X[:4], rtol=1e-4, atol=1e-4)
 
-    predict_module = pytest.importorskip("pintopic.classify.predict")
+    predict_module = pytest.importorskip("pintopic.predict.predictor")
     predictions = predict_module.predict(run / "results" / "models" / f"{store.name}__knn", paths[:2], top_k=2)
     assert len(predictions) == 2 and not any(p.get("error") for p in predictions)
 

@@ -6,15 +6,15 @@ import shutil
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import make_image
 from PIL import Image
 
-from conftest import make_image
 from pintopic.dataset import ingest
-from pintopic.dataset import pixel_cache as pc
+from pintopic.dataset.manifest import image_tasks as _tasks
 from pintopic.features import extract, load_features
-from pintopic.features.extraction import _tasks
-from pintopic.features.onnx_runtime import cpu_threads
+from pintopic.features import pixel_cache as pc
 from pintopic.features.preprocess import ImagePreprocessor
+from pintopic.features.runtime import cpu_threads
 from pintopic.runio import read_json
 
 FAST = dict(pretrained=False, workers=0, progress=False, batch_size=4)
@@ -41,8 +41,12 @@ def source(tmp_path):
     return root
 
 
-def _ingest(source, run, **settings):
-    return ingest(source, run, min_per_category=1, progress=False, workers=1, **settings)
+def _ingest(source, run, pixel_cache=(), pixel_cache_limit=None, **settings):
+    """Ingest, then build the pixel caches as ``pintopic ingest --pixel-cache`` and ``pintopic run`` do."""
+    record = ingest(source, run, min_per_category=1, progress=False, workers=1, **settings)
+    if pixel_cache:
+        pc.build_pixel_caches(run, pixel_cache, workers=1, progress=False, max_bytes=pixel_cache_limit)
+    return record
 
 
 def _folders(run):
@@ -79,7 +83,7 @@ def test_cached_pixels_and_features_equal_decoding(source, tmp_path, preprocessi
 
 
 def test_split_sessions_give_the_same_features():
-    from pintopic.features.extraction import prepared_backbone
+    from pintopic.features.embed import prepared_backbone
 
     backbone, plain = prepared_backbone("lite0", pretrained=False, device="cpu")
     _, split = prepared_backbone("lite0", pretrained=False, device="cpu", sessions=2)

@@ -13,10 +13,10 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from conftest import make_image
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import make_image
 from pintopic.classify import evaluate
 from pintopic.dataset import ingest
 from pintopic.errors import AlignmentError, PintopicError

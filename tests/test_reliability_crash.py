@@ -4,7 +4,6 @@ byte for byte; two runs on one folder at once: the second is refused at once, na
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -14,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO
-from pintopic.runio import read_json
 from test_features_extract import tiny_run
+
+from pintopic.runio import read_json
 
 BACKBONE = "timm:test_efficientnet"
 KILLS = 5
@@ -30,7 +29,8 @@ NOT_COMPARED = {".lock", "run.log", "run.json", "report.html"}
 EXTRACT_SETTINGS = dict(pretrained=False, workers=1, progress=False, batch_size=2, shard_rows=4)
 EXTRACT_CHILD = f"""
 import sys
-from pintopic.features.extraction import extract, prepared_backbone
+from pintopic.features.embed import prepared_backbone
+from pintopic.features.extraction import extract
 prepared_backbone({BACKBONE!r}, pretrained=False)  # imports and model building happen before "ready"
 print("ready", flush=True)
 extract(sys.argv[1], {BACKBONE!r}, **{EXTRACT_SETTINGS!r})
@@ -84,7 +84,7 @@ def kill_at(command: list[str], delay: float, wait_for_ready: bool = False, afte
 def test_extraction_killed_at_five_random_points_resumes_to_identical_features(tmp_path):
     from pintopic.dataset import load_sample
     from pintopic.features import extract, load_features
-    from pintopic.features.extraction import prepared_backbone
+    from pintopic.features.embed import prepared_backbone
 
     run = tiny_run(tmp_path, per_category=30)  # 90 images: 23 shards of 4
     reference_run = tmp_path / "reference"

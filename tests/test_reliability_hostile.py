@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from hostile import HOSTILE_BOARD, build_hostile_crawl
+
 from pintopic.dataset import image_file, load_manifest, load_sample
 from pintopic.runio import read_json
 
@@ -125,7 +125,7 @@ def test_extract_and_evaluate_use_every_valid_image(hostile_run):
 
 @pytest.mark.timeout(600)
 def test_predict_answers_every_file_and_errors_per_file(hostile_run):
-    pytest.importorskip("pintopic.classify.predict", reason="pintopic predict is not written yet")
+    pytest.importorskip("pintopic.predict.predictor", reason="pintopic predict is not written yet")
     source, run, expected, peaks = hostile_run
     model = next((run / "results" / "models").glob("*__knn"))
     manifest = load_manifest(run).set_index("path")

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_classify_persist import _Payload, fitted
 
 from pintopic.classify.persist import MODEL_ARRAYS, MODEL_JSON, load_model, save_model
 from pintopic.errors import PintopicError
-from test_classify_persist import _Payload, fitted
 
 
 def _forge(folder: Path, data: bytes) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import make_image
+
 from pintopic.categories import CANONICAL, display_name
 from pintopic.runio import write_json, write_parquet
 

@@ -122,11 +122,12 @@ def fit_ensemble(candidates: list[Candidate], y_train, folds, *, seed: int = 0, 
             "test_probabilities": test_probabilities, "test_predictions": classes[test_probabilities.argmax(axis=1)]}
 
 
-def ensemble_row(members_in: list[dict], split_frame, label_of: dict, categories, *, cv: int, seed: int,
+def ensemble_row(members_in: list[dict], split_frame, label_of: dict, categories, *, folds_of, seed: int,
                  max_members: int = MAX_MEMBERS) -> tuple[dict, object]:
     """evaluate's ``ensemble`` cell: candidates are the run's probabilistic pairs ``{spec, classifier, params,
     folder, meta, metric}`` (and ``model_dir``, their saved model, when there is one); rows joined by image_id
-    over the ids every candidate's store holds.
+    over the ids every candidate's store holds. ``folds_of(train_ids, y_train)`` gives the CV folds, the same
+    (grouped, for a group split) as each pair's own search used.
 
     The test part is predicted by the saved member models (fitted on all their store's training rows), the
     models ``pintopic predict`` loads, so the row scores what the saved ensemble predicts.
@@ -134,9 +135,7 @@ def ensemble_row(members_in: list[dict], split_frame, label_of: dict, categories
     """
     import time
 
-    from pintopic.classify import _top_predictions
-    from pintopic.classify.metrics import classification_summary
-    from pintopic.classify.split import cv_folds
+    from pintopic.classify.metrics import classification_summary, top_predictions
     from pintopic.features.fusion import load_store, store_ids_of
 
     common = None
@@ -148,7 +147,7 @@ def ensemble_row(members_in: list[dict], split_frame, label_of: dict, categories
     train_ids = [i for i in ordered if part_of[i] == "train"]
     test_ids = [i for i in ordered if part_of[i] == "test"]
     y_train = np.array([label_of[i] for i in train_ids])
-    folds = cv_folds(y_train, n_splits=cv, seed=seed)
+    folds = folds_of(train_ids, y_train)
     started = time.perf_counter()
     loaded: dict[str, tuple] = {}
     candidates = []
@@ -174,7 +173,7 @@ def ensemble_row(members_in: list[dict], split_frame, label_of: dict, categories
     seconds = time.perf_counter() - started
     y_test = np.array([label_of[i] for i in test_ids])
     summary = classification_summary(y_test, result["test_predictions"], categories)
-    predictions = _top_predictions(result["test_probabilities"], result["classes"], y_test, test_ids, "probability")
+    predictions = top_predictions(result["test_probabilities"], result["classes"], y_test, test_ids, "probability")
     row = {
         "backbone": "ensemble", "key": "ensemble", "classifier": "ensemble",
         "best_params": {"members": result["members"]}, "cv_f1_macro": result["cv_f1_macro"],

@@ -13,7 +13,12 @@ def f1_macro(y_true, y_pred) -> float:
 
 def classification_summary(y_true, y_pred, categories) -> dict:
     """Macro-F1, accuracy, per-category precision/recall/F1/support and the confusion matrix (rows: true)."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+    )
 
     categories = list(categories)
     precision, recall, f1, support = precision_recall_fscore_support(
@@ -35,3 +40,21 @@ def confusion_csv(confusion: np.ndarray, categories) -> str:
     lines = ["true\\predicted," + ",".join(categories)]
     lines += [name + "," + ",".join(str(int(v)) for v in row) for name, row in zip(categories, confusion)]
     return "\n".join(lines) + "\n"
+
+
+#: How many ranked categories the recorded test predictions keep.
+TOP_K_RECORDED = 3
+
+
+def top_predictions(scores: np.ndarray, classes, y_true, ids, kind: str):
+    """Per test image (a pyarrow table): true and predicted category and the top categories with their scores."""
+    import pyarrow as pa
+
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :min(TOP_K_RECORDED, scores.shape[1])]
+    columns = {"image_id": list(ids), "true": [str(v) for v in y_true], "pred": [str(classes[i]) for i in top[:, 0]]}
+    columns["correct"] = [t == p for t, p in zip(columns["true"], columns["pred"])]
+    for rank in range(top.shape[1]):
+        columns[f"top{rank + 1}"] = [str(classes[i]) for i in top[:, rank]]
+        columns[f"score{rank + 1}"] = scores[np.arange(len(top)), top[:, rank]].astype(np.float64)
+    columns["score_kind"] = [kind] * len(top)
+    return pa.table(columns)

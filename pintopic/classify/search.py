@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from pintopic.classify.estimators import build_classifier, ovr_columns, squared_hinge_path
+from pintopic.classify.estimators import (
+    build_classifier,
+    ovr_columns,
+    squared_hinge_path,
+)
 from pintopic.classify.metrics import f1_macro
 
 #: Below this many feature values a process pool costs more than it saves.
@@ -91,10 +95,9 @@ def lsvm_weights(X, y_index, n_classes, C, Cs, columns, tol):
 
 def fit_lsvm(X, y, C: float, Cs, parallel, n_blocks: int):
     """The refitted lsvm Pipeline, its classes solved in parallel blocks."""
+    from joblib import delayed
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
-
-    from joblib import delayed
 
     from pintopic.classify.estimators import SquaredHingeSVC
 

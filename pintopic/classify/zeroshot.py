@@ -6,13 +6,13 @@ embedding has the highest cosine similarity with its image embedding. No trainin
 """
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from pintopic.errors import PintopicError
+
 
 def _default_templates() -> tuple[str, ...]:
     from pintopic.classify.grids import DEFAULT_GRIDS
@@ -76,7 +76,8 @@ def text_class_embeddings(spec: str, categories: Sequence[str], templates: Seque
     import torch
 
     from pintopic.categories import display_name
-    from pintopic.features.registry import openclip_model, resolve_backbone
+    from pintopic.features.builder import openclip_model
+    from pintopic.features.registry import resolve_backbone
 
     backbone = resolve_backbone(spec)
     if backbone.library != "openclip":
@@ -127,17 +128,3 @@ def zero_shot_search(spec: str, X_train, y_train, grid: dict, folds, *, pretrain
     best = int(np.argmax([r["mean_f1_macro"] for r in results]))
     return {"best_params": results[best]["params"], "cv_f1_macro": results[best]["mean_f1_macro"],
             "cv_results": results, "model": pipelines[best]}
-
-
-def zero_shot_predict(spec: str, categories: Sequence[str], images: Sequence[str | os.PathLike], *, top_k: int = 3,
-                      templates: Sequence[str] = DEFAULT_TEMPLATES, pretrained: bool = True,
-                      weights: str | None = None) -> list[dict]:
-    """``predict``'s output for image files without any training image: top-k of the given categories."""
-    from pintopic.categories import normalize_category
-    from pintopic.classify.predict import predict_with_model
-
-    categories = sorted({normalize_category(c) for c in categories if str(c).strip()})
-    if len(categories) < 2:
-        raise PintopicError("zero-shot needs at least two categories (e.g. --categories food_drink,animals,travel)")
-    pipeline = zero_shot_pipeline(spec, categories, templates, pretrained=pretrained, weights=weights)
-    return predict_with_model(pipeline, {"spec": spec, "pretrained": pretrained}, images, top_k)

@@ -92,3 +92,20 @@ def cache_summary(cache_dir: str | os.PathLike) -> dict:
                         files += 1
                         total += entry.stat().st_size
     return {"files": files, "bytes": total}
+
+
+def decode_cache_record(dataset_dir: str | os.PathLike) -> dict | None:
+    """The decode cache ingest recorded in ``dataset.json`` (``folder``, ``side``, ...), or None without one."""
+    from pintopic.runio import read_json
+
+    try:
+        record = read_json(Path(dataset_dir) / "dataset.json").get("decode_cache")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return record if isinstance(record, dict) and record.get("folder") else None
+
+
+def decode_cache_folder(dataset_dir: str | os.PathLike) -> Path | None:
+    """The folder of the decode cache ingest wrote, or None."""
+    record = decode_cache_record(dataset_dir)
+    return Path(dataset_dir) / record["folder"] if record else None

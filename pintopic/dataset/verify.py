@@ -22,6 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import NamedTuple, Sequence
 
 from pintopic.dataset.decode_cache import write_cached
+from pintopic.environment import usable_cores
 from pintopic.imageio import DEFAULT_MAX_PIXELS, ImageError, load_rgb_from
 
 #: Files up to this size are read once into memory (hash + decode from the same bytes).
@@ -96,13 +97,6 @@ def _context():
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
-def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
 def verify_files(paths: Sequence[bytes], *, max_pixels: int | None = DEFAULT_MAX_PIXELS, workers: int | None = None,
                  sizes: Sequence[int | None] | None = None, progress: bool = True, desc: str = "decoding",
                  cache_dir: str | os.PathLike | None = None) -> list[Verified]:
@@ -110,7 +104,7 @@ def verify_files(paths: Sequence[bytes], *, max_pixels: int | None = DEFAULT_MAX
     cache_dir = None if cache_dir is None else os.fspath(cache_dir)
     from tqdm.auto import tqdm
 
-    workers = default_workers() if not workers else max(1, int(workers))
+    workers = usable_cores() if not workers else max(1, int(workers))
     results: list[Verified | None] = [None] * len(paths)
     bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress or not paths, file=sys.stderr,
                mininterval=0.5, dynamic_ncols=True)

@@ -1,8 +1,12 @@
-"""Feature stage: backbone registry, batched extraction into a sharded store, fast CPU inference.
+"""Feature stage: backbone registry and builder, batched extraction into a sharded store, fast CPU inference.
 
 Public API (imported lazily, so ``import pintopic.features`` does not import torch): :func:`extract`,
-:func:`embed_images`, :func:`feature_store`, :func:`list_stores`, :func:`load_features`,
-:func:`describe_backbones`, :func:`build_backbone`, :func:`resolve_backbone`.
+:func:`embed_images`, :func:`feature_store`, :func:`list_stores`, :func:`load_features`, :func:`store_key`,
+:func:`describe_backbones`, :func:`build_backbone`, :func:`resolve_backbone`, :func:`build_pixel_caches`.
+Modules, one role each: ``registry`` (names -> specs), ``builder`` (specs -> models), ``weights``,
+``preprocess``, ``runtime`` (ONNX Runtime / PyTorch runners), ``decoding`` (worker pool), ``pixel_cache``,
+``store`` (read, find, write shards), ``fusion``, ``embed`` (files -> vectors), ``extract`` (the stage),
+``finetuned`` (fine-tuned folders as backbones).
 """
 from __future__ import annotations
 
@@ -10,14 +14,17 @@ import importlib
 
 _EXPORTS = {
     "extract": "pintopic.features.extraction",
-    "embed_images": "pintopic.features.extraction",
-    "feature_store": "pintopic.features.extraction",
-    "list_stores": "pintopic.features.extraction",
     "store_key": "pintopic.features.extraction",
+    "embed_images": "pintopic.features.embed",
+    "prepared_backbone": "pintopic.features.embed",
+    "feature_store": "pintopic.features.store",
+    "list_stores": "pintopic.features.store",
+    "find_stores": "pintopic.features.fusion",
     "load_features": "pintopic.features.store",
-    "describe_backbones": "pintopic.features.registry",
-    "build_backbone": "pintopic.features.registry",
+    "describe_backbones": "pintopic.features.builder",
+    "build_backbone": "pintopic.features.builder",
     "resolve_backbone": "pintopic.features.registry",
+    "build_pixel_caches": "pintopic.features.pixel_cache",
 }
 
 __all__ = sorted(_EXPORTS)

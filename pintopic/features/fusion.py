@@ -2,11 +2,11 @@
 
 Nothing is written for a fusion: the vectors are assembled when loaded, from the component stores,
 joined by image_id (only ids every component holds), each block L2-normalised so no backbone dominates
-by scale. ``predict`` embeds images with every component backbone the same way (:func:`embed_fused`).
+by scale. ``predict`` embeds images with every component backbone the same way
+(:func:`pintopic.features.embed.embed_fused`).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -27,16 +27,15 @@ def component_stores(features_dir: Path, name: str, tta: str | None | bool = Tru
     With the default (``True``) the components must agree on TTA, so one fusion never mixes settings.
     """
     from pintopic.features.registry import fusion_components
-    from pintopic.runio import read_json
+    from pintopic.features.store import complete_stores
 
     parts = fusion_components(name)
     if parts is None:
         raise PintopicError(f"{name!r} is not a fusion name (a+b+...)")
-    metas = sorted(Path(features_dir).glob("*/meta.json"), key=lambda p: p.stat().st_mtime)
+    stores = complete_stores(features_dir)
     chosen = []
     for part in parts:
-        found = [(path.parent, read_json(path)) for path in metas]
-        found = [(folder, meta) for folder, meta in found if meta.get("spec") == part
+        found = [(folder, meta) for folder, meta in stores if meta.get("spec") == part
                  and (tta is True or (meta.get("tta") or None) == (tta or None))]
         if not found:
             raise PintopicError(f"fusion {name!r}: no complete store for component {part!r} in {features_dir}; "
@@ -70,7 +69,7 @@ def fused_meta(name: str, components: list[tuple[Path, dict]], ids: Sequence[str
 
 def fused_ids(components: list[tuple[Path, dict]]) -> list[str]:
     """Ids present in every component store, sorted (failures of any component drop the image)."""
-    from pintopic.classify import store_ids
+    from pintopic.features.store import store_ids
 
     common = None
     for folder, _ in components:
@@ -98,7 +97,7 @@ def open_store(features_dir: Path, name: str) -> tuple[Path, dict]:
 
 def store_ids_of(folder: Path, meta: dict) -> list[str]:
     """The ids a (real or fused) store holds."""
-    from pintopic.classify import store_ids
+    from pintopic.features.store import store_ids
 
     if meta.get("library") == "fusion":
         return fused_ids([(Path(f), {}) for f in meta["component_folders"]])
@@ -114,20 +113,23 @@ def load_store(folder: Path, meta: dict, ids: Sequence[str] | None = None) -> tu
     return load_features(folder, ids=ids)
 
 
-def embed_fused(name: str, paths: Sequence[str | os.PathLike], **settings):
-    """``embed_images`` for a fusion: every component embeds the files, blocks L2-normalised side by side.
+def find_stores(features_dir: Path, backbones=None) -> list[tuple[Path, dict]]:
+    """Complete feature stores ``(folder, meta)`` sorted by key; ``backbones`` filters by spec or key (``a+b``: a fusion)."""
+    from pintopic.features.store import complete_stores
 
-    Per-component settings (e.g. ``tta``) may be given as ``component_settings=[{...}, ...]``.
-    """
-    from pintopic.features.extraction import embed_images
-    from pintopic.features.registry import fusion_components
-
-    parts = fusion_components(name)
-    per_component = settings.pop("component_settings", None) or [{} for _ in parts]
-    blocks, errors = [], {}
-    for part, extra in zip(parts, per_component):
-        X, failures = embed_images(part, paths, **{**settings, **extra})
-        blocks.append(l2_normalised(X))
-        for index, status, detail in failures:
-            errors.setdefault(index, (index, status, detail))
-    return np.hstack(blocks), sorted(errors.values())
+    stores = sorted(complete_stores(features_dir), key=lambda store: store[0].name)
+    if not stores:
+        raise PintopicError(f"no feature stores under {features_dir}; run `pintopic extract RUN` first")
+    if backbones is None:
+        return stores
+    chosen = []
+    for name in backbones:
+        if "+" in str(name):  # a fusion: assembled from its component stores when loaded
+            chosen.append(open_store(Path(features_dir), name))
+            continue
+        matches = [(folder, meta) for folder, meta in stores if name in (meta.get("spec"), folder.name)]
+        if not matches:
+            available = ", ".join(f"{meta.get('spec')} ({folder.name})" for folder, meta in stores)
+            raise PintopicError(f"no feature store for backbone {name!r}; available: {available}")
+        chosen += [store for store in matches if store not in chosen]
+    return chosen

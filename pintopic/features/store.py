@@ -11,6 +11,8 @@ Layout of ``RUN/features/<key>/``::
 
 Shard ``i`` covers planned rows ``[i * shard_rows, (i + 1) * shard_rows)`` of the image_id-sorted sample,
 less its failures. A store is complete when ``meta.json`` exists; readers check the ids against ``ids_sha256``.
+This module reads stores, finds them in a run, and writes shards; :mod:`pintopic.features.extraction` decides
+what goes in them.
 """
 from __future__ import annotations
 
@@ -33,9 +35,15 @@ def ids_checksum(ids: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
+def shard_name(kind: str, index: int) -> str:
+    """File name of shard ``index``'s ``part`` (vectors), ``ids`` or ``failed`` file."""
+    return {"part": f"part-{index:05d}.npy", "ids": f"ids-{index:05d}.parquet", "failed": f"failed-{index:05d}.json"}[kind]
+
+
 def shard_paths(folder: Path) -> list[tuple[Path, Path]]:
-    parts = sorted(folder.glob("part-*.npy"))
-    return [(part, folder / part.name.replace("part-", "ids-").replace(".npy", ".parquet")) for part in parts]
+    """``(part, ids)`` file pairs of every shard in a store folder, in shard order."""
+    parts = sorted(Path(folder).glob("part-*.npy"))
+    return [(part, part.parent / part.name.replace("part-", "ids-").replace(".npy", ".parquet")) for part in parts]
 
 
 def read_ids(id_file: Path) -> list[str]:
@@ -85,3 +93,115 @@ def load_features(folder: str | Path, ids: Sequence[str] | None = None) -> tuple
         raise AlignmentError(f"feature store {folder} lacks {len(missing)} requested ids (e.g. {missing[0]})")
     rows = np.fromiter((position[image_id] for image_id in ids), dtype=np.int64, count=len(ids))
     return np.asarray(list(ids), dtype=object), np.ascontiguousarray(X[rows])
+
+
+def try_read_ids(id_file: Path) -> list[str] | None:
+    """:func:`read_ids`, or None when the file is missing or damaged (a shard to recompute)."""
+    try:
+        return read_ids(id_file)
+    except AlignmentError:
+        return None
+
+
+def store_ids(folder: Path) -> list[str]:
+    """The image ids a store holds (its id files only; the vectors are checked when loaded)."""
+    ids: list[str] = []
+    for _, id_file in shard_paths(folder):
+        ids += read_ids(id_file)
+    return ids
+
+
+# -- finding stores in a run ---------------------------------------------------------------------------
+
+def complete_stores(features_dir: str | Path) -> list[tuple[Path, dict]]:
+    """``(folder, meta)`` of every complete store (one with a readable ``meta.json``), oldest meta.json first."""
+    found = []
+    for meta_path in sorted(Path(features_dir).glob("*/meta.json"), key=lambda p: (p.stat().st_mtime, p.parent.name)):
+        try:
+            meta = read_json(meta_path)
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict):
+            found.append((meta_path.parent, meta))
+    return found
+
+
+def feature_store(run_dir: str | Path, backbone_spec: str, **settings) -> Path:
+    """The newest complete store for a backbone (matching any given meta.json settings, e.g. ``dtype="float16"``)."""
+    from pintopic.runio import run_paths
+
+    candidates = [folder for folder, meta in complete_stores(run_paths(run_dir)["features"])
+                  if meta.get("spec") == backbone_spec and all(meta.get(k) == v for k, v in settings.items())]
+    if not candidates:
+        raise PintopicError(f"no features for backbone {backbone_spec!r} in {run_dir}; "
+                            f"run `pintopic extract {run_dir} --backbone {backbone_spec}`")
+    return candidates[-1]
+
+
+def list_stores(run_dir: str | Path) -> dict[str, Path]:
+    """Complete stores of a run as ``{backbone spec: folder}`` (newest meta.json wins per spec)."""
+    from pintopic.runio import run_paths
+
+    return {meta["spec"]: folder for folder, meta in complete_stores(run_paths(run_dir)["features"]) if "spec" in meta}
+
+
+# -- writing shards ------------------------------------------------------------------------------------
+
+def finished_shard(folder: Path, index: int, planned: list[str], dim: int, dtype: str) -> bool:
+    """True when shard ``index`` on disk holds exactly the planned ids (minus its recorded failures)."""
+    part, ids_file, failed_file = (folder / shard_name(kind, index) for kind in ("part", "ids", "failed"))
+    if not (part.exists() and ids_file.exists() and failed_file.exists()):
+        return False
+    ids = try_read_ids(ids_file)
+    try:
+        failed = {entry["image_id"] for entry in read_json(failed_file)}
+        block = np.load(part, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if ids is None or block.shape != (len(ids), dim) or block.dtype != np.dtype(dtype):
+        return False
+    return ids == [image_id for image_id in planned if image_id not in failed] and failed <= set(planned)
+
+
+def stored_vectors(folder: Path, dim: int, dtype: str) -> dict[str, tuple[np.ndarray, int]]:
+    """id -> (memory-mapped block, row) for every intact shard already in the folder.
+
+    The maps keep the old files readable even after a new shard is renamed over them.
+    """
+    found: dict[str, tuple[np.ndarray, int]] = {}
+    for part, ids_file in shard_paths(folder):
+        ids = try_read_ids(ids_file)
+        try:
+            block = np.load(part, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError):
+            continue
+        if ids is None or block.shape != (len(ids), dim) or block.dtype != np.dtype(dtype):
+            continue
+        for row, image_id in enumerate(ids):
+            found[image_id] = (block, row)
+    return found
+
+
+def write_shard(folder: Path, index: int, ids: list[str], block: np.ndarray, failed: list[dict]) -> None:
+    """Write shard ``index``: vectors, then failures, then ids (whose presence marks the shard finished)."""
+    import pyarrow as pa
+
+    from pintopic.runio import write_json, write_npy, write_parquet
+
+    # The old ids file must not outlive the part it described: a kill in between would pair them.
+    (folder / shard_name("ids", index)).unlink(missing_ok=True)
+    write_npy(folder / shard_name("part", index), block)
+    write_json(folder / shard_name("failed", index), sorted(failed, key=lambda entry: entry["image_id"]))
+    write_parquet(folder / shard_name("ids", index), pa.table({"image_id": pa.array(ids, pa.string())}))
+
+
+def remove_shards_from(folder: Path, first: int) -> None:
+    """Delete shards ``first``, ``first + 1``, ... (left over from a larger, earlier sample)."""
+    index = first
+    while True:
+        stale = [folder / shard_name(kind, index) for kind in ("part", "ids", "failed")]
+        if not any(path.exists() for path in stale):
+            return
+        for path in stale:
+            path.unlink(missing_ok=True)
+        index += 1

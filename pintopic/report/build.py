@@ -9,10 +9,17 @@ from pathlib import Path
 
 from pintopic import __version__
 from pintopic.categories import display_name
+from pintopic.environment import library_versions, machine
 from pintopic.errors import PintopicError
 from pintopic.report import figures
-from pintopic.report.collect import (RunContents, collect, dataset_arguments, dataset_categories, library_versions, machine,
-                                     model_name, pretty_json)
+from pintopic.report.collect import (
+    RunContents,
+    collect,
+    dataset_arguments,
+    dataset_categories,
+    model_name,
+    pretty_json,
+)
 from pintopic.report.html import figure_html, key_values_html, page_html, table_html
 from pintopic.runio import RunLock, run_paths, settings_hash, write_if_changed
 
@@ -394,7 +401,12 @@ def _best_model_section(contents: RunContents, best: dict | None) -> str:
 
 
 def _thumbnails_section(contents: RunContents, best: dict | None) -> str:
-    from pintopic.report.thumbnails import PER_CATEGORY, THUMBNAIL_PIXELS, choose_thumbnails, thumbnail_grid_html
+    from pintopic.report.thumbnails import (
+        PER_CATEGORY,
+        THUMBNAIL_PIXELS,
+        choose_thumbnails,
+        thumbnail_grid_html,
+    )
 
     images = contents.sample if contents.sample is not None else contents.manifest
     if images is None:

@@ -3,16 +3,12 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pintopic.features.store import complete_stores
 from pintopic.runio import read_json, run_paths
-
-#: Libraries whose versions the report lists (as installed where the report is built).
-LIBRARIES = ("pintopic", "torch", "torchvision", "timm", "numpy", "pillow", "scikit-learn", "pandas", "pyarrow",
-             "matplotlib", "onnxruntime", "open_clip_torch")
 
 
 @dataclass
@@ -103,10 +99,8 @@ def collect(run_dir: str | os.PathLike) -> RunContents:
         if (dataset_dir / f"{name}.parquet").exists():
             setattr(contents, name, _read_parquet(dataset_dir / f"{name}.parquet", contents))
 
-    for meta_path in sorted(paths["features"].glob("*/meta.json")):
-        meta = _read_json(meta_path, contents)
-        if isinstance(meta, dict):
-            contents.features.append({"folder": meta_path.parent.name, **meta})
+    for folder, meta in sorted(complete_stores(paths["features"]), key=lambda store: store[0].name):
+        contents.features.append({"folder": folder.name, **meta})
     if not contents.features:
         contents.missing.append("features (run `pintopic extract RUN`)")
 
@@ -143,29 +137,6 @@ def _collect_model_files(results_dir: Path, contents: RunContents) -> None:
             frame = _read_parquet(predictions_path, contents)
             if frame is not None:
                 contents.predictions[name] = frame
-
-
-def library_versions() -> dict[str, str]:
-    """Installed versions of the libraries that shape the results."""
-    from importlib import metadata
-
-    versions = {}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
-def machine() -> dict[str, str]:
-    """Where the report was built: OS, Python, CPU count (the extraction runtime comes from the feature metadata)."""
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": str(os.cpu_count()),
-    }
 
 
 def pretty_json(value: Any) -> str:

@@ -1,31 +1,15 @@
-"""Top-k categories for image files with a fitted model folder (RUN/results/models/<key>__<classifier>/).
+"""Top-k categories for image files with a fitted model folder (RUN/results/models/<key>__<classifier>/ or the
+saved ensemble).
 
 Features are extracted with the model's own backbone settings (spec, pretrained, tta, recorded from the
-feature store it was trained on), through :func:`pintopic.features.embed_images`.
+feature store it was trained on), through :func:`pintopic.features.embed.embed_images`.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
-from pathlib import Path
 
 import numpy as np
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
-
-
-def expand_inputs(inputs) -> list[str]:
-    """Files as given; folders replaced by their image files (recursively, sorted)."""
-    files = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            files += sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            files.append(str(path))
-    return files
 
 
 def load_predictor(model_dir: str | os.PathLike) -> tuple[list[tuple[object, dict]], list[str] | None]:
@@ -63,7 +47,8 @@ def predict_with_members(members: list[tuple[object, dict]], inputs, top_k: int 
     ``categories``; each distinct backbone embeds the images once. An image fails if any backbone fails on it."""
     from pintopic.classify.ensemble import averaged_probabilities
     from pintopic.classify.estimators import class_scores
-    from pintopic.features import embed_images
+    from pintopic.features.embed import embed_images
+    from pintopic.predict.inputs import expand_inputs
 
     paths = expand_inputs(inputs)
     if not paths:
@@ -100,25 +85,3 @@ def predict_with_members(members: list[tuple[object, dict]], inputs, top_k: int 
     return predictions
 
 
-def format_predictions(predictions: list[dict], fmt: str = "table") -> str:
-    """Predictions as an aligned text table, JSON, or CSV (one row per image and rank)."""
-    if fmt == "json":
-        return json.dumps(predictions, indent=2, ensure_ascii=False)
-    rows = []
-    for item in predictions:
-        if item.get("error"):
-            rows.append([item["path"], "", "", "", f"error: {item['error']}"])
-            continue
-        for rank, entry in enumerate(item["top"], start=1):
-            rows.append([item["path"], str(rank), entry["category"], f"{entry['score']:.4f}", item["score_kind"]])
-    header = ["path", "rank", "category", "score", "note"]
-    if fmt == "csv":
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerows([header] + rows)
-        return buffer.getvalue().rstrip("\n")
-    if fmt != "table":
-        from pintopic.errors import PintopicError
-
-        raise PintopicError(f"unknown format {fmt!r}; choose table, json or csv")
-    widths = [max(len(line[i]) for line in [header] + rows) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in [header] + rows)

@@ -27,29 +27,22 @@ from pintopic.dataset.cleaning import assign_statuses, cached_decode
 from pintopic.dataset.decode_cache import CACHE_FOLDER, CACHE_SIDE, cache_summary
 from pintopic.dataset.distribution import distribution_csv, distribution_png
 from pintopic.dataset.layouts import LAYOUTS, Listing, detect_layout, display, scan
+from pintopic.dataset.manifest import manifest_schema
 from pintopic.dataset.sampling import select_sample
-from pintopic.dataset.verify import Verified, default_workers, verify_files
-from pintopic.errors import PintopicError, RunLockedError
+from pintopic.dataset.verify import Verified, verify_files
+from pintopic.environment import usable_cores
+from pintopic.errors import PintopicError
 from pintopic.imageio import DEFAULT_MAX_PIXELS, STATUSES
-from pintopic.runio import RunLock, canonical_json, read_json, settings_hash, write_if_changed, write_parquet
+from pintopic.runio import (
+    RunLock,
+    canonical_json,
+    read_json,
+    settings_hash,
+    write_if_changed,
+    write_parquet,
+)
 
 OUTPUTS = ("manifest.parquet", "sample.parquet", "distribution.csv", "distribution.png")
-
-#: Manifest columns (the sample has the same). ``abspath`` is the exact path to open (bytes);
-#: ``file_size``/``mtime_ns`` let a rerun reuse a file's decode result when it did not change.
-MANIFEST_COLUMNS = ("image_id", "path", "abspath", "user", "board", "pin", "category", "status", "reason_detail",
-                    "sha256", "width", "height", "file_size", "mtime_ns")
-
-
-def manifest_schema():
-    import pyarrow as pa
-
-    return pa.schema([
-        ("image_id", pa.string()), ("path", pa.string()), ("abspath", pa.binary()), ("user", pa.string()),
-        ("board", pa.string()), ("pin", pa.string()), ("category", pa.string()), ("status", pa.string()),
-        ("reason_detail", pa.string()), ("sha256", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
-        ("file_size", pa.int64()), ("mtime_ns", pa.int64()),
-    ])
 
 
 def _table(rows: list[dict]):
@@ -68,31 +61,6 @@ def _parquet_bytes(table) -> bytes:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-class _Lock:
-    """The run lock, unless this process already holds it (``pintopic run`` locks, then calls ingest)."""
-
-    def __init__(self, run_dir: Path):
-        self.lock = RunLock(run_dir)
-        self.held = False
-
-    def __enter__(self):
-        try:
-            self.lock.__enter__()
-            self.held = True
-        except RunLockedError:
-            try:
-                holder = self.lock.path.read_text()
-            except OSError:
-                holder = ""
-            if not holder.startswith(f"pid {os.getpid()} "):
-                raise
-        return self
-
-    def __exit__(self, *exc):
-        if self.held:
-            self.lock.__exit__(*exc)
 
 
 def _normalise_exclude(exclude) -> list[str]:
@@ -123,13 +91,10 @@ def _check_settings(layout, per_category, min_per_category, seed, max_pixels, wo
 
 def ingest(source, run_dir, *, layout: str = "auto", exclude: Iterable[str] | str | None = ("none", "other"),
            per_category: int | None = None, min_per_category: int = 5, seed: int = 0, max_pixels: int | None = None,
-           workers: int | None = None, progress: bool = True, decode_cache: bool = True,
-           pixel_cache: Iterable[str] | str = (), pixel_cache_limit: int | None = None) -> dict:
+           workers: int | None = None, progress: bool = True, decode_cache: bool = True) -> dict:
     """Scan ``source``, verify every image, clean, sample; write ``run_dir/dataset/``; return dataset.json's content.
 
-    ``decode_cache`` keeps small decoded copies of costly files for extraction (:mod:`pintopic.dataset.decode_cache`);
-    ``pixel_cache`` names backbones whose exact model inputs are stored for the sample (:mod:`pintopic.dataset.pixel_cache`),
-    unless they would take more than ``pixel_cache_limit`` bytes.
+    ``decode_cache`` keeps small decoded copies of costly files for extraction (:mod:`pintopic.dataset.decode_cache`).
     """
     _check_settings(layout, per_category, min_per_category, seed, max_pixels, workers)
     source_path = Path(os.path.abspath(os.path.expanduser(os.fsdecode(source))))
@@ -146,7 +111,7 @@ def ingest(source, run_dir, *, layout: str = "auto", exclude: Iterable[str] | st
     run = Path(run_dir)
     dataset_dir = run / "dataset"
     run.mkdir(parents=True, exist_ok=True)
-    with _Lock(run):
+    with RunLock(run):
         started = time.perf_counter()
         listing = scan(source_path, resolved_layout)
         fingerprint = listing.fingerprint()
@@ -159,20 +124,7 @@ def ingest(source, run_dir, *, layout: str = "auto", exclude: Iterable[str] | st
         else:
             record = _build(listing, arguments, resolved_layout, fingerprint, stage_hash, dataset_dir, previous,
                             workers, progress, started)
-        if pixel_cache:
-            _pixel_caches(run, pixel_cache, workers, progress, pixel_cache_limit)
         return record
-
-
-def _pixel_caches(run: Path, backbones, workers: int | None, progress: bool, limit: int | None) -> None:
-    """Build (or keep) the sample's pixel caches and say what they hold."""
-    from pintopic.dataset.pixel_cache import build_pixel_caches
-
-    for summary in build_pixel_caches(run, backbones, workers=workers or default_workers(), progress=progress, max_bytes=limit):
-        state = f"built in {summary['seconds']:.1f} s" if summary["built"] else "up to date"
-        rows, _, height, width = summary["shape"]
-        print(f"  pixel cache {', '.join(summary['backbones'])}: {rows:,} rows of {height}x{width}, "
-              f"{summary['bytes'] / 1e6:,.0f} MB, {summary['failed']} failed, {state}", file=sys.stdout)
 
 
 def _read_previous(dataset_dir: Path) -> dict | None:
@@ -240,7 +192,7 @@ def _build(listing: Listing, arguments: dict, layout: str, fingerprint: str, sta
             decoded[index] = hit[2]
         else:
             todo.append(index)
-    workers = default_workers() if workers is None else int(workers)
+    workers = usable_cores() if workers is None else int(workers)
     decode_started = time.perf_counter()
     cache_dir = dataset_dir / CACHE_FOLDER if arguments["decode_cache_side"] else None
     results = verify_files([entries[i].abspath for i in todo], max_pixels=max_pixels, workers=workers,

@@ -72,7 +72,12 @@ def load_or_make_split(results_dir: str | Path, sample, *, test_size: float, spl
     """``RUN/results/split.parquet`` (+ split.json), rebuilt only when the split settings or the sample change."""
     import pandas as pd
 
-    from pintopic.runio import settings_hash, stage_is_complete, write_json, write_parquet
+    from pintopic.runio import (
+        settings_hash,
+        stage_is_complete,
+        write_json,
+        write_parquet,
+    )
 
     results_dir = Path(results_dir)
     settings = split_settings(sample, test_size=test_size, split=split, seed=seed)

@@ -1,6 +1,6 @@
-"""The pixel cache: every sampled image's exact model input, decoded once during ingest for all backbones.
+"""The pixel cache: every sampled image's exact model input, decoded once for all backbones, before extraction.
 
-``pintopic ingest --pixel-cache lite0,effnetv2_b0`` writes, per distinct pixel geometry among those
+``pintopic ingest --pixel-cache lite0,effnetv2_b0`` (and ``pintopic run``, right after ingest) writes, per distinct pixel geometry among those
 backbones (input size, resize, crop, interpolation, JPEG draft rule; mean and std act inside the
 network, so backbones differing only there share one cache), ``RUN/dataset/pixels/<H>x<W>-<key>/``:
 
@@ -27,7 +27,13 @@ from typing import Sequence
 
 import numpy as np
 
-from pintopic.runio import read_json, run_paths, settings_hash, write_json, write_parquet
+from pintopic.runio import (
+    read_json,
+    run_paths,
+    settings_hash,
+    write_json,
+    write_parquet,
+)
 
 PIXELS_FOLDER = "pixels"
 FORMAT_VERSION = 1
@@ -47,11 +53,9 @@ def pixel_geometry(preprocessing) -> dict:
 
 def decode_cache_side(dataset_dir: Path) -> int | None:
     """The decode cache side ingest used (it decides which file extraction decodes), or None without one."""
-    try:
-        cache = read_json(Path(dataset_dir) / "dataset.json").get("decode_cache")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return cache.get("side") if isinstance(cache, dict) and cache.get("folder") else None
+    from pintopic.dataset.decode_cache import decode_cache_record
+
+    return (decode_cache_record(dataset_dir) or {}).get("side")
 
 
 def cache_folder(dataset_dir: str | os.PathLike, preprocessing, side: int | None) -> Path:
@@ -195,8 +199,8 @@ class MultiPreprocessor:
 
 def backbone_preprocessing(name: str, run_dir: str | os.PathLike | None = None):
     """The preprocessing of a backbone name (its random-weights model has the same data config)."""
-    from pintopic.features.finetune import qualify_backbone
-    from pintopic.features.registry import build_backbone
+    from pintopic.features.builder import build_backbone
+    from pintopic.features.finetuned import qualify_backbone
 
     return build_backbone(qualify_backbone(name, run_dir), pretrained=False).preprocessing
 
@@ -265,35 +269,82 @@ def _summary(folder: Path, meta: dict, *, built: bool) -> dict:
 
 def build_pixel_caches(run_dir: str | os.PathLike, backbones: Sequence[str] | str, *, workers: int | None = None,
                        progress: bool = True, max_bytes: int | None = None) -> list[dict]:
-    """Write (or finish, or leave as is) the pixel cache of each distinct geometry among ``backbones``.
+    """Write (or finish, or leave as is) the pixel cache of each distinct geometry among ``backbones``; print a line each.
 
-    Reads the run's sample (``RUN/dataset/sample.parquet``, written by ingest, which calls this under
-    its run lock). Builds nothing when the caches would exceed ``max_bytes`` (``pintopic run``'s "auto").
-    Returns one summary per geometry: folder, backbones, shape, failed, bytes, built, seconds.
+    Reads the run's sample (``RUN/dataset/sample.parquet``, written by ingest) under the run lock. Builds nothing
+    when the caches would exceed ``max_bytes`` (``pintopic run``'s "auto"). A rerun whose caches are complete
+    is answered from ``pixels/index.json`` without building any model. Returns one summary per geometry:
+    folder, backbones, shape, failed, bytes, built, seconds.
     """
-    from pintopic.features.extraction import _tasks, default_workers
-    from pintopic.features.registry import fusion_components
+    from pintopic.dataset.manifest import image_tasks
+    from pintopic.environment import usable_cores
+    from pintopic.features.registry import backbone_names
+    from pintopic.runio import RunLock
 
-    names = [backbones] if isinstance(backbones, str) else list(backbones)
-    names = [part.strip() for item in names for part in str(item).split(",") if part.strip()]
-    names = list(dict.fromkeys(part for name in names for part in (fusion_components(name) or [name])))
+    names = backbone_names(backbones)
     dataset = run_paths(run_dir)["dataset"]
-    side = decode_cache_side(dataset)
+    with RunLock(run_dir):
+        tasks = image_tasks(run_dir)
+        if not tasks or not names:
+            return []
+        side = decode_cache_side(dataset)
+        plan = {"version": FORMAT_VERSION, "n_rows": len(tasks), "decode_cache_side": side,
+                "rows_sha256": rows_checksum([t.image_id for t in tasks], [t.sha256 for t in tasks])}
+        summaries = _indexed_summaries(dataset, names, plan)
+        if summaries is None:
+            summaries = _build(run_dir, dataset, names, tasks, plan, max_bytes,
+                               usable_cores() if workers is None else workers, progress)
+    for summary in summaries:
+        state = f"built in {summary['seconds']:.1f} s" if summary["built"] else "up to date"
+        rows, _, height, width = summary["shape"]
+        print(f"  pixel cache {', '.join(summary['backbones'])}: {rows:,} rows of {height}x{width}, "
+              f"{summary['bytes'] / 1e6:,.0f} MB, {summary['failed']} failed, {state}", file=sys.stdout)
+    return summaries
+
+
+def _index_key() -> dict:
+    """What a name's geometry depends on besides the name: the preprocessing rules of timm and of pintopic."""
+    from pintopic.environment import library_versions
+
+    return {"format": FORMAT_VERSION, "versions": library_versions(("pintopic", "timm", "open_clip_torch"))}
+
+
+def _indexed_summaries(dataset: Path, names: list[str], plan: dict) -> list[dict] | None:
+    """Summaries of complete caches covering every name for this sample, from the index alone; None if unsure."""
+    try:
+        index = read_json(Path(dataset) / PIXELS_FOLDER / "index.json")
+        folders = {index["names"][name] for name in names}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if index.get("key") != _index_key():
+        return None
+    summaries = []
+    for folder_name in sorted(folders):
+        folder = Path(dataset) / PIXELS_FOLDER / folder_name
+        try:
+            meta = read_json(folder / "meta.json")
+        except (OSError, ValueError):
+            return None
+        if (meta.get("version"), meta.get("rows_sha256"), meta.get("decode_cache_side")) != (
+                FORMAT_VERSION, plan["rows_sha256"], plan["decode_cache_side"]) or not (folder / "pixels.npy").exists():
+            return None
+        summaries.append(_summary(folder, meta, built=False))
+    return summaries
+
+
+def _build(run_dir, dataset: Path, names: list[str], tasks, plan: dict, max_bytes: int | None, workers: int,
+           progress: bool) -> list[dict]:
+    """Resolve each name's geometry (building its model), then write the caches that are not complete."""
     wanted: dict[Path, tuple] = {}
     for name in names:
         preprocessing = backbone_preprocessing(name, run_dir)
-        folder = cache_folder(dataset, preprocessing, side)
+        folder = cache_folder(dataset, preprocessing, plan["decode_cache_side"])
         wanted.setdefault(folder, (preprocessing, []))[1].append(name)
-    tasks = _tasks(Path(run_dir), all_rows=False)
-    if not tasks or not wanted:
-        return []
     size = len(tasks) * sum(int(np.prod(p.input_size)) for p, _ in wanted.values())
     if max_bytes is not None and size > max_bytes:
         print(f"  pixel cache: not built ({size / 1e9:.1f} GB for {len(tasks):,} images would exceed "
               f"{max_bytes / 1e9:.1f} GB; extract decodes the images instead)", file=sys.stdout)
         return []
-    plan = {"version": FORMAT_VERSION, "n_rows": len(tasks), "decode_cache_side": side,
-            "rows_sha256": rows_checksum([t.image_id for t in tasks], [t.sha256 for t in tasks])}
     summaries, jobs = [], []
     for folder, (preprocessing, owners) in wanted.items():
         complete = load_cache(folder, preprocessing)
@@ -303,14 +354,27 @@ def build_pixel_caches(run_dir: str | os.PathLike, backbones: Sequence[str] | st
             jobs.append(_PartialCache(folder, preprocessing, owners, plan))
     if jobs:
         started = time.perf_counter()
-        _fill(jobs, tasks, default_workers() if workers is None else workers, progress)
+        _fill(jobs, tasks, workers, progress)
         summaries.extend(job.finish(tasks, time.perf_counter() - started) for job in jobs)
+    if not any(name.startswith("finetuned:") for name in names):  # a fine-tune's geometry can change under its name
+        _record_index(Path(dataset), {name: folder.name for folder, (_, owners) in wanted.items() for name in owners})
     return summaries
+
+
+def _record_index(dataset: Path, names: dict[str, str]) -> None:
+    """Add ``{backbone name: cache folder}`` to ``pixels/index.json`` (kept while timm and pintopic stay the same)."""
+    path = dataset / PIXELS_FOLDER / "index.json"
+    try:
+        index = read_json(path)
+        known = index["names"] if index.get("key") == _index_key() else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        known = {}
+    write_json(path, {"key": _index_key(), "names": {**known, **names}})
 
 
 def _fill(jobs: list[_PartialCache], tasks, workers: int, progress: bool) -> None:
     """Decode every row some job still lacks, once, and write each job's crop of it."""
-    from pintopic.features.extraction import decoded_batches
+    from pintopic.features.decoding import decoded_batches
 
     start = min(job.done for job in jobs)
     todo = tasks[start:]

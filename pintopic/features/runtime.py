@@ -2,7 +2,8 @@
 
 A model is exported to ONNX once and cached as ``<cache>/onnx/<checksum>.onnx``, keyed by the
 weights checksum, the model and the exporter's versions; PyTorch stays the reference (tests check the
-two agree within 1e-4) and the runtime for GPUs.
+two agree within 1e-4) and the runtime for GPUs. :func:`export_onnx_graph` and :func:`ort_sessions`
+are the one export and session recipe, also used for the fine-tuning trunk.
 """
 from __future__ import annotations
 
@@ -43,10 +44,9 @@ def resolve_device(device: str = "auto") -> str:
 
 def cpu_threads() -> int:
     """Cores this process may use (respects affinity masks and container CPU sets)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+    from pintopic.environment import usable_cores
+
+    return usable_cores()
 
 
 class TorchRunner:
@@ -85,25 +85,46 @@ def onnx_cache_path(backbone) -> "os.PathLike":
     return cache_dir("onnx") / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.onnx"
 
 
-def export_onnx(backbone) -> "os.PathLike":
-    """Export once (dynamic batch) into the cache, atomically; later calls reuse the file."""
+def export_onnx_graph(network, input_size, path, output_name: str = "features") -> "os.PathLike":
+    """Export ``network`` (uint8 NCHW pixels in) to ``path`` with a dynamic batch axis, atomically."""
     import torch
 
-    from pintopic.features.preprocess import pixels_to_features
     from pintopic.runio import atomic_path
+
+    example = torch.zeros(2, *input_size, dtype=torch.uint8)
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            network, (example,), str(tmp), dynamo=False, opset_version=ONNX_OPSET,
+            input_names=["input"], output_names=[output_name],
+            dynamic_axes={"input": {0: "batch"}, output_name: {0: "batch"}})
+    return path
+
+
+def ort_sessions(path, threads: int | None = None, sessions: int = 1) -> list:
+    """``sessions`` ONNX Runtime CPU sessions of the graph at ``path`` sharing ``threads`` cores between them."""
+    import onnxruntime as ort
+
+    threads = threads or cpu_threads()
+    count = max(1, min(int(sessions), threads))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, threads // count)
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Decoding workers share the cores: idle ORT threads must sleep, not spin.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return [ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]) for _ in range(count)]
+
+
+def export_onnx(backbone) -> "os.PathLike":
+    """Export a backbone once (dynamic batch) into the cache; later calls reuse the file."""
+    from pintopic.features.preprocess import pixels_to_features
 
     path = onnx_cache_path(backbone)
     if path.exists():
         return path
     network = pixels_to_features(backbone.model, backbone.preprocessing).cpu()
-    example = torch.zeros(2, *backbone.preprocessing.input_size, dtype=torch.uint8)
-    with atomic_path(path) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            network, (example,), str(tmp), dynamo=False, opset_version=ONNX_OPSET,
-            input_names=["input"], output_names=["features"],
-            dynamic_axes={"input": {0: "batch"}, "features": {0: "batch"}})
-    return path
+    return export_onnx_graph(network, backbone.preprocessing.input_size, path)
 
 
 class OnnxRunner:
@@ -117,20 +138,11 @@ class OnnxRunner:
     name = "onnxruntime"
 
     def __init__(self, backbone, threads: int | None = None, sessions: int = 1):
-        import onnxruntime as ort
-
         self.path = export_onnx(backbone)
         threads = threads or cpu_threads()
-        count = max(1, min(int(sessions), threads))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, threads // count)
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Decoding workers share the cores: idle ORT threads must sleep, not spin.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.sessions = [ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-                         for _ in range(count)]
-        self.layout = f"{count} session(s) x {options.intra_op_num_threads} thread(s)"
+        self.sessions = ort_sessions(self.path, threads, sessions)
+        count = len(self.sessions)
+        self.layout = f"{count} session(s) x {max(1, threads // count)} thread(s)"
         self._pool = None
         if count > 1:
             from concurrent.futures import ThreadPoolExecutor

@@ -21,68 +21,19 @@ from pathlib import Path
 import numpy as np
 
 from pintopic.errors import PintopicError
+from pintopic.features.finetuned import (
+    FINETUNE_JSON,
+    HEAD_FILE,
+    MODEL_FILE,
+    PREFIX,
+    finetune_root,
+)
 
-PREFIX = "finetuned:"
-FINETUNE_JSON = "finetune.json"
-MODEL_FILE = "model.safetensors"
-HEAD_FILE = "head.safetensors"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CHECKPOINT_JSON = "checkpoint.json"
 CACHE_CHUNK_ROWS = 256
 #: Bumped when a change here changes the trained weights, so stale checkpoints are not resumed.
 TRAINING_VERSION = 1
-
-
-# -- the finetuned backbone as a registry entry -------------------------------------------------------
-
-def finetune_root(run_dir: str | os.PathLike) -> Path:
-    return Path(run_dir) / "finetune"
-
-
-def qualify_backbone(name: str, run_dir: str | os.PathLike | None = None) -> str:
-    """``finetuned:<name>`` of a run -> ``finetuned:<absolute folder>``; any other name is returned unchanged."""
-    if not name.startswith(PREFIX):
-        return name
-    target = name[len(PREFIX):]
-    candidates = [Path(target)]
-    if run_dir is not None and target and "/" not in target and os.sep not in target:
-        candidates.insert(0, finetune_root(run_dir) / target)
-    for folder in candidates:
-        if (folder / FINETUNE_JSON).is_file():
-            return PREFIX + str(folder.resolve())
-    return name
-
-
-def finetuned_folder(name: str) -> Path:
-    """The weights folder a ``finetuned:`` name points at, checked to hold a finished fine-tune."""
-    folder = Path(name[len(PREFIX):]).expanduser()
-    if not (folder / FINETUNE_JSON).is_file() or not (folder / MODEL_FILE).is_file():
-        raise PintopicError(
-            f"backbone {name!r}: {folder} is not a finished fine-tune (no {FINETUNE_JSON} / {MODEL_FILE}); "
-            "run `pintopic finetune RUN` first, or name it finetuned:<name> with the run given")
-    return folder.resolve()
-
-
-def finetuned_info(name: str) -> dict:
-    from pintopic.runio import read_json
-
-    return read_json(finetuned_folder(name) / FINETUNE_JSON)
-
-
-def build_finetuned(name: str):
-    """``(model, data_config, source)`` for a ``finetuned:`` backbone: the base architecture with the trained weights."""
-    import timm
-    import torch
-
-    from pintopic.features.weights import load_weights_file
-
-    folder = finetuned_folder(name)
-    info = finetuned_info(name)
-    torch.manual_seed(0)
-    model = timm.create_model(info["base_model"], pretrained=False, num_classes=0)
-    load_weights_file(model, folder / MODEL_FILE)
-    config = dict(info["preprocessing"])
-    return model, config, f"file:{folder / MODEL_FILE}"
 
 
 # -- splitting a timm model into frozen trunk and trainable tail --------------------------------------
@@ -168,27 +119,15 @@ class TrunkRunner:
                     raise PintopicError(f"ONNX export of the frozen trunk failed: {error}") from None
         if self.session is None:
             self.network = self.network.to(device)
-            torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+            from pintopic.environment import usable_cores
+
+            torch.set_num_threads(usable_cores())
 
     def _onnx_session(self, preprocessing, path: Path):
-        import warnings
+        from pintopic.features.runtime import export_onnx_graph, ort_sessions
 
-        import onnxruntime as ort
-        import torch
-
-        from pintopic.features.onnx_runtime import ONNX_OPSET, cpu_threads
-        from pintopic.runio import atomic_path
-
-        example = torch.zeros(2, *preprocessing.input_size, dtype=torch.uint8)
-        with atomic_path(path) as tmp, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(self.network, (example,), str(tmp), dynamo=False, opset_version=ONNX_OPSET,
-                              input_names=["input"], output_names=["maps"],
-                              dynamic_axes={"input": {0: "batch"}, "maps": {0: "batch"}})
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = cpu_threads()
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        export_onnx_graph(self.network, preprocessing.input_size, path, output_name="maps")
+        return ort_sessions(path)[0]
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         import torch
@@ -205,7 +144,7 @@ def _cache_trunk(folder: Path, tasks, trunk_runner, preprocessing, *, views: int
 
     Returns the ids that decoded and the failures ``{image_id: {status, reason}}``.
     """
-    from pintopic.features.extraction import decoded_batches
+    from pintopic.features.decoding import decoded_batches
     from pintopic.features.preprocess import ImagePreprocessor
     from pintopic.runio import read_json, write_json, write_npy
 
@@ -336,13 +275,22 @@ def finetune(run_dir: str | os.PathLike, *, backbone: str = "lite0", stages: int
     import pyarrow as pa
     import torch
 
-    from pintopic.classify.split import load_or_make_split
-    from pintopic.dataset import image_file, load_sample
-    from pintopic.features.extraction import _library_versions, _machine, default_workers
-    from pintopic.features.onnx_runtime import resolve_device
-    from pintopic.features.registry import build_backbone, slug
-    from pintopic.runio import (RunLock, read_json, run_paths, settings_hash, stage_is_complete, write_json,
-                                write_parquet)
+    from pintopic.dataset.manifest import image_file, load_sample
+    from pintopic.dataset.split import load_or_make_split
+    from pintopic.environment import library_versions, machine
+    from pintopic.features.builder import build_backbone
+    from pintopic.features.decoding import default_workers
+    from pintopic.features.registry import slug
+    from pintopic.features.runtime import resolve_device
+    from pintopic.runio import (
+        RunLock,
+        read_json,
+        run_paths,
+        settings_hash,
+        stage_is_complete,
+        write_json,
+        write_parquet,
+    )
 
     run_dir = Path(run_dir)
     if backbone.startswith(PREFIX):
@@ -498,7 +446,7 @@ def finetune(run_dir: str | os.PathLike, *, backbone: str = "lite0", stages: int
             "device": device, "trunk_cache_seconds": round(cache_seconds, 2),
             "seconds_this_invocation": round(time.perf_counter() - started, 2),
             "weights": MODEL_FILE, "head": HEAD_FILE, "spec": PREFIX + str(folder.resolve()),
-            "versions": _library_versions(), "machine": _machine(),
+            "versions": library_versions(), "machine": machine(),
             "settings": settings, "settings_hash": settings_hash(settings),
         }
         write_json(folder / FINETUNE_JSON, info)

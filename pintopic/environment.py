@@ -1,0 +1,45 @@
+"""What this process runs on: usable cores, the machine, and the versions of the libraries that shape results.
+
+Recorded in every stage's outputs (feature stores, fine-tunes, the report) so a number can be traced to
+the software and hardware that produced it.
+"""
+from __future__ import annotations
+
+import os
+import platform
+
+#: Libraries whose versions are recorded beside results.
+LIBRARIES = ("pintopic", "torch", "torchvision", "timm", "onnxruntime", "onnx", "numpy", "pillow", "scikit-learn",
+             "pandas", "pyarrow", "matplotlib", "open_clip_torch")
+
+
+def usable_cores() -> int:
+    """Cores this process may use (respects affinity masks and container CPU sets)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def library_versions(names=LIBRARIES) -> dict[str, str]:
+    """Installed versions of ``names`` (libraries that are not installed are left out)."""
+    from importlib import metadata
+
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def machine() -> dict[str, str | int]:
+    """OS, Python, processor and core counts of this machine."""
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count() or 1,
+        "cores_usable": usable_cores(),
+    }

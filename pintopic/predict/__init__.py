@@ -1,0 +1,28 @@
+"""Predicting categories for new images with a saved model folder (a pair's or the ensemble's).
+
+Public API (imported on first use): :func:`predict`, :func:`load_predictor`, :func:`predict_with_members`,
+:func:`expand_inputs`, :func:`format_predictions`, :func:`zero_shot_predict`. Modules: ``predictor``
+(loading models, embedding once per backbone, averaging), ``inputs`` (which files), ``formats`` (output text),
+``zeroshot`` (category names only).
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "predict": "pintopic.predict.predictor",
+    "load_predictor": "pintopic.predict.predictor",
+    "predict_with_members": "pintopic.predict.predictor",
+    "predict_with_model": "pintopic.predict.predictor",
+    "expand_inputs": "pintopic.predict.inputs",
+    "format_predictions": "pintopic.predict.formats",
+    "zero_shot_predict": "pintopic.predict.zeroshot",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'pintopic.predict' has no attribute {name!r}")
