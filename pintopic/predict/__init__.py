@@ -1,7 +1,7 @@
 """Predicting categories for new images with a saved model folder (a pair's or the ensemble's).
 
-Public API (imported on first use): :func:`predict`, :func:`load_predictor`, :func:`predict_with_members`,
-:func:`expand_inputs`, :func:`format_predictions`, :func:`zero_shot_predict`. Modules: ``predictor``
+Public API (imported on first use): :func:`predict`, :class:`Predictor`, :func:`load_predictor`,
+:func:`predict_with_model`, :func:`expand_inputs`, :func:`format_predictions`, :func:`zero_shot_predict`. Modules: ``predictor``
 (loading models, embedding once per backbone, averaging), ``inputs`` (which files), ``formats`` (output text),
 ``zeroshot`` (category names only).
 """
@@ -12,7 +12,7 @@ import importlib
 _EXPORTS = {
     "predict": "pintopic.predict.predictor",
     "load_predictor": "pintopic.predict.predictor",
-    "predict_with_members": "pintopic.predict.predictor",
+    "Predictor": "pintopic.predict.predictor",
     "predict_with_model": "pintopic.predict.predictor",
     "expand_inputs": "pintopic.predict.inputs",
     "format_predictions": "pintopic.predict.formats",
