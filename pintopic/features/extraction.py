@@ -189,20 +189,48 @@ def _compute(run_dir: Path, spec: str, shards: _Shards, backbone, runner, *, bat
             "runner": runner}
 
 
+def extraction_request(spec: str, *, pretrained: bool, weights: str | None, dtype: str, tta: str | None) -> dict:
+    """What was asked of a store, told without building the model: the name, where its weights come from, the
+    storage type, the augmentation, and the versions whose preprocessing rules the store key depends on."""
+    from pintopic.environment import library_versions
+    from pintopic.features.weights import weights_fingerprint
+
+    return {"spec": spec, "weights": weights_fingerprint(spec, pretrained, weights), "pretrained": bool(pretrained),
+            "dtype": dtype, "tta": tta or None, "versions": library_versions(("pintopic", "timm", "open_clip_torch"))}
+
+
+def _finished_store(features_dir: Path, tasks: list[ImageTask], request: dict, plan: dict) -> Path | None:
+    """A complete, intact store made for this same request and plan, found without building any model."""
+    from pintopic.features.store import complete_stores
+
+    for folder, meta in complete_stores(features_dir):
+        if meta.get("request") != request or any(meta.get(name) != value for name, value in plan.items()):
+            continue
+        shards = _Shards(folder, tasks, plan["shard_rows"], int(meta.get("dim", 0)), str(meta.get("dtype")))
+        if not shards.todo and meta.get("key") == folder.name:
+            return folder
+    return None
+
+
 def _extract_one(run_dir: Path, spec: str, tasks: list[ImageTask], *, batch_size: int, workers: int | None,
                  device: str, dtype: str, pretrained: bool, weights: str | None, runtime: str, tta: str | None,
                  progress: bool, shard_rows: int) -> Path:
     from pintopic.environment import library_versions, machine
     from pintopic.features.embed import prepared_backbone
 
+    plan = {"requested_ids_sha256": ids_checksum([task.image_id for task in tasks]), "shard_rows": shard_rows}
+    request = extraction_request(spec, pretrained=pretrained, weights=weights, dtype=dtype, tta=tta)
+    finished = _finished_store(run_paths(run_dir)["features"], tasks, request, plan)
+    if finished is not None:
+        return finished
     runner_settings = {"pretrained": pretrained, "weights": weights, "runtime": runtime, "device": device, "tta": tta}
     backbone, runner = prepared_backbone(spec, **runner_settings)
     key = store_key(backbone, dtype=dtype, tta=tta)
     folder = run_paths(run_dir)["features"] / key
     folder.mkdir(parents=True, exist_ok=True)
-    plan = {"requested_ids_sha256": ids_checksum([task.image_id for task in tasks]), "shard_rows": shard_rows}
     shards = _Shards(folder, tasks, shard_rows, backbone.dim, dtype)
     if _open_store(folder, key, plan, shards):
+        _record_request(folder, request)
         return folder
     work = _compute(run_dir, spec, shards, backbone, runner, batch_size=batch_size, workers=workers, progress=progress,
                     runner_settings=runner_settings)
@@ -218,9 +246,17 @@ def _extract_one(run_dir: Path, spec: str, tasks: list[ImageTask], *, batch_size
         "device": getattr(layer, "device", "cpu"), "runtime_layout": getattr(layer, "layout", None),
         "tta": tta or None, "failed": all_failed, "versions": library_versions(), "settings": settings,
         "settings_hash": settings_hash(settings), "batch_size": batch_size, **work, "machine": machine(),
+        "request": request,
     }
     write_json(folder / "meta.json", meta)
     return folder
+
+
+def _record_request(folder: Path, request: dict) -> None:
+    """Add the request to a complete store made before requests were recorded, so later reruns skip building."""
+    meta = read_json(folder / "meta.json")
+    if meta.get("request") != request:
+        write_json(folder / "meta.json", {**meta, "request": request})
 
 
 def extract(run_dir: str | os.PathLike, backbones: str | Sequence[str] = ("lite0",), *, batch_size: int = 32,
