@@ -150,8 +150,8 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from pintopic.classify.ensemble import PROBABILISTIC, Candidate, fit_ensemble
-    from pintopic.classify.grids import DEFAULT_GRIDS
+    from pintopic.classify.catalog import default_grids, probabilistic
+    from pintopic.classify.ensemble import Candidate, fit_ensemble
     from pintopic.classify.search import grid_search
     from pintopic.dataset import ingest, load_sample
     from pintopic.dataset.split import cv_folds, load_or_make_split
@@ -191,7 +191,7 @@ def main(argv=None) -> int:
     for backbone, classifier, metric, role, grid in configurations_tried:
         X_train, X_test = rows_of(backbone, train_ids), rows_of(backbone, test_ids)
         settings = {"backbone": backbone, "stores": load_backbone(run, backbone, args.tta, ids_only=True),
-                    "classifier": classifier, "metric": metric, "grid": grid or DEFAULT_GRIDS[classifier],
+                    "classifier": classifier, "metric": metric, "grid": grid or default_grids()[classifier],
                     "ids": ids_hash, "seed": args.seed, "cv": args.cv}
         cache = run / "results" / "beyond" / settings_hash(settings, 16)
         if stage_is_complete(cache / "row.json", settings):  # a rerun only computes what changed
@@ -201,7 +201,7 @@ def main(argv=None) -> int:
             seconds = cached["seconds"]
         else:
             started = time.perf_counter()
-            search = grid_search(classifier, X_train, y_train, grid or DEFAULT_GRIDS[classifier], folds,
+            search = grid_search(classifier, X_train, y_train, grid or default_grids()[classifier], folds,
                                  metric=metric or "euclidean", seed=args.seed, n_jobs=args.n_jobs)
             seconds = time.perf_counter() - started
             save_model(search["model"], cache, {"classifier": classifier, "backbone": {"spec": backbone, "tta": args.tta}})
@@ -211,14 +211,14 @@ def main(argv=None) -> int:
         predicted = search["model"].predict(X_test)
         label = row_label(backbone, classifier, metric, settings["grid"])
         row = {"configuration": label, "backbone": backbone, "classifier": classifier, "metric": metric,
-               "role": role, "grid": grid or DEFAULT_GRIDS[classifier], "best_params": search["best_params"], "cv_f1_macro": search["cv_f1_macro"],
+               "role": role, "grid": grid or default_grids()[classifier], "best_params": search["best_params"], "cv_f1_macro": search["cv_f1_macro"],
                "test_f1_macro": float(f1_score(y_test, predicted, average="macro")),
                "test_accuracy": float(accuracy_score(y_test, predicted)), "seconds": round(seconds, 1),
                "dim": int(X_train.shape[1])}
         rows.append(row)
         print(f"{label:45s} cv {row['cv_f1_macro']:.4f} test {row['test_f1_macro']:.4f} {seconds:7.1f}s "
               f"{row['best_params']}", file=sys.stderr, flush=True)
-        if classifier in PROBABILISTIC and classifier in args.ensemble_from.split(","):
+        if classifier in probabilistic() and classifier in args.ensemble_from.split(","):
             candidates.append(Candidate(label, classifier, search["best_params"], X_train, X_test, search["model"],
                                         metric or "euclidean"))
     if not args.no_ensemble and len(candidates) > 1:

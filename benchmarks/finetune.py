@@ -43,7 +43,7 @@ def validation_scores(run: Path, finetune_folder: Path, backbones: dict[str, str
     """Macro-F1 on the fine-tune's validation fold of each classifier grid-searched on the fine-tune's training rows."""
     import pandas as pd
 
-    from pintopic.classify.grids import resolve_grids
+    from pintopic.classify.catalog import resolve_grids
     from pintopic.classify.metrics import classification_summary
     from pintopic.classify.search import grid_search
     from pintopic.dataset import load_sample

@@ -51,8 +51,8 @@ def test_rbf_fast_search_matches_plain_svc_cross_validation():
     """The precomputed-kernel search scores exactly what fitting SVC(kernel="rbf") per fold scores."""
     from sklearn.metrics import f1_score
 
-    from pintopic.classify.beyond import rbf_fold_scores
     from pintopic.classify.estimators import build_classifier
+    from pintopic.classify.rbf import rbf_fold_scores
     from pintopic.dataset.split import cv_folds
 
     X, y = blobs(spread=2.0)
@@ -65,7 +65,7 @@ def test_rbf_fast_search_matches_plain_svc_cross_validation():
 
 
 def test_multi_parameter_grids_are_resolved_and_checked():
-    from pintopic.classify.grids import resolve_grids
+    from pintopic.classify.catalog import resolve_grids
 
     grids = resolve_grids(["rbf", "logreg"], {"rbf": {"C": [1], "gamma": [2]}})
     assert grids["rbf"] == {"C": [1], "gamma": [2]} and grids["logreg"] == {"C": [0.001, 0.01, 0.1, 1]}
@@ -153,7 +153,7 @@ def test_fusion_extract_evaluate_and_embed_use_every_component(tmp_path):
 
 
 def test_weighted_knn_votes_by_similarity_and_matches_its_fold_search():
-    from pintopic.classify.beyond import WeightedKNN, softmax_votes, wknn_fold_scores
+    from pintopic.classify.wknn import WeightedKNN, softmax_votes, wknn_fold_scores
 
     # one near neighbour of class b outvotes four farther ones of class a at a low temperature only
     distances = np.array([[0.01, 0.2, 0.2, 0.2, 0.2]])
@@ -180,7 +180,7 @@ def test_weighted_knn_votes_by_similarity_and_matches_its_fold_search():
 
 def test_whitening_equalises_the_variance_of_correlated_blocks():
     """A feature block copied ten times dominates cosine similarity; whitening gives it one direction's weight."""
-    from pintopic.classify.beyond import fit_whitening
+    from pintopic.classify.wknn import fit_whitening
 
     rng = np.random.default_rng(0)
     signal = rng.normal(size=(400, 1))
@@ -196,7 +196,7 @@ def test_shrinkage_lda_is_one_linear_map_equal_to_sklearn_on_the_projection():
     from sklearn.decomposition import PCA
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-    from pintopic.classify.beyond import ShrinkageLDA
+    from pintopic.classify.lda import ShrinkageLDA
 
     X, y = blobs(spread=2.0, dim=24)
     model = ShrinkageLDA(shrinkage=0.3, n_components=8).fit(X, y)

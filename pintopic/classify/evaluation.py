@@ -77,7 +77,7 @@ class Protocol:
 
 
 def _protocol(run_dir, results_dir: Path, *, classifiers, grids, cv, test_size, split, seed, metric, n_jobs) -> Protocol:
-    from pintopic.classify.grids import resolve_grids
+    from pintopic.classify.catalog import resolve_grids
     from pintopic.dataset.manifest import load_sample
     from pintopic.dataset.split import load_or_make_split, split_groups
     from pintopic.runio import settings_hash
@@ -139,20 +139,6 @@ def _pair_settings(store: _StoreRows, classifier: str) -> dict:
     }
 
 
-def _search(classifier: str, store: _StoreRows, X_train, y_train, folds) -> dict:
-    from pintopic.classify.search import grid_search
-
-    protocol = store.protocol
-    grid = protocol.grids[classifier]
-    if classifier == "zeroshot":  # text embeddings of the category names from the backbone's own text tower
-        from pintopic.classify.zeroshot import zero_shot_search
-
-        return zero_shot_search(store.meta["spec"], X_train, y_train, grid, folds,
-                                pretrained=bool(store.meta.get("pretrained", True)))
-    return grid_search(classifier, X_train, y_train, grid, folds, metric=protocol.metric, seed=protocol.seed,
-                       n_jobs=protocol.n_jobs)
-
-
 def _fit_pair(classifier: str, store: _StoreRows, model_dir: Path) -> dict:
     """Search, refit, score on the test part; write the pair's confusion matrix, predictions and model; return its row."""
     from pintopic.classify.estimators import class_scores
@@ -162,12 +148,14 @@ def _fit_pair(classifier: str, store: _StoreRows, model_dir: Path) -> dict:
         top_predictions,
     )
     from pintopic.classify.persist import save_model
+    from pintopic.classify.search import grid_search
     from pintopic.runio import write_parquet, write_text
 
     protocol, meta = store.protocol, store.meta
     X_train, y_train, X_test, y_test, _, test_ids, folds = store.parts()
     started = time.perf_counter()
-    search = _search(classifier, store, X_train, y_train, folds)
+    search = grid_search(classifier, X_train, y_train, protocol.grids[classifier], folds, metric=protocol.metric,
+                         seed=protocol.seed, n_jobs=protocol.n_jobs, backbone=meta)
     fit_seconds = time.perf_counter() - started
     model = search.pop("model")
     scores, kind = class_scores(model, X_test)
@@ -206,9 +194,12 @@ def _pair_row(classifier: str, store: _StoreRows) -> tuple[dict, dict, Path]:
 
 def _applies(classifier: str, meta: dict) -> bool:
     """Whether a classifier gets a cell for this store (``ensemble`` is built after all stores; zero-shot needs a text tower)."""
-    if classifier == "ensemble":
+    from pintopic.classify.catalog import entry
+
+    item = entry(classifier)
+    if item.build is None and item.search is None:
         return False
-    return classifier != "zeroshot" or meta.get("library") == "openclip"
+    return item.needs_library is None or meta.get("library") == item.needs_library
 
 
 def _ensemble(protocol: Protocol, members: list[dict], max_members: int) -> dict:
@@ -267,7 +258,7 @@ def evaluate(run_dir: str | os.PathLike, *, backbones=None, classifiers=("knn", 
     """Run the study's protocol on every (or the given) feature store; write and return results.json's content."""
     from tqdm.auto import tqdm
 
-    from pintopic.classify.ensemble import PROBABILISTIC
+    from pintopic.classify.catalog import probabilistic
     from pintopic.features.finetuned import qualify_backbone
     from pintopic.features.fusion import find_stores
     from pintopic.runio import RunLock, run_paths
@@ -295,7 +286,7 @@ def evaluate(run_dir: str | os.PathLike, *, backbones=None, classifiers=("knn", 
                 row, settings, model_dir = _pair_row(classifier, store)
                 warn_if_below_chance(row["test_f1_macro"], len(protocol.categories), f"{row['backbone']} + {classifier}")
                 rows.append(row)
-                if classifier in PROBABILISTIC:  # classifiers whose probabilities an ``ensemble`` cell may average
+                if classifier in probabilistic():  # classifiers whose probabilities an ``ensemble`` cell may average
                     members.append({"spec": row["backbone"], "classifier": classifier, "params": row["best_params"],
                                     "folder": folder, "meta": meta, "metric": metric, "record": settings,
                                     "model_dir": model_dir})

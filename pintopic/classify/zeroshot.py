@@ -11,13 +11,14 @@ from typing import Sequence
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from pintopic.classify.saver import Saver
 from pintopic.errors import PintopicError
 
 
 def _default_templates() -> tuple[str, ...]:
-    from pintopic.classify.grids import DEFAULT_GRIDS
+    from pintopic.classify.catalog import ENTRIES
 
-    return tuple(DEFAULT_GRIDS["zeroshot"]["templates"][0])
+    return tuple(ENTRIES["zeroshot"].grid["templates"][0])
 
 
 #: The prompt templates used unless configured (``[classify.grids] zeroshot = {templates = [[...]]}``).
@@ -128,3 +129,18 @@ def zero_shot_search(spec: str, X_train, y_train, grid: dict, folds, *, pretrain
     best = int(np.argmax([r["mean_f1_macro"] for r in results]))
     return {"best_params": results[best]["params"], "cv_f1_macro": results[best]["mean_f1_macro"],
             "cv_results": results, "model": pipelines[best]}
+
+
+def search(X_train, y_train, grid: dict, folds, context, backbone: dict) -> dict:
+    """The catalog's search hook: the backbone's own text tower scores each template set (see :func:`zero_shot_search`)."""
+    return zero_shot_search(backbone["spec"], X_train, y_train, grid, folds, pretrained=bool(backbone.get("pretrained", True)))
+
+
+def _restore(model, arrays: dict):
+    return model.set_class_embeddings(arrays["class_embeddings_"], arrays["classes_"])
+
+
+SAVERS = {"ZeroShotClassifier": Saver(
+    cls=lambda **params: ZeroShotClassifier(**params), params=("logit_scale",),
+    arrays=lambda model: {"class_embeddings_": model.class_embeddings_, "classes_": model.classes_},
+    restore=_restore)}

@@ -193,7 +193,7 @@ def extraction_request(spec: str, *, pretrained: bool, weights: str | None, dtyp
     """What was asked of a store, told without building the model: the name, where its weights come from, the
     storage type, the augmentation, and the versions whose preprocessing rules the store key depends on."""
     from pintopic.environment import library_versions
-    from pintopic.features.weights import weights_fingerprint
+    from pintopic.features.registry import weights_fingerprint
 
     return {"spec": spec, "weights": weights_fingerprint(spec, pretrained, weights), "pretrained": bool(pretrained),
             "dtype": dtype, "tta": tta or None, "versions": library_versions(("pintopic", "timm", "open_clip_torch"))}

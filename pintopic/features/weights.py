@@ -52,31 +52,6 @@ def lite_weights_file(architecture: str) -> Path | None:
     return files[0] if files else None
 
 
-def weights_fingerprint(name: str, pretrained: bool, weights: str | os.PathLike | None = None) -> dict:
-    """Where a backbone name's weights come from, told without building the model (no torch import):
-    the file's path, size and mtime when it is a local file (``--weights``, a Lite package, a fine-tune),
-    else the hub tag the name pins. Equal fingerprints mean the same weights are loaded."""
-    from pintopic.features.finetuned import MODEL_FILE, PREFIX
-    from pintopic.features.registry import PRESETS
-
-    def stat_of(path) -> dict:
-        info = os.stat(path)
-        return {"file": str(Path(path).resolve()), "size": info.st_size, "mtime_ns": info.st_mtime_ns}
-
-    if weights:
-        return stat_of(weights)
-    if name.startswith(PREFIX):
-        return stat_of(Path(name[len(PREFIX):]) / MODEL_FILE)
-    if not pretrained:
-        return {"random": "seed 0"}
-    base = name.split("@", 1)[0].split(":", 1)[-1]
-    model = PRESETS[base][0] if base in PRESETS else base
-    if model in LITE_PACKAGES:
-        path = lite_weights_file(model)
-        return stat_of(path) if path is not None else {"missing": model}
-    return {"hub": model}
-
-
 def state_dict_sha256(model) -> str:
     """sha256 over every parameter and buffer (name, shape, bytes): identifies the weights actually in use."""
     digest = hashlib.sha256()
