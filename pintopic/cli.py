@@ -66,7 +66,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     folder = finetune(
         args.run, backbone=args.backbone, stages=args.stages, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, patience=args.patience, views=args.views, device=args.device, runtime=args.runtime,
-        seed=args.seed, name=args.out, workers=args.workers, progress=not args.quiet,
+        seed=args.seed, name=args.out, workers=args.workers, test_size=args.test_size, split=args.split,
+        progress=not args.quiet,
     )
     info = finetuned_info(f"finetuned:{folder}")
     print(f"finetuned: {folder} (best validation macro-F1 {info['best_val_f1_macro']:.4f} at epoch {info['best_epoch']})")
@@ -74,12 +75,30 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grid_overrides(items: list[str]) -> dict:
+    """``["knn.k=1,5,10", ...]`` -> ``{"knn": {"k": [1, 5, 10]}}``, other parameters of that grid left at their defaults."""
+    from pintopic.classify.catalog import default_grids, entry
+    from pintopic.config import parse_list
+    from pintopic.errors import PintopicError
+
+    grids: dict[str, dict] = {}
+    for item in items:
+        name, _, rest = item.partition(".")
+        parameter, equals, text = rest.partition("=")
+        if not equals or not parameter or parameter not in entry(name).grid:
+            raise PintopicError(f"--grid expects CLASSIFIER.PARAM=VALUES with a parameter of that classifier's grid "
+                                f"({', '.join(f'{name}.{p}' for p in entry(name).grid)}), got {item!r}")
+        grids.setdefault(name, default_grids()[name])[parameter] = parse_list(text)
+    return grids
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pintopic.classify import evaluate
 
     results = evaluate(
         args.run, backbones=args.backbone, classifiers=args.classifier, cv=args.cv,
-        test_size=args.test_size, split=args.split, seed=args.seed, progress=not args.quiet,
+        test_size=args.test_size, split=args.split, seed=args.seed, metric=args.knn_metric,
+        grids=_grid_overrides(args.grid) or None, progress=not args.quiet,
     )
     print((Path(args.run) / "results" / "table.md").read_text())
     print(f"results: {Path(args.run) / 'results'} ({len(results['rows'])} rows)")
@@ -190,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="decoding processes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="folder name under RUN/finetune/ (default: <backbone>-s<stages>)")
+    p.add_argument("--split", default=None, help="only where the run has no split yet: stratified | group:user | "
+                   "group:board (default stratified); an existing split is always the one used")
+    p.add_argument("--test-size", type=float, default=None, help="only where the run has no split yet (default 0.2)")
 
     p = add("evaluate", _cmd_evaluate, "The study's protocol: split, grid-searched classifiers, macro-F1 table: RUN/results/.")
     p.add_argument("run")
@@ -199,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-size", type=float, default=0.2)
     p.add_argument("--split", default="stratified", help="stratified | group:user | group:board")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--knn-metric", default="euclidean", choices=["euclidean", "cosine"],
+                   help="distance of the knn classifier (the study: euclidean)")
+    p.add_argument("--grid", action="append", default=[], metavar="CLASSIFIER.PARAM=VALUES",
+                   help="replace a grid, e.g. --grid knn.k=1,5,10 (repeatable; like classify.grids in a config)")
 
     p = add("predict", _cmd_predict, "Top-k categories for images with a fitted model folder.")
     p.add_argument("model_dir", help="a model folder (RUN/results/models/...), or with --zero-shot the first image")

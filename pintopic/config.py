@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "max_pixels": 0,  # 0 = Pillow's default limit
         "workers": 0,  # 0 = one per CPU
+        "decode_cache": True,  # small lossless copies of costly files (alpha/palette, very large) for extract
         # backbones whose exact model inputs ingest stores for extract (N x 3 x H x W bytes per input size);
         # "auto": features.backbones when that takes at most 2 GiB, [] for none
         "pixel_cache": "auto",
@@ -38,6 +39,8 @@ DEFAULTS: dict[str, Any] = {
         "dtype": "float32",
         "tta": "",
         "workers": 0,
+        "weights": "",  # a local weights file for the (single) backbone; "" = its own
+        "all_rows": False,  # every ok manifest row, not only the sample
     },
     "finetune": {  # trained before extraction when enabled; list "finetuned:<out>" in features.backbones to use it
         "enabled": False,
@@ -56,9 +59,10 @@ DEFAULTS: dict[str, Any] = {
         "test_size": 0.2,
         "cv": 5,
         "seed": 0,
+        "knn_metric": "euclidean",  # or "cosine"
         "grids": {},
     },
-    "report": {"enabled": True},
+    "report": {"enabled": True, "screenshot": "", "screenshot_height": 900},  # screenshot: a PNG path, "" = none
 }
 
 
@@ -80,6 +84,14 @@ def _parse_value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+
+
+def parse_list(text: str) -> list:
+    """A TOML list (``[1, 5]``) or comma-separated values, each read as a TOML literal (``1,5,0.5`` -> ``[1, 5, 0.5]``)."""
+    value = _parse_value(text.strip())
+    if isinstance(value, list):
+        return value
+    return [_parse_value(part.strip()) for part in str(text).split(",") if part.strip()]
 
 
 def apply_overrides(config: dict, overrides: list[str]) -> dict:

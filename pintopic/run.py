@@ -62,7 +62,7 @@ def run_study(config_path: str | Path, overrides: list[str] | None = None, progr
             data["source"], run, layout=data["layout"], exclude=data["exclude"],
             per_category=_none_if_zero(data["per_category"]), min_per_category=data["min_per_category"],
             seed=data["seed"], max_pixels=_none_if_zero(data["max_pixels"]),
-            workers=_none_if_zero(data["workers"]), progress=progress,
+            workers=_none_if_zero(data["workers"]), progress=progress, decode_cache=data["decode_cache"],
         )
         _pixel_caches(run, data, feats, progress)
         timings["ingest"] = time.perf_counter() - started
@@ -75,8 +75,8 @@ def run_study(config_path: str | Path, overrides: list[str] | None = None, progr
             finetune(
                 run, backbone=tune["backbone"], stages=tune["stages"], epochs=tune["epochs"],
                 batch_size=tune["batch_size"], lr=tune["lr"], patience=tune["patience"], views=tune["views"],
-                device=feats["device"], seed=clf["seed"], name=tune["out"] or None, test_size=clf["test_size"],
-                split=clf["split"], workers=_none_if_zero(feats["workers"]), progress=progress,
+                device=feats["device"], runtime=feats["runtime"], seed=clf["seed"], name=tune["out"] or None,
+                test_size=clf["test_size"], split=clf["split"], workers=_none_if_zero(feats["workers"]), progress=progress,
             )
             timings["finetune"] = time.perf_counter() - started
 
@@ -86,7 +86,8 @@ def run_study(config_path: str | Path, overrides: list[str] | None = None, progr
         stores = extract(
             run, feats["backbones"], batch_size=feats["batch_size"], workers=_none_if_zero(feats["workers"]),
             device=feats["device"], dtype=feats["dtype"], pretrained=feats["pretrained"],
-            runtime=feats["runtime"], tta=feats["tta"] or None, progress=progress,
+            runtime=feats["runtime"], tta=feats["tta"] or None, progress=progress, weights=feats["weights"] or None,
+            all_rows=feats["all_rows"],
         )
         timings["extract"] = time.perf_counter() - started
 
@@ -96,7 +97,7 @@ def run_study(config_path: str | Path, overrides: list[str] | None = None, progr
         results = evaluate(
             run, backbones=feats["backbones"], classifiers=clf["classifiers"], cv=clf["cv"],
             test_size=clf["test_size"], split=clf["split"], seed=clf["seed"],
-            grids=clf["grids"] or None, progress=progress,
+            grids=clf["grids"] or None, metric=clf["knn_metric"], progress=progress,
         )
         timings["evaluate"] = time.perf_counter() - started
 
@@ -113,6 +114,10 @@ def run_study(config_path: str | Path, overrides: list[str] | None = None, progr
             from pintopic.report import build_report
 
             build_report(run)  # a no-op when its inputs (run.json included) are unchanged
+            if config["report"]["screenshot"]:
+                from pintopic.report.screenshot import screenshot
+
+                screenshot(report_path, config["report"]["screenshot"], height=config["report"]["screenshot_height"])
     table = run / "results" / "table.md"
     if table.exists():
         print(table.read_text(encoding="utf-8"))

@@ -175,3 +175,27 @@ enabled = false
     (row,) = summary["results_json"]["rows"]
     assert row["backbone"] == f"finetuned:{(tmp_path / 'run' / 'finetune' / 'ft').resolve()}"
     assert "finetune" in summary["timings"]
+
+
+def test_finetune_trains_on_the_runs_own_split_never_a_new_one(tiny_folders, tmp_path):
+    """Regression: after `evaluate --split group:user`, finetune rewrote split.parquet as a stratified split and
+    could train on images the group split held out for testing."""
+    from pintopic.dataset import ingest, load_sample, make_crawl
+    from pintopic.dataset.split import load_or_make_split, training_split
+    from pintopic.train.finetuning import finetune
+
+    crawl, run = tmp_path / "crawl", tmp_path / "run"
+    make_crawl(tiny_folders, crawl, users=6, seed=0)
+    ingest(crawl, run, min_per_category=1, progress=False)
+    sample = load_sample(run)
+    grouped, _ = load_or_make_split(run / "results", sample, test_size=0.2, split="group:user", seed=0)
+    recorded = (run / "results" / "split.parquet").read_bytes()
+
+    with pytest.raises(PintopicError, match="this run's split is group:user"):
+        finetune(run, split="stratified", epochs=1, progress=False)
+    frame, settings = training_split(run / "results", sample, seed=3)  # what finetune uses by default
+    assert settings["split"] == "group:user" and frame.equals(grouped)
+    assert (run / "results" / "split.parquet").read_bytes() == recorded
+    test_users = set(sample.set_index("image_id").loc[frame.loc[frame["part"] == "test", "image_id"], "user"])
+    train_users = set(sample.set_index("image_id").loc[frame.loc[frame["part"] == "train", "image_id"], "user"])
+    assert test_users and not test_users & train_users

@@ -107,3 +107,40 @@ def cv_folds(y, groups=None, *, n_splits: int = 5, seed: int = 0) -> list[tuple[
         return [(train, val) for train, val in splitter.split(np.zeros(len(y)), y)]
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     return [(train, val) for train, val in splitter.split(np.zeros(len(y)), y, groups)]
+
+
+def recorded_split(results_dir: str | Path, sample):
+    """``(frame, settings)`` of the split already made for this exact sample (``results/split.*``), or None."""
+    import pandas as pd
+
+    from pintopic.runio import read_json, stage_is_complete
+
+    results_dir = Path(results_dir)
+    try:
+        recorded = read_json(results_dir / "split.json")
+        settings = split_settings(sample, test_size=recorded["test_size"], split=recorded["split"], seed=recorded["seed"])
+    except (OSError, ValueError, KeyError, TypeError, PintopicError):
+        return None
+    if not stage_is_complete(results_dir / "split.json", settings) or not (results_dir / "split.parquet").exists():
+        return None  # another sample (or a damaged record): not this sample's split
+    return pd.read_parquet(results_dir / "split.parquet"), settings
+
+
+def training_split(results_dir: str | Path, sample, *, test_size: float | None = None, split: str | None = None,
+                   seed: int = 0):
+    """The split a training step (a fine-tune) must respect: the run's own when one exists for this sample,
+    else a new one (default stratified, 0.2). Asking for other settings than the run's split is an error,
+    since training on the run's test images would make every later score on them meaningless."""
+    found = recorded_split(results_dir, sample)
+    if found is None:
+        return load_or_make_split(results_dir, sample, test_size=0.2 if test_size is None else test_size,
+                                  split=split or "stratified", seed=seed)
+    frame, settings = found
+    asked = {"test_size": None if test_size is None else float(test_size), "split": split}
+    differs = [f"{key} {value}" for key, value in asked.items() if value is not None and value != settings[key]]
+    if differs:
+        raise PintopicError(
+            f"this run's split is {settings['split']} (test size {settings['test_size']}, seed {settings['seed']}); "
+            f"training with {', '.join(differs)} could train on its test images. Leave --split/--test-size out to "
+            "use the run's split, or use a new run folder")
+    return frame, settings

@@ -252,22 +252,19 @@ def _params_text(params) -> str:
 def _results_section(contents: RunContents, best: dict | None) -> str:
     if contents.results is None:
         return _missing("No results yet: run `pintopic evaluate RUN`.")
+    from pintopic.classify.tables import AVERAGE, results_table, row_key
+
     rows = contents.results["rows"]
-    backbones = list(dict.fromkeys(str(row.get("key") or row.get("backbone")) for row in rows))
-    classifiers = list(dict.fromkeys(str(row.get("classifier")) for row in rows))
-    label_of = {str(row.get("key") or row.get("backbone")): str(row.get("backbone")) for row in rows}
-    cell = {(str(row.get("key") or row.get("backbone")), str(row.get("classifier"))): row for row in rows}
+    backbones, classifiers, means = results_table(rows)
+    spec_of = {row_key(row): str(row.get("backbone")) for row in rows}
+    cell = {(row_key(row), str(row.get("classifier"))): row for row in rows}
 
     def test_score(backbone, classifier):
         row = cell.get((backbone, classifier))
         return _number(row.get("test_f1_macro")) if row else None
 
-    def mean(values):
-        values = [v for v in values if v is not None]
-        return sum(values) / len(values) if values else None
-
-    row_means = {b: mean(test_score(b, c) for c in classifiers) for b in backbones}
-    column_means = {c: mean(test_score(b, c) for b in backbones) for c in classifiers}
+    row_means = {b: _number(means[(b, AVERAGE)]) for b in backbones}
+    column_means = {c: _number(means[(AVERAGE, c)]) for c in classifiers}
     every = [v for v in [test_score(b, c) for b in backbones for c in classifiers] if v is not None]
     low, high = (min(every), max(every)) if every else (0.0, 1.0)
     best_cell = max(every) if every else None
@@ -296,8 +293,8 @@ def _results_section(contents: RunContents, best: dict | None) -> str:
                      f'<div class="params">{escape(_params_text(row.get("best_params")))}</div>')
             cells.append(colored(score, inner, "best" if row is best else ""))
         cells.append(colored(row_means[backbone], f'<div class="score">{_fmt(row_means[backbone])}</div>', "avg"))
-        key_note = f'<div class="muted">{escape(backbone)}</div>' if label_of[backbone] != backbone else ""
-        body.append(f"<tr><th>{escape(label_of[backbone])}{key_note}</th>{''.join(cells)}</tr>")
+        key_note = f'<div class="muted">{escape(backbone)}</div>' if spec_of[backbone] != backbone else ""
+        body.append(f"<tr><th>{escape(spec_of[backbone])}{key_note}</th>{''.join(cells)}</tr>")
     average_cells = "".join(colored(column_means[c], f'<div class="score">{_fmt(column_means[c])}</div>') for c in classifiers)
     body.append(f"<tr><th>average</th>{average_cells}<td class=\"cell avg\"></td></tr>")
     table = (f'<div class="scroll"><table class="heat" id="results-table"><thead><tr><th>features \\ classifier</th>{head}'
