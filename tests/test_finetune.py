@@ -139,8 +139,9 @@ def test_finetune_resumes_after_kill_and_is_a_backbone_like_any_other(tiny_folde
     assert not errors
     np.testing.assert_allclose(vectors, X[:4], rtol=1e-4, atol=1e-4)
 
-    predict_module = pytest.importorskip("pintopic.predict.predictor")
-    predictions = predict_module.predict(run / "results" / "models" / f"{store.name}__knn", paths[:2], top_k=2)
+    from pintopic.predict import predict
+
+    predictions = predict(run / "results" / "models" / f"{store.name}__knn", paths[:2], top_k=2)
     assert len(predictions) == 2 and not any(p.get("error") for p in predictions)
 
 

@@ -125,7 +125,6 @@ def test_extract_and_evaluate_use_every_valid_image(hostile_run):
 
 @pytest.mark.timeout(600)
 def test_predict_answers_every_file_and_errors_per_file(hostile_run):
-    pytest.importorskip("pintopic.predict.predictor", reason="pintopic predict is not written yet")
     source, run, expected, peaks = hostile_run
     model = next((run / "results" / "models").glob("*__knn"))
     manifest = load_manifest(run).set_index("path")

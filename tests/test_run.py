@@ -42,7 +42,7 @@ def test_run_writes_every_output_and_reruns_touch_nothing(tiny_study: Path):
     assert {row["classifier"] for row in results["rows"]} == {"knn", "lsvm", "nn"}
     for row in results["rows"]:
         assert row["n_train"] + row["n_test"] == 36
-        assert 0.0 <= row["test_f1_macro"] <= 1.0
+        assert row["test_f1_macro"] > 1 / 3  # above chance on three clearly coloured categories
         key = stores[0].parent.name
         assert (run / "results" / "confusion" / f"{key}__{row['classifier']}.csv").is_file()
         assert (run / "results" / "models" / f"{key}__{row['classifier']}").is_dir()

@@ -39,8 +39,13 @@ class ShrinkageLDA(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+        from sklearn.utils.multiclass import check_classification_targets
+        from sklearn.utils.validation import validate_data
 
-        X = np.asarray(X)
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        check_classification_targets(y)
+        if len(np.unique(y)) < 2:
+            raise ValueError("shrinkage LDA needs at least two classes in the training rows; got 1 class")
         pca = fitted_pca(X, self.n_components, self.random_state)
         lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage=float(self.shrinkage)).fit(pca.transform(X), y)
         coef = pca.components_.T @ lda.coef_.T  # (features, 1 or classes)
@@ -54,16 +59,25 @@ class ShrinkageLDA(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = self.coef_.shape[1]
         return self
 
+    def _discriminants(self, X) -> np.ndarray:
+        from sklearn.utils.validation import check_is_fitted, validate_data
+
+        check_is_fitted(self)
+        return validate_data(self, X, dtype=[np.float64, np.float32], reset=False) @ self.coef_.T + self.intercept_
+
     def decision_function(self, X) -> np.ndarray:
-        return np.asarray(X) @ self.coef_.T + self.intercept_
+        """One column per class; for two classes scikit-learn's convention, the second class's margin."""
+        scores = self._discriminants(X)
+        return scores[:, 1] - scores[:, 0] if len(self.classes_) == 2 else scores
 
     def predict_proba(self, X) -> np.ndarray:
         from scipy.special import softmax
 
-        return softmax(self.decision_function(X), axis=1)
+        return softmax(self._discriminants(X), axis=1)
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[self.decision_function(X).argmax(axis=1)]
+        discriminants = self._discriminants(X)
+        return self.classes_[discriminants.argmax(axis=1)]
 
 
 def lda_fold_scores(X, y_index, train, val, shrinkages, seed: int = 0) -> list[float]:

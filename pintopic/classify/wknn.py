@@ -58,7 +58,13 @@ class WeightedKNN(ClassifierMixin, BaseEstimator):
         self.whiten = whiten
 
     def fit(self, X, y):
-        X = np.asarray(X)
+        from sklearn.utils.multiclass import check_classification_targets
+        from sklearn.utils.validation import validate_data
+
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        check_classification_targets(y)
+        if self.whiten > 0 and len(X) < 2:
+            raise ValueError(f"whitening needs at least 2 samples to estimate directions; got {len(X)} sample")
         mean, projection = fit_whitening(X, float(self.whiten)) if self.whiten > 0 else (None, None)
         return self.set_fitted(whitened(X, mean, projection), y, mean, projection)
 
@@ -74,12 +80,17 @@ class WeightedKNN(ClassifierMixin, BaseEstimator):
         return self
 
     def predict_proba(self, X) -> np.ndarray:
+        from sklearn.utils.validation import check_is_fitted, validate_data
+
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         k = min(int(self.n_neighbors), len(self.fit_X_))
         distances, neighbours = self.index_.kneighbors(whitened(X, self.whitening_mean_, self.whitening_), n_neighbors=k)
         return softmax_votes(distances, self.fit_y_[neighbours], len(self.classes_), float(self.temperature))
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        probabilities = self.predict_proba(X)
+        return self.classes_[probabilities.argmax(axis=1)]
 
 
 def wknn_fold_scores(X, y_index, train, val, settings) -> list[float]:
