@@ -10,7 +10,10 @@ APT_PACKAGES := openclipart-png chromium
 demo: setup apt-data
 	$(BIN)/pintopic run configs/demo.toml
 
+# The architecture contract (pyproject.toml) and the linter run before the tests.
 test: setup apt-data
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/ruff check pintopic tests benchmarks
 	$(BIN)/python -m pytest -q
 
 setup: $(VENV)/.installed

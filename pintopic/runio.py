@@ -11,8 +11,9 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pintopic.errors import RunLockedError
 
@@ -143,7 +144,7 @@ class RunLock:
     #: lock files this process already holds -> nesting depth (a stage called inside `pintopic run`)
     _held: dict[str, int] = {}
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         key = str(self.path.resolve())
         if key in RunLock._held:

@@ -51,12 +51,12 @@ def test_split_model_rejects_bad_stage_counts():
 def test_feature_level_augmentation_keeps_shape_and_is_seeded():
     import torch
 
-    from pintopic.train.finetuning import _augment_maps
+    from pintopic.train.finetuning import augment_maps
 
     maps = torch.arange(2 * 3 * 7 * 7, dtype=torch.float32).reshape(2, 3, 7, 7)
-    first = _augment_maps(maps, torch.Generator().manual_seed(1))
-    again = _augment_maps(maps, torch.Generator().manual_seed(1))
-    other = [_augment_maps(maps, torch.Generator().manual_seed(seed)) for seed in range(2, 8)]
+    first = augment_maps(maps, torch.Generator().manual_seed(1))
+    again = augment_maps(maps, torch.Generator().manual_seed(1))
+    other = [augment_maps(maps, torch.Generator().manual_seed(seed)) for seed in range(2, 8)]
     assert first.shape == maps.shape
     torch.testing.assert_close(first, again)
     assert any(not torch.equal(first, o) for o in other)

@@ -102,7 +102,7 @@ def test_extraction_killed_at_five_random_points_resumes_to_identical_features(t
     interrupted, done = 0, []
     for target, fraction in zip(targets, rng.uniform(0, 1, KILLS)):
         kill_at(command + [str(run)], fraction * duration / 23, wait_for_ready=True,
-                after=lambda: len(list((run / "features").glob("*/ids-*.parquet"))) >= target)
+                after=lambda target=target: len(list((run / "features").glob("*/ids-*.parquet"))) >= target)
         interrupted += not list((run / "features").glob("*/meta.json"))
         done.append(len(list((run / "features").glob("*/ids-*.parquet"))))
     assert interrupted >= KILLS - 1, f"only {interrupted} of {KILLS} kills landed before the end; the test proves little"
@@ -135,7 +135,7 @@ def test_pintopic_run_killed_at_five_random_points_resumes_to_identical_outputs(
     interrupted = 0
     for index, fraction in zip(milestones, rng.uniform(0, 1, KILLS)):
         gap = min(2.0, (written[index + 1][0] - written[index][0]) / 1e9)
-        interrupted += kill_at(command, fraction * gap, after=lambda: (run / written[index][1]).exists())
+        interrupted += kill_at(command, fraction * gap, after=lambda index=index: (run / written[index][1]).exists())
     assert interrupted >= KILLS - 1, f"only {interrupted} of {KILLS} kills landed before the end; the test proves little"
     run_study(tiny_study, progress=False)
     assert_same_outputs(run, reference)

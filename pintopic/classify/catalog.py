@@ -9,8 +9,8 @@ grids, on a rerun that fits nothing) imports no estimator library.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from pintopic.errors import PintopicError
 

@@ -54,7 +54,7 @@ class ShrinkageLDA(ClassifierMixin, BaseEstimator):
             coef, intercept = np.hstack([-coef / 2, coef / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
         return self.set_weights(coef.T, intercept, lda.classes_)
 
-    def set_weights(self, coef, intercept, classes) -> "ShrinkageLDA":
+    def set_weights(self, coef, intercept, classes) -> ShrinkageLDA:
         self.coef_, self.intercept_, self.classes_ = np.asarray(coef), np.asarray(intercept), np.asarray(classes)
         self.n_features_in_ = self.coef_.shape[1]
         return self

@@ -196,8 +196,8 @@ def _squared_hinge_path(X, y_index, n_classes, Cs, *, tol, max_iter, columns, it
         reference = np.linalg.norm(2.0 * C * features.T @ targets, axis=0) + 1e-30
         factors: list = [None] * n_columns  # Cholesky factors of an earlier Hessian at this C
         unfinished = np.arange(n_columns)  # a converged column's weights, hence its gradient, stay put
-        steps = 0
-        for steps in range(max_iter):
+        steps = max_iter
+        for iteration in range(max_iter):
             now_active[:, unfinished] = margins[:, unfinished] < 1.0
             _update_gram(gram, gram_valid, features, active, now_active, full_gram, unfinished)
             active[:, unfinished] = now_active[:, unfinished]
@@ -206,6 +206,7 @@ def _squared_hinge_path(X, y_index, n_classes, Cs, *, tol, max_iter, columns, it
             keep = np.linalg.norm(gradient, axis=0) > tol * reference[unfinished]
             unfinished, gradient = unfinished[keep], gradient[:, keep]
             if not len(unfinished):
+                steps = iteration
                 break
             direction = np.empty_like(gradient)
             # inexact Newton (Dembo et al. 1982): solve loosely far from the optimum, tightly near it
@@ -222,8 +223,6 @@ def _squared_hinge_path(X, y_index, n_classes, Cs, *, tol, max_iter, columns, it
                                       np.einsum("ij,ij->j", direction, direction), C)
             weights[:, unfinished] = current + step * direction
             margins[:, unfinished] += step * step_margins
-        else:
-            steps = max_iter
         iterations.append(steps)
         path.append(weights.copy())
     return path
@@ -237,7 +236,7 @@ class SquaredHingeSVC(ClassifierMixin, BaseEstimator):
         self.tol = tol
         self.max_iter = max_iter
 
-    def fit(self, X, y) -> "SquaredHingeSVC":
+    def fit(self, X, y) -> SquaredHingeSVC:
         from sklearn.utils.multiclass import check_classification_targets
         from sklearn.utils.validation import validate_data
 
@@ -252,7 +251,7 @@ class SquaredHingeSVC(ClassifierMixin, BaseEstimator):
         self.n_iter_ = iterations[0]
         return self.set_weights(weights, classes)
 
-    def set_weights(self, weights: np.ndarray, classes) -> "SquaredHingeSVC":
+    def set_weights(self, weights: np.ndarray, classes) -> SquaredHingeSVC:
         """Install a solution of :func:`squared_hinge_path` (bias in the last row) as the fitted state."""
         self.classes_ = np.asarray(classes)
         self.coef_ = np.ascontiguousarray(weights[:-1].T)

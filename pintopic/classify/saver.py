@@ -5,8 +5,9 @@ Each classifier module declares ``SAVERS = {class name: Saver}`` for the classes
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass(frozen=True)

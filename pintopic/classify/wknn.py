@@ -68,7 +68,7 @@ class WeightedKNN(ClassifierMixin, BaseEstimator):
         mean, projection = fit_whitening(X, float(self.whiten)) if self.whiten > 0 else (None, None)
         return self.set_fitted(whitened(X, mean, projection), y, mean, projection)
 
-    def set_fitted(self, fit_X, fit_y, mean=None, projection=None) -> "WeightedKNN":
+    def set_fitted(self, fit_X, fit_y, mean=None, projection=None) -> WeightedKNN:
         """Fitted state from stored arrays: the (projected) training rows, their labels and the whitening."""
         from sklearn.neighbors import NearestNeighbors
 

@@ -6,7 +6,7 @@ embedding has the highest cosine similarity with its image embedding. No trainin
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -42,12 +42,12 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         self.classes = classes
         self.logit_scale = logit_scale
 
-    def fit(self, X=None, y=None) -> "ZeroShotClassifier":
+    def fit(self, X=None, y=None) -> ZeroShotClassifier:
         if self.class_embeddings is None or self.classes is None:
             raise PintopicError("a zero-shot classifier needs class_embeddings and classes (from the text tower)")
         return self.set_class_embeddings(self.class_embeddings, self.classes)
 
-    def set_class_embeddings(self, class_embeddings, classes) -> "ZeroShotClassifier":
+    def set_class_embeddings(self, class_embeddings, classes) -> ZeroShotClassifier:
         """Install the (renormalised) text embeddings as the fitted state."""
         embeddings = _unit_rows(class_embeddings)
         if embeddings.shape[0] != len(classes):
@@ -115,7 +115,7 @@ def zero_shot_search(spec: str, X_train, y_train, grid: dict, folds, *, pretrain
     """
     from sklearn.metrics import f1_score
 
-    categories = sorted(set(str(c) for c in y_train))
+    categories = sorted({str(c) for c in y_train})
     y_train = np.asarray(y_train).astype(str)
     template_sets = [list(t) for t in grid.get("templates", [list(DEFAULT_TEMPLATES)])]
     results, pipelines = [], []

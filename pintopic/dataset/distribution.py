@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 #: Okabe-Ito blue for kept categories, a neutral grey (plus hatching, not colour alone) for left-out ones.
 KEPT_COLOR = "#0072B2"

@@ -18,8 +18,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from pintopic import __version__
 from pintopic.categories import normalize_category
@@ -210,7 +210,7 @@ def _build(listing: Listing, arguments: dict, layout: str, fingerprint: str, sta
     chosen = set(selected)
     sample_rows = [row for row in rows if row["image_id"] in chosen]
 
-    by_status = {status: 0 for status in STATUSES}
+    by_status = dict.fromkeys(STATUSES, 0)
     found_by_category: dict[str, int] = {}
     ok_by_category: dict[str, int] = {}
     for row in rows:

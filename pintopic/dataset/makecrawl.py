@@ -58,7 +58,7 @@ def make_crawl(folders_source, out, *, users: int = 20, seed: int = 0) -> dict:
         key = (user, category)
         if key not in board_of:
             board_of[key] = []
-            for number in range(1 + (rng.random() < 0.3)):
+            for _ in range(1 + (rng.random() < 0.3)):
                 title = rng.choice(_BOARD_TITLES).format(name=category.replace("_", " "))
                 slug = _slug(title)
                 taken = {board["slug"] for board in boards[user]}

@@ -17,9 +17,10 @@ import multiprocessing
 import os
 import stat
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 from pintopic.dataset.decode_cache import write_cached
 from pintopic.environment import usable_cores

@@ -6,7 +6,7 @@ and puts the L2-normalised blocks side by side, as the fused store is assembled.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -26,7 +26,7 @@ class Preprocessing:
     std: tuple[float, float, float]
 
     @classmethod
-    def from_data_config(cls, config: dict) -> "Preprocessing":
+    def from_data_config(cls, config: dict) -> Preprocessing:
         return cls(
             input_size=tuple(int(v) for v in config["input_size"]),
             interpolation=str(config.get("interpolation", "bicubic")),

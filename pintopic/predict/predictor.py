@@ -30,7 +30,7 @@ class Predictor:
     info: dict = field(default_factory=dict)
 
     @classmethod
-    def load(cls, model_dir: str | os.PathLike) -> "Predictor":
+    def load(cls, model_dir: str | os.PathLike) -> Predictor:
         """The predictor of a model folder: one member for a pair's model, the members for an ensemble's."""
         from pintopic.classify.ensemble import load_ensemble
         from pintopic.classify.persist import load_model, read_model_info

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 #: Okabe & Ito's colour-blind-safe qualitative palette (blue, orange, bluish green, vermillion, ...).
 OKABE_ITO: tuple[str, ...] = (

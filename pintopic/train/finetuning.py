@@ -197,7 +197,7 @@ def _load_cache(folder: Path, n_chunks: int, views: int) -> np.ndarray:
 
 # -- training -----------------------------------------------------------------------------------------
 
-def _augment_maps(maps, generator, min_scale: float = 0.6):
+def augment_maps(maps, generator, min_scale: float = 0.6):
     """Feature-level augmentation: a random resized crop of each map (back to full size) and a random flip."""
     import torch
     import torch.nn.functional as F
@@ -380,7 +380,7 @@ class _Training:
                        leave=False)
         for start in range(0, len(order), batch_size):
             rows, batch_views = order[start:start + batch_size], view_of[start:start + batch_size]
-            x = _augment_maps(torch.from_numpy(maps[batch_views, rows].astype(np.float32)), generator).to(self.device)
+            x = augment_maps(torch.from_numpy(maps[batch_views, rows].astype(np.float32)), generator).to(self.device)
             loss = self.loss_fn(self.head(self.tail(x)), torch.from_numpy(y[rows]).to(self.device))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -497,7 +497,7 @@ def finetune(run_dir: str | os.PathLike, *, backbone: str = "lite0", stages: int
                      views=views, batch_size=batch_size, progress=progress)
         base.model.cpu().eval()
         _save_tensors(folder / MODEL_FILE, base.model.state_dict())
-        _save_tensors(folder / HEAD_FILE, {k: v for k, v in training.head.state_dict().items()})
+        _save_tensors(folder / HEAD_FILE, dict(training.head.state_dict()))
         write_parquet(folder / "validation.parquet", pa.table({"image_id": pa.array([ids[i] for i in val_rows], pa.string())}))
         write_json(folder / FINETUNE_JSON, {
             "format": "pintopic-finetune", "base": base.spec.name, "base_model": base.spec.model,
