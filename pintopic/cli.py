@@ -144,20 +144,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pintopic", description=__doc__.splitlines()[0])
-    from pintopic import __version__
-
-    parser.add_argument("--version", action="version", version=f"pintopic {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def add(name: str, handler, help_text: str) -> argparse.ArgumentParser:
-        command = sub.add_parser(name, help=help_text, description=help_text)
-        command.set_defaults(handler=handler)
-        command.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
-        return command
-
-    p = add("ingest", _cmd_ingest, "Scan a collection, verify every image, write RUN/dataset/ (manifest, sample, distribution).")
+def _ingest_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="crawl folder, folders dataset, or CSV/Parquet table")
     p.add_argument("run", help="run folder")
     p.add_argument("--layout", default="auto", choices=["auto", "crawl", "folders", "table"])
@@ -173,15 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store the sample's exact model inputs for these backbones (comma-separated), decoded once for "
                         "all, so extract skips decoding (RUN/dataset/pixels/; N x 150 KB per 224x224 input size)")
 
-    p = add("make-crawl", _cmd_make_crawl, "Turn a folders dataset into a synthetic crawl (user/boards/pins) of the study's shape.")
+def _make_crawl_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="folders dataset: SOURCE/<category>/**/<image>")
     p.add_argument("out", help="output crawl folder")
     p.add_argument("--users", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
 
-    add("backbones", _cmd_backbones, "List backbone presets with dims, input size and weight availability.")
-
-    p = add("extract", _cmd_extract, "Turn sampled images into feature vectors: RUN/features/<key>/.")
+def _extract_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run")
     p.add_argument("--backbone", type=_csv_list, default=["lite0"], help="comma-separated backbone names (see `pintopic backbones`)")
     p.add_argument("--batch-size", type=int, default=32)
@@ -194,8 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="a local weights file for the (single) backbone")
     p.add_argument("--tta", default=None, choices=[None, "flip"], help="test-time augmentation averaged into each vector")
 
-    p = add("finetune", _cmd_finetune, "Train the last stages of a backbone on the training part: RUN/finetune/<name>/, "
-            "usable as backbone finetuned:<name>.")
+def _finetune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run")
     p.add_argument("--backbone", default="lite0", help="base backbone (a preset or timm:<name>)")
     p.add_argument("--stages", type=int, default=1, help="last stages trained (the earlier ones are frozen and cached)")
@@ -213,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "group:board (default stratified); an existing split is always the one used")
     p.add_argument("--test-size", type=float, default=None, help="only where the run has no split yet (default 0.2)")
 
-    p = add("evaluate", _cmd_evaluate, "The study's protocol: split, grid-searched classifiers, macro-F1 table: RUN/results/.")
+def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run")
     p.add_argument("--backbone", type=_csv_list, default=None, help="default: every extracted backbone")
     p.add_argument("--classifier", type=_csv_list, default=["knn", "lsvm", "nn"])
@@ -226,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", action="append", default=[], metavar="CLASSIFIER.PARAM=VALUES",
                    help="replace a grid, e.g. --grid knn.k=1,5,10 (repeatable; like classify.grids in a config)")
 
-    p = add("predict", _cmd_predict, "Top-k categories for images with a fitted model folder.")
+def _predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir", help="a model folder (RUN/results/models/...), or with --zero-shot the first image")
     p.add_argument("inputs", nargs="*", help="images or folders")
     p.add_argument("--top-k", type=int, default=3)
@@ -235,14 +219,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--categories", type=_csv_list, help="with --zero-shot: the categories to choose from")
     p.add_argument("--format", default="table", choices=["table", "json", "csv"])
 
-    p = add("report", _cmd_report, "Write RUN/report.html, a self-contained report of the run.")
+def _report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run")
     p.add_argument("--screenshot", metavar="PNG", help="also save a headless-Chromium screenshot of the report's top part")
     p.add_argument("--screenshot-height", type=int, default=900, metavar="PIXELS", help="screenshot height (width 1280)")
 
-    p = add("run", _cmd_run, "Run a whole study from a TOML config (ingest, extract, evaluate, report), reusing finished stages.")
+def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", default=str(Path(__file__).resolve().parent.parent / "configs" / "demo.toml"))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. dataset.per_category=20")
+
+
+#: Every command: (name, handler, help, arguments).
+COMMANDS = [
+    ("ingest", _cmd_ingest, "Scan a collection, verify every image, write RUN/dataset/ (manifest, sample, distribution).",
+     _ingest_arguments),
+    ("make-crawl", _cmd_make_crawl, "Turn a folders dataset into a synthetic crawl (user/boards/pins) of the study's shape.",
+     _make_crawl_arguments),
+    ("backbones", _cmd_backbones, "List backbone presets with dims, input size and weight availability.",
+     None),
+    ("extract", _cmd_extract, "Turn sampled images into feature vectors: RUN/features/<key>/.",
+     _extract_arguments),
+    ("finetune", _cmd_finetune, "Train the last stages of a backbone on the training part: RUN/finetune/<name>/, "
+                                "usable as backbone finetuned:<name>.",
+     _finetune_arguments),
+    ("evaluate", _cmd_evaluate, "The study's protocol: split, grid-searched classifiers, macro-F1 table: RUN/results/.",
+     _evaluate_arguments),
+    ("predict", _cmd_predict, "Top-k categories for images with a fitted model folder.",
+     _predict_arguments),
+    ("report", _cmd_report, "Write RUN/report.html, a self-contained report of the run.",
+     _report_arguments),
+    ("run", _cmd_run, "Run a whole study from a TOML config (ingest, extract, evaluate, report), reusing finished stages.",
+     _run_arguments),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pintopic import __version__
+
+    parser = argparse.ArgumentParser(prog="pintopic", description="Thematic categories for Pinterest-style board "
+                                     "images: the study's protocol (ingest, extract, evaluate, report) and beyond.")
+    parser.add_argument("--version", action="version", version=f"pintopic {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, handler, help_text, arguments in COMMANDS:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.set_defaults(handler=handler)
+        command.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+        if arguments is not None:
+            arguments(command)
     return parser
 
 

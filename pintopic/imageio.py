@@ -23,9 +23,6 @@ STATUSES = (
     "missing_image", "bad_metadata", "no_category", "excluded_category", "duplicate", "conflict",
 )
 
-#: The statuses decoding itself can give (everything else comes from the listing or from cleaning).
-DECODE_STATUSES = ("ok", "empty", "truncated", "not_an_image", "unsupported", "too_large")
-
 #: Raster formats identified by their magic bytes. Formats without a reliable signature (TGA, PCX)
 #: are only tried when the file name says so, so random bytes are never "identified" as an image.
 _SIGNED_FORMATS = (

@@ -38,11 +38,72 @@ def _pixel_caches(run: Path, data: dict, feats: dict, progress: bool) -> None:
 def _outputs_hash(run: Path) -> str:
     """A digest of every stage's record; equal digests mean no stage changed anything."""
     parts = []
+    from pintopic.features.store import complete_stores
+
+    stores = [folder / "meta.json" for folder, _ in complete_stores(run / "features")]
     for path in sorted([run / "dataset" / "dataset.json", run / "results" / "results.json",
-                        run / "config.resolved.toml", *(run / "features").glob("*/meta.json")]):
+                        run / "config.resolved.toml", *stores]):
         if path.exists():
             parts.append([str(path.relative_to(run)), path.read_text(encoding="utf-8")])
     return settings_hash(parts, length=16)
+
+
+def _ingest(run: Path, config: dict, progress: bool) -> None:
+    from pintopic.dataset import ingest
+
+    data = config["dataset"]
+    ingest(
+        data["source"], run, layout=data["layout"], exclude=data["exclude"],
+        per_category=_none_if_zero(data["per_category"]), min_per_category=data["min_per_category"],
+        seed=data["seed"], max_pixels=_none_if_zero(data["max_pixels"]),
+        workers=_none_if_zero(data["workers"]), progress=progress, decode_cache=data["decode_cache"],
+    )
+    _pixel_caches(run, data, config["features"], progress)
+
+
+def _finetune(run: Path, config: dict, progress: bool) -> None:
+    from pintopic.train.finetuning import finetune
+
+    feats, clf, tune = config["features"], config["classify"], config["finetune"]
+    finetune(
+        run, backbone=tune["backbone"], stages=tune["stages"], epochs=tune["epochs"],
+        batch_size=tune["batch_size"], lr=tune["lr"], patience=tune["patience"], views=tune["views"],
+        device=feats["device"], runtime=feats["runtime"], seed=clf["seed"], name=tune["out"] or None,
+        test_size=clf["test_size"], split=clf["split"], workers=_none_if_zero(feats["workers"]), progress=progress,
+    )
+
+
+def _extract(run: Path, config: dict, progress: bool) -> list[Path]:
+    from pintopic.features import extract
+
+    feats = config["features"]
+    return extract(
+        run, feats["backbones"], batch_size=feats["batch_size"], workers=_none_if_zero(feats["workers"]),
+        device=feats["device"], dtype=feats["dtype"], pretrained=feats["pretrained"],
+        runtime=feats["runtime"], tta=feats["tta"] or None, progress=progress, weights=feats["weights"] or None,
+        all_rows=feats["all_rows"],
+    )
+
+
+def _evaluate(run: Path, config: dict, progress: bool) -> dict:
+    from pintopic.classify import evaluate
+
+    clf = config["classify"]
+    return evaluate(
+        run, backbones=config["features"]["backbones"], classifiers=clf["classifiers"], cv=clf["cv"],
+        test_size=clf["test_size"], split=clf["split"], seed=clf["seed"],
+        grids=clf["grids"] or None, metric=clf["knn_metric"], progress=progress,
+    )
+
+
+def _report(run: Path, config: dict) -> None:
+    from pintopic.report import build_report
+
+    report_path = build_report(run)  # a no-op when its inputs (run.json included) are unchanged
+    if config["report"]["screenshot"]:
+        from pintopic.report.screenshot import screenshot
+
+        screenshot(report_path, config["report"]["screenshot"], height=config["report"]["screenshot_height"])
 
 
 def run_study(config_path: str | Path, overrides: list[str] | None = None, progress: bool = True) -> dict:
@@ -50,74 +111,29 @@ def run_study(config_path: str | Path, overrides: list[str] | None = None, progr
     config = load_config(config_path, overrides)
     run = Path(config["run"]["folder"])
     run.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    def timed(stage: str, function):
+        started = time.perf_counter()
+        value = function(run, config, progress)
+        timings[stage] = time.perf_counter() - started
+        return value
+
     with RunLock(run):
         write_if_changed(run / "config.resolved.toml", dump_config(config).encode())
-        timings: dict[str, float] = {}
-
-        from pintopic.dataset import ingest
-
-        data, feats = config["dataset"], config["features"]
-        started = time.perf_counter()
-        ingest(
-            data["source"], run, layout=data["layout"], exclude=data["exclude"],
-            per_category=_none_if_zero(data["per_category"]), min_per_category=data["min_per_category"],
-            seed=data["seed"], max_pixels=_none_if_zero(data["max_pixels"]),
-            workers=_none_if_zero(data["workers"]), progress=progress, decode_cache=data["decode_cache"],
-        )
-        _pixel_caches(run, data, feats, progress)
-        timings["ingest"] = time.perf_counter() - started
-
-        feats, clf, tune = config["features"], config["classify"], config["finetune"]
-        if tune["enabled"]:
-            from pintopic.train.finetuning import finetune
-
-            started = time.perf_counter()
-            finetune(
-                run, backbone=tune["backbone"], stages=tune["stages"], epochs=tune["epochs"],
-                batch_size=tune["batch_size"], lr=tune["lr"], patience=tune["patience"], views=tune["views"],
-                device=feats["device"], runtime=feats["runtime"], seed=clf["seed"], name=tune["out"] or None,
-                test_size=clf["test_size"], split=clf["split"], workers=_none_if_zero(feats["workers"]), progress=progress,
-            )
-            timings["finetune"] = time.perf_counter() - started
-
-        from pintopic.features import extract
-
-        started = time.perf_counter()
-        stores = extract(
-            run, feats["backbones"], batch_size=feats["batch_size"], workers=_none_if_zero(feats["workers"]),
-            device=feats["device"], dtype=feats["dtype"], pretrained=feats["pretrained"],
-            runtime=feats["runtime"], tta=feats["tta"] or None, progress=progress, weights=feats["weights"] or None,
-            all_rows=feats["all_rows"],
-        )
-        timings["extract"] = time.perf_counter() - started
-
-        from pintopic.classify import evaluate
-
-        started = time.perf_counter()
-        results = evaluate(
-            run, backbones=feats["backbones"], classifiers=clf["classifiers"], cv=clf["cv"],
-            test_size=clf["test_size"], split=clf["split"], seed=clf["seed"],
-            grids=clf["grids"] or None, metric=clf["knn_metric"], progress=progress,
-        )
-        timings["evaluate"] = time.perf_counter() - started
-
-        report_path = run / "report.html"
+        timed("ingest", _ingest)
+        if config["finetune"]["enabled"]:
+            timed("finetune", _finetune)
+        stores = timed("extract", _extract)
+        results = timed("evaluate", _evaluate)
         summary = {
-            "config": str(Path(config_path).resolve()),
-            "run": str(run),
-            "stores": [str(path) for path in stores],
+            "config": str(Path(config_path).resolve()), "run": str(run), "stores": [str(path) for path in stores],
             "results": str(run / "results"),
-            "report": str(report_path) if config["report"]["enabled"] else None,
+            "report": str(run / "report.html") if config["report"]["enabled"] else None,
         }
         _record(run, summary, timings)
         if config["report"]["enabled"]:
-            from pintopic.report import build_report
-
-            build_report(run)  # a no-op when its inputs (run.json included) are unchanged
-            if config["report"]["screenshot"]:
-                from pintopic.report.screenshot import screenshot
-
-                screenshot(report_path, config["report"]["screenshot"], height=config["report"]["screenshot_height"])
+            _report(run, config)
     table = run / "results" / "table.md"
     if table.exists():
         print(table.read_text(encoding="utf-8"))

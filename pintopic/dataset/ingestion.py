@@ -177,8 +177,9 @@ def _reusable(verified: Verified, previous_max: int | None, max_pixels: int) -> 
     return verified.status in ("empty", "not_an_image", "unsupported")
 
 
-def _build(listing: Listing, arguments: dict, layout: str, fingerprint: str, stage_hash: str, dataset_dir: Path,
-           previous: dict | None, workers: int | None, progress: bool, started: float) -> dict:
+def _decode(listing: Listing, arguments: dict, dataset_dir: Path, previous: dict | None, workers: int | None,
+            progress: bool) -> tuple[list[Verified | None], dict]:
+    """Decode-verify every file the previous manifest cannot answer for; ``(results per entry, timing)``."""
     max_pixels = arguments["max_pixels"]
     entries = listing.entries
     cache, previous_max = _load_cache(dataset_dir, previous)
@@ -193,15 +194,37 @@ def _build(listing: Listing, arguments: dict, layout: str, fingerprint: str, sta
         else:
             todo.append(index)
     workers = usable_cores() if workers is None else int(workers)
-    decode_started = time.perf_counter()
+    started = time.perf_counter()
     cache_dir = dataset_dir / CACHE_FOLDER if arguments["decode_cache_side"] else None
     results = verify_files([entries[i].abspath for i in todo], max_pixels=max_pixels, workers=workers,
                            sizes=[entries[i].size for i in todo], progress=progress, cache_dir=cache_dir)
     for index, result in zip(todo, results):
         decoded[index] = result
-    decode_seconds = time.perf_counter() - decode_started
+    timing = {"decoded": len(todo), "reused": sum(1 for item in decoded if item is not None) - len(todo),
+              "decode_seconds": time.perf_counter() - started, "workers": workers}
+    return decoded, timing
 
-    rows = assign_statuses(entries, decoded, arguments["exclude"])
+
+def _counts(rows: list[dict], exclude) -> tuple[dict, dict, dict]:
+    """``(files by status, files found by category, ok files by category)``; excluded categories are not counted."""
+    by_status = dict.fromkeys(STATUSES, 0)
+    found_by_category: dict[str, int] = {}
+    ok_by_category: dict[str, int] = {}
+    for row in rows:
+        by_status[row["status"]] = by_status.get(row["status"], 0) + 1
+        category = row["category"]
+        if category is not None and category not in exclude:
+            found_by_category[category] = found_by_category.get(category, 0) + 1
+            ok_by_category.setdefault(category, 0)
+            if row["status"] == "ok":
+                ok_by_category[category] += 1
+    return by_status, found_by_category, ok_by_category
+
+
+def _build(listing: Listing, arguments: dict, layout: str, fingerprint: str, stage_hash: str, dataset_dir: Path,
+           previous: dict | None, workers: int | None, progress: bool, started: float) -> dict:
+    decoded, timing = _decode(listing, arguments, dataset_dir, previous, workers, progress)
+    rows = assign_statuses(listing.entries, decoded, arguments["exclude"])
     rows.sort(key=lambda row: row["image_id"])
     selected, left_out, sampled = select_sample(
         ((row["image_id"], row["category"]) for row in rows if row["status"] == "ok"),
@@ -209,21 +232,9 @@ def _build(listing: Listing, arguments: dict, layout: str, fingerprint: str, sta
     )
     chosen = set(selected)
     sample_rows = [row for row in rows if row["image_id"] in chosen]
-
-    by_status = dict.fromkeys(STATUSES, 0)
-    found_by_category: dict[str, int] = {}
-    ok_by_category: dict[str, int] = {}
-    for row in rows:
-        by_status[row["status"]] = by_status.get(row["status"], 0) + 1
-        category = row["category"]
-        if category is not None and category not in arguments["exclude"]:
-            found_by_category[category] = found_by_category.get(category, 0) + 1
-            ok_by_category.setdefault(category, 0)
-            if row["status"] == "ok":
-                ok_by_category[category] += 1
+    by_status, found_by_category, ok_by_category = _counts(rows, arguments["exclude"])
     distribution = [{"category": c, "count": ok_by_category[c], "found": found_by_category[c], "sampled": sampled.get(c, 0)}
                     for c in ok_by_category]
-
     outputs = {
         "manifest.parquet": _parquet_bytes(_table(rows)),
         "sample.parquet": _parquet_bytes(_table(sample_rows)),
@@ -234,45 +245,31 @@ def _build(listing: Listing, arguments: dict, layout: str, fingerprint: str, sta
     dataset_dir.mkdir(parents=True, exist_ok=True)
     for name, data in outputs.items():
         write_if_changed(dataset_dir / name, data)
-
     record = {
-        "tool": "pintopic",
-        "version": __version__,
-        "arguments": arguments,
-        "layout": layout,
-        "seed": arguments["seed"],
-        "listing_fingerprint": fingerprint,
-        "settings_hash": stage_hash,
+        "tool": "pintopic", "version": __version__, "arguments": arguments, "layout": layout, "seed": arguments["seed"],
+        "listing_fingerprint": fingerprint, "settings_hash": stage_hash,
         "counts": {
-            "found": len(rows),
-            "ok": by_status["ok"],
-            "sampled": len(sample_rows),
-            "by_status": by_status,
+            "found": len(rows), "ok": by_status["ok"], "sampled": len(sample_rows), "by_status": by_status,
             "by_category": dict(sorted(ok_by_category.items())),
             "found_by_category": dict(sorted(found_by_category.items())),
             "sample_by_category": dict(sorted(sampled.items())),
-            "ignored_dirs": len(listing.ignored_dirs),
-            "ignored_files": listing.ignored_files,
+            "ignored_dirs": len(listing.ignored_dirs), "ignored_files": listing.ignored_files,
         },
         "sample": {
-            "rows": len(sample_rows),
-            "categories": sorted(sampled),
-            "left_out": dict(sorted(left_out.items())),
-            "per_category": arguments["per_category"],
-            "min_per_category": arguments["min_per_category"],
+            "rows": len(sample_rows), "categories": sorted(sampled), "left_out": dict(sorted(left_out.items())),
+            "per_category": arguments["per_category"], "min_per_category": arguments["min_per_category"],
         },
         "ignored_dirs": sorted(listing.ignored_dirs)[:100],
         "notes": listing.notes[:100],
         "outputs": {name: _sha256(data) for name, data in outputs.items()},
     }
-    if cache_dir is not None:
+    if arguments["decode_cache_side"]:
+        cache_dir = dataset_dir / CACHE_FOLDER
         record["decode_cache"] = {"folder": CACHE_FOLDER, "side": arguments["decode_cache_side"], "format": "png",
                                   "rule": "no JPEG; other files with alpha or a palette, or with shorter side >= 2 x side (box-reduced)",
                                   **cache_summary(cache_dir)}
     write_if_changed(dataset_dir / "dataset.json", canonical_json(record).encode("utf-8"))
-    timing = {"decoded": len(todo), "reused": sum(1 for item in decoded if item is not None) - len(todo),
-              "decode_seconds": decode_seconds, "seconds": time.perf_counter() - started, "workers": workers}
-    _print_summary(record, listing, timing, up_to_date=False)
+    _print_summary(record, listing, {**timing, "seconds": time.perf_counter() - started}, up_to_date=False)
     return record
 
 

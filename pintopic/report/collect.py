@@ -45,8 +45,10 @@ def dataset_categories(dataset: dict | None) -> list[str]:
 
 
 def model_name(row: dict) -> str:
-    """File stem used for a backbone × classifier's confusion and predictions files."""
-    return f"{row.get('key') or row.get('backbone')}__{row.get('classifier')}"
+    """File stem of a backbone × classifier's confusion, predictions and model files (the evaluate stage's rule)."""
+    from pintopic.classify.evaluation import pair_name
+
+    return pair_name(str(row.get("key") or row.get("backbone")), str(row.get("classifier")))
 
 
 def _read_json(path: Path, contents: RunContents) -> Any:
