@@ -152,7 +152,7 @@ def main(argv=None) -> int:
 
     from pintopic.classify.catalog import default_grids, probabilistic
     from pintopic.classify.ensemble import Candidate, fit_ensemble
-    from pintopic.classify.search import grid_search
+    from pintopic.classify.evaluation import search_and_score
     from pintopic.dataset import ingest, load_sample
     from pintopic.dataset.split import cv_folds, load_or_make_split
     from pintopic.environment import library_versions as _library_versions
@@ -179,6 +179,7 @@ def main(argv=None) -> int:
     y_train = np.array([label_of[i] for i in train_ids])
     y_test = np.array([label_of[i] for i in test_ids])
     folds = cv_folds(y_train, n_splits=args.cv, seed=args.seed)
+    categories = sorted(set(label_of.values()))
 
     from sklearn.metrics import accuracy_score, f1_score
 
@@ -200,10 +201,10 @@ def main(argv=None) -> int:
                       "model": load_model(cache)[0]}
             seconds = cached["seconds"]
         else:
-            started = time.perf_counter()
-            search = grid_search(classifier, X_train, y_train, grid or default_grids()[classifier], folds,
-                                 metric=metric or "euclidean", seed=args.seed, n_jobs=args.n_jobs)
-            seconds = time.perf_counter() - started
+            done = search_and_score(classifier, X_train, y_train, X_test, y_test, folds,
+                                    grid or default_grids()[classifier], categories, metric=metric or "euclidean",
+                                    seed=args.seed, n_jobs=args.n_jobs)
+            search, seconds = {**done["search"], "model": done["model"]}, done["fit_seconds"]
             save_model(search["model"], cache, {"classifier": classifier, "backbone": {"spec": backbone, "tta": args.tta}})
             write_json(cache / "row.json", {"row": {"best_params": search["best_params"], "seconds": round(seconds, 1),
                                                     "cv_f1_macro": search["cv_f1_macro"]},

@@ -139,27 +139,40 @@ def _pair_settings(store: _StoreRows, classifier: str) -> dict:
     }
 
 
+def search_and_score(classifier: str, X_train, y_train, X_test, y_test, folds, grid: dict, categories, *,
+                     metric: str = "euclidean", seed: int = 0, n_jobs: int = 2, backbone: dict | None = None) -> dict:
+    """The protocol for one backbone x classifier: grid search by CV on the training rows, refit, score the test rows.
+
+    Returns ``model``, ``search`` (best_params, cv_f1_macro, cv_results), ``summary`` (test metrics and confusion),
+    ``scores`` and their ``kind`` per test row, and ``fit_seconds``. The test labels only score the refitted model.
+    """
+    from pintopic.classify.estimators import class_scores
+    from pintopic.classify.metrics import classification_summary
+    from pintopic.classify.search import grid_search
+
+    started = time.perf_counter()
+    search = grid_search(classifier, X_train, y_train, grid, folds, metric=metric, seed=seed, n_jobs=n_jobs,
+                         backbone=backbone)
+    fit_seconds = time.perf_counter() - started
+    model = search.pop("model")
+    scores, kind = class_scores(model, X_test)
+    return {"model": model, "search": search, "summary": classification_summary(y_test, model.predict(X_test), categories),
+            "scores": scores, "kind": kind, "fit_seconds": fit_seconds}
+
+
 def _fit_pair(classifier: str, store: _StoreRows, model_dir: Path) -> dict:
     """Search, refit, score on the test part; write the pair's confusion matrix, predictions and model; return its row."""
-    from pintopic.classify.estimators import class_scores
-    from pintopic.classify.metrics import (
-        classification_summary,
-        confusion_csv,
-        top_predictions,
-    )
+    from pintopic.classify.metrics import confusion_csv, top_predictions
     from pintopic.classify.persist import save_model
-    from pintopic.classify.search import grid_search
     from pintopic.runio import write_parquet, write_text
 
     protocol, meta = store.protocol, store.meta
     X_train, y_train, X_test, y_test, _, test_ids, folds = store.parts()
-    started = time.perf_counter()
-    search = grid_search(classifier, X_train, y_train, protocol.grids[classifier], folds, metric=protocol.metric,
-                         seed=protocol.seed, n_jobs=protocol.n_jobs, backbone=meta)
-    fit_seconds = time.perf_counter() - started
-    model = search.pop("model")
-    scores, kind = class_scores(model, X_test)
-    summary = classification_summary(y_test, model.predict(X_test), protocol.categories)
+    done = search_and_score(classifier, X_train, y_train, X_test, y_test, folds, protocol.grids[classifier],
+                            protocol.categories, metric=protocol.metric, seed=protocol.seed, n_jobs=protocol.n_jobs,
+                            backbone=meta)
+    model, search, summary, fit_seconds = done["model"], done["search"], done["summary"], done["fit_seconds"]
+    scores, kind = done["scores"], done["kind"]
     name = model_dir.name
     write_text(protocol.results_dir / "confusion" / f"{name}.csv", confusion_csv(summary["confusion"], protocol.categories))
     write_parquet(protocol.results_dir / "predictions" / f"{name}.parquet",
