@@ -144,6 +144,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from pintopic.errors import PintopicError
+    from pintopic.serve.settings import ServeSettings
+
+    options = {name: getattr(args, name) for name in ("host", "port", "api_keys", "workers", "max_batch", "max_wait_ms",
+                                                      "queue", "max_upload_bytes", "max_files", "max_pixels",
+                                                      "cors_origins")}
+    options["insecure"] = args.insecure or None
+    folders = args.model_dirs
+    if args.config:
+        from pintopic.config import load_config
+        from pintopic.serve.models import config_model_folders
+
+        config = load_config(args.config, args.set)
+        settings = ServeSettings.from_mapping({**config["serve"], **{k: v for k, v in options.items() if v is not None}})
+        folders = folders or config_model_folders(config["run"]["folder"], settings.models)
+    elif args.set:
+        raise PintopicError("--set needs --config (it overrides a config file's values)")
+    else:
+        settings = ServeSettings.from_mapping(options)
+    if not folders:
+        raise PintopicError("give the model folders to serve (RUN/results/models/<name>) or --config CONFIG")
+    from pintopic.serve.server import serve
+
+    serve(folders, settings, log_level="warning" if args.quiet else "info")
+    return 0
+
+
 def _ingest_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="crawl folder, folders dataset, or CSV/Parquet table")
     p.add_argument("run", help="run folder")
@@ -224,6 +252,26 @@ def _report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--screenshot", metavar="PNG", help="also save a headless-Chromium screenshot of the report's top part")
     p.add_argument("--screenshot-height", type=int, default=900, metavar="PIXELS", help="screenshot height (width 1280)")
 
+def _serve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_dirs", nargs="*", metavar="MODEL_DIR", help="model folders (RUN/results/models/<name>), "
+                   "addressed by folder name; default with --config: the run's ensemble, else its best pair by CV")
+    p.add_argument("--config", help="a study config: its [serve] section and run folder")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="with --config: override a value")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1; others need --api-keys or --insecure)")
+    p.add_argument("--port", type=int, help="default 8000")
+    p.add_argument("--api-keys", metavar="FILE", help="one key per line; every /v1 call then needs 'Authorization: Bearer KEY'")
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without API keys")
+    p.add_argument("--cors-origin", dest="cors_origins", action="append", metavar="ORIGIN",
+                   help="allow this web origin to call the API from a browser (repeatable; default: none)")
+    p.add_argument("--workers", type=int, help="threads decoding uploads (default: one per core)")
+    p.add_argument("--max-batch", type=int, help="images per model run (default 16)")
+    p.add_argument("--max-wait-ms", type=float, help="how long a batch waits for more images (default 5)")
+    p.add_argument("--queue", type=int, help="images in progress per model before 503 + Retry-After (default 64)")
+    p.add_argument("--max-upload-bytes", type=int, help="request body limit, enforced while reading (default 32 MiB)")
+    p.add_argument("--max-files", type=int, help="images per request (default 16)")
+    p.add_argument("--max-pixels", type=int, help="pixel limit from the image header (default: Pillow's, as ingest)")
+
+
 def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", default=str(Path(__file__).resolve().parent.parent / "configs" / "demo.toml"))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. dataset.per_category=20")
@@ -248,6 +296,9 @@ COMMANDS = [
      _predict_arguments),
     ("report", _cmd_report, "Write RUN/report.html, a self-contained report of the run.",
      _report_arguments),
+    ("serve", _cmd_serve, "Serve saved models over HTTP: upload images, get their categories (JSON API, web page at /, "
+                          "Prometheus /metrics). Binds 127.0.0.1 unless told otherwise.",
+     _serve_arguments),
     ("run", _cmd_run, "Run a whole study from a TOML config (ingest, extract, evaluate, report), reusing finished stages.",
      _run_arguments),
 ]

@@ -63,6 +63,23 @@ DEFAULTS: dict[str, Any] = {
         "grids": {},
     },
     "report": {"enabled": True, "screenshot": "", "screenshot_height": 900},  # screenshot: a PNG path, "" = none
+    "serve": {  # `pintopic serve --config FILE`
+        "host": "127.0.0.1",  # a non-loopback host needs api_keys (or insecure = true)
+        "port": 8000,
+        "models": [],  # model folder names under RUN/results/models/, or paths; [] = the ensemble, else the best pair by CV
+        "api_keys": "",  # a file with one key per line; every /v1 call then needs "Authorization: Bearer <key>"
+        "insecure": False,  # allow a non-loopback host without keys
+        "cors_origins": [],  # [] = no CORS headers (browsers block other sites' pages)
+        "workers": 0,  # threads that decode uploads; 0 = one per usable core
+        "max_batch": 16,  # images per model run (dynamic batching)
+        "max_wait_ms": 5.0,  # how long a batch waits for more images once it has one
+        "queue": 64,  # images admitted per model (decoding or waiting) before 503 + Retry-After
+        "max_upload_bytes": 32 * 2**20,  # one request's body, counted while it streams in (413 beyond)
+        "max_files": 16,  # images per request
+        "max_pixels": 0,  # width x height from the header, before decoding; 0 = Pillow's limit (as ingest)
+        "max_top_k": 50,
+        "retry_after_s": 1,  # the Retry-After of a 503
+    },
 }
 
 
@@ -138,12 +155,22 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict:
         raise PintopicError(f"{path}: dataset.source is not set")
     config["dataset"]["source"] = str(_resolve(base, config["dataset"]["source"]))
     config["run"]["folder"] = str(_resolve(base, config["run"]["folder"]))
+    _resolve_serve_paths(config["serve"], base)
     for section, key in (("features", "backbones"), ("dataset", "pixel_cache")):
         if isinstance(config[section][key], str) and config[section][key] != "auto":
             config[section][key] = [b.strip() for b in config[section][key].split(",") if b.strip()]
     if isinstance(config["classify"]["classifiers"], str):
         config["classify"]["classifiers"] = [c.strip() for c in config["classify"]["classifiers"].split(",") if c.strip()]
     return config
+
+
+def _resolve_serve_paths(serve: dict, base: Path) -> None:
+    """The keys file and model entries that are paths (not bare model folder names) against the config's folder."""
+    if serve["api_keys"]:
+        serve["api_keys"] = str(_resolve(base, serve["api_keys"]))
+    models = serve["models"].split(",") if isinstance(serve["models"], str) else serve["models"]
+    serve["models"] = [str(_resolve(base, m)) if ("/" in m or m.startswith((".", "~"))) else m
+                       for m in (str(item).strip() for item in models) if m]
 
 
 def _resolve(base: Path, value: str) -> Path:

@@ -48,15 +48,22 @@ def make_image(path: Path, color=(200, 30, 30), size=(48, 40), fmt: str | None =
     return path
 
 
+#: The colours of the tiny folders dataset's three categories.
+TINY_COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+
+
+def write_tiny_folders(root: Path, per_category: int = 12) -> Path:
+    """3 categories x ``per_category`` distinct noisy images of clearly different colours under ``root``."""
+    for c_index, (name, color) in enumerate(TINY_COLORS.items()):
+        for i in range(per_category):
+            make_image(root / name / f"img_{i:02d}.png", color=color, seed=c_index * 100 + i)
+    return root
+
+
 @pytest.fixture
 def tiny_folders(tmp_path: Path) -> Path:
     """A folders dataset: 3 categories x 12 distinct noisy images of clearly different colours."""
-    root = tmp_path / "folders"
-    colors = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
-    for c_index, (name, color) in enumerate(colors.items()):
-        for i in range(12):
-            make_image(root / name / f"img_{i:02d}.png", color=color, seed=c_index * 100 + i)
-    return root
+    return write_tiny_folders(tmp_path / "folders")
 
 
 @pytest.fixture(scope="session")
@@ -102,3 +109,14 @@ def tiny_study(tmp_path: Path, tiny_folders: Path) -> Path:
     config = tmp_path / "tiny.toml"
     config.write_text(TINY_STUDY.format(source=tiny_folders))
     return config
+
+
+@pytest.fixture(scope="session")
+def serve_models_dir(tmp_path_factory) -> Path:
+    """``RUN/results/models`` of a tiny fitted run (knn, logreg, ensemble on the untrained test_efficientnet), built
+    once per session for the service tests; read-only."""
+    from servekit import fitted_run
+
+    base = tmp_path_factory.mktemp("serve-run")
+    return fitted_run(write_tiny_folders(base / "folders"), base / "run", backbone="timm:test_efficientnet",
+                      pretrained=False)

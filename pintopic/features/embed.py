@@ -1,16 +1,22 @@
 """Embedding image files with a backbone: the same decoding, preprocessing and runtime as extraction.
 
-Used by ``predict`` (and the service) for new images; a fused name ``a+b`` embeds with every component
-and puts the L2-normalised blocks side by side, as the fused store is assembled.
+Used by ``predict`` for new images; a fused name ``a+b`` embeds with every component and puts the
+L2-normalised blocks side by side, as the fused store is assembled. :class:`BackboneEmbedder` splits the
+same work in two for callers that gather their own batches (the service): per-image preparation
+(decode, resize, crop to uint8 model inputs) and the batched model run.
 """
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 
 import numpy as np
 
 _BACKBONE_CACHE: dict[tuple, tuple] = {}
+#: Builds one backbone at a time: a random-init build seeds torch's global generator, so two threads building at
+#: once (the service warming two models) would get different weights.
+_BUILD_LOCK = threading.Lock()
 
 
 def prepared_backbone(spec: str, *, pretrained: bool = True, weights: str | None = None, runtime: str = "auto",
@@ -23,12 +29,13 @@ def prepared_backbone(spec: str, *, pretrained: bool = True, weights: str | None
     from pintopic.features.runtime import make_runner
 
     cache_key = (spec, bool(pretrained), str(weights) if weights else None, runtime, device, tta, sessions)
-    if cache_key not in _BACKBONE_CACHE:
-        plain = _BACKBONE_CACHE.get(cache_key[:-1] + (1,))
-        backbone = plain[0] if plain else build_backbone(spec, pretrained=pretrained, weights=weights)
-        _BACKBONE_CACHE[cache_key] = (backbone, make_runner(backbone, runtime=runtime, device=device, tta=tta,
-                                                            sessions=sessions))
-    return _BACKBONE_CACHE[cache_key]
+    with _BUILD_LOCK:
+        if cache_key not in _BACKBONE_CACHE:
+            plain = _BACKBONE_CACHE.get(cache_key[:-1] + (1,))
+            backbone = plain[0] if plain else build_backbone(spec, pretrained=pretrained, weights=weights)
+            _BACKBONE_CACHE[cache_key] = (backbone, make_runner(backbone, runtime=runtime, device=device, tta=tta,
+                                                                sessions=sessions))
+        return _BACKBONE_CACHE[cache_key]
 
 
 def embed_images(spec: str, paths: Sequence[str | os.PathLike], *, pretrained: bool = True, weights: str | None = None,
@@ -64,7 +71,6 @@ def embed_fused(name: str, paths: Sequence[str | os.PathLike], **settings):
 
     Per-component settings (e.g. ``tta``) may be given as ``component_settings=[{...}, ...]``.
     """
-    from pintopic.features.fusion import l2_normalised
     from pintopic.features.registry import fusion_components
 
     parts = fusion_components(name)
@@ -72,7 +78,52 @@ def embed_fused(name: str, paths: Sequence[str | os.PathLike], **settings):
     blocks, errors = [], {}
     for part, extra in zip(parts, per_component):
         X, failures = embed_images(part, paths, **{**settings, **extra})
-        blocks.append(l2_normalised(X))
+        blocks.append(X)
         for index, status, detail in failures:
             errors.setdefault(index, (index, status, detail))
-    return np.hstack(blocks), sorted(errors.values())
+    return fused_blocks(blocks), sorted(errors.values())
+
+
+def fused_blocks(blocks: Sequence[np.ndarray]) -> np.ndarray:
+    """A fusion's features: the components' blocks, each L2-normalised, side by side."""
+    from pintopic.features.fusion import l2_normalised
+
+    return np.hstack([l2_normalised(X) for X in blocks])
+
+
+class BackboneEmbedder:
+    """A backbone name (a fusion: each component) ready to embed images the way :func:`embed_images` does,
+    with preparation and the model run apart: :meth:`prepare` one image (any thread), :meth:`embed` a batch.
+
+    Same cached runners, decoder and transforms as :func:`embed_images`, so the features are the same.
+    """
+
+    def __init__(self, spec: str, *, pretrained: bool = True, weights: str | None = None, runtime: str = "auto",
+                 device: str = "auto", tta: str | None = None):
+        from pintopic.features.preprocess import ImagePreprocessor
+        from pintopic.features.registry import fusion_components
+
+        self.spec = spec
+        self.fused = bool(fusion_components(spec))
+        self.parts = [prepared_backbone(part, pretrained=pretrained, weights=weights, runtime=runtime, device=device,
+                                        tta=tta) for part in (fusion_components(spec) or [spec])]
+        self.preprocessors = [ImagePreprocessor(backbone.preprocessing) for backbone, _ in self.parts]
+        self.dim = sum(backbone.dim for backbone, _ in self.parts)
+
+    def prepare(self, source, *, name: str = "", max_pixels: int | None = None) -> list[np.ndarray]:
+        """One image's uint8 model inputs, one per component, from a path or an open binary stream (decoded once
+        per JPEG draft size). Raises :class:`~pintopic.imageio.ImageError`."""
+        decoded: dict[int, object] = {}
+        inputs = []
+        for preprocessor in self.preprocessors:
+            draft = preprocessor.preprocessing.draft_size
+            if draft not in decoded:
+                decoded[draft] = preprocessor.decode(source, name=name, max_pixels=max_pixels)
+            inputs.append(preprocessor.transform(decoded[draft]))
+        return inputs
+
+    def embed(self, prepared: Sequence[list[np.ndarray]]) -> np.ndarray:
+        """Features (one float32 row per image) of images :meth:`prepare` returned, run as one batch."""
+        blocks = [runner(np.stack([inputs[part] for inputs in prepared]))
+                  for part, (_, runner) in enumerate(self.parts)]
+        return fused_blocks(blocks) if self.fused else np.asarray(blocks[0], dtype=np.float32)

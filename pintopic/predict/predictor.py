@@ -4,8 +4,9 @@ saved ensemble ``RUN/results/models/ensemble/``).
 A :class:`Predictor` holds the loaded members (a pair has one, an ensemble several) and the distinct
 backbones they need; each backbone embeds an image once, with the model's own backbone settings (spec,
 pretrained, tta, recorded from the feature store it was trained on), through
-:func:`pintopic.features.embed.embed_images`. The CLI's ``predict``, the service and crawl-wide
-prediction all score through it, so they give the same answer for the same image.
+:func:`pintopic.features.embed.embed_images` (files) or :meth:`Predictor.prepare` + :meth:`Predictor.embed_prepared`
+(the same decoding and runners, for callers that gather their own batches). The CLI's ``predict``, the service
+and crawl-wide prediction all score through it, so they give the same answer for the same image.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class Predictor:
     members: list[tuple[object, dict]]
     categories: list[str] | None = None
     info: dict = field(default_factory=dict)
+    _embedders: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike) -> Predictor:
@@ -64,6 +66,27 @@ class Predictor:
             for index, status, detail in errors:
                 failed.setdefault(index, f"{status}: {detail}")
         return features, failed
+
+    def embedders(self) -> dict:
+        """``{backbone_key: BackboneEmbedder}`` for :meth:`prepare` and :meth:`embed_prepared` (built once)."""
+        from pintopic.features.embed import BackboneEmbedder
+
+        if self._embedders is None:
+            self._embedders = {key: BackboneEmbedder(backbone["spec"], pretrained=bool(backbone.get("pretrained", True)),
+                                                     tta=backbone.get("tta"))
+                               for key, backbone in self.backbones.items()}
+        return self._embedders
+
+    def prepare(self, source, *, name: str = "", max_pixels: int | None = None) -> dict[str, list[np.ndarray]]:
+        """One image's model inputs for every backbone (a path or an open binary stream; ``name`` hints at the
+        format): the decoding half of :meth:`embed_files`, for callers that batch images themselves. Raises
+        :class:`~pintopic.imageio.ImageError`."""
+        return {key: embedder.prepare(source, name=name, max_pixels=max_pixels)
+                for key, embedder in self.embedders().items()}
+
+    def embed_prepared(self, prepared: list[dict[str, list[np.ndarray]]]) -> dict[str, np.ndarray]:
+        """``{backbone_key: X}`` for images :meth:`prepare` returned, each backbone run once on the whole batch."""
+        return {key: embedder.embed([item[key] for item in prepared]) for key, embedder in self.embedders().items()}
 
     def scores(self, features: dict[str, np.ndarray]) -> tuple[np.ndarray, str]:
         """``(scores (n, K) in :attr:`classes` order, kind)`` for rows of features keyed by :func:`backbone_key`."""
