@@ -50,7 +50,7 @@ def run_study(config_path: str | Path, overrides: list[str] | None = None, progr
             per_category=_none_if_zero(data["per_category"]), min_per_category=data["min_per_category"],
             seed=data["seed"], max_pixels=_none_if_zero(data["max_pixels"]),
             workers=_none_if_zero(data["workers"]), progress=progress, pixel_cache=pixel_cache,
-            pixel_cache_limit=pixel_cache_limit,
+            pixel_cache_limit=pixel_cache_limit, categories=data["categories"] or None,
         )
         timings["ingest"] = time.perf_counter() - started
 

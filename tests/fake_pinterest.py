@@ -189,7 +189,8 @@ class FakePinterest:
         position = self._bookmarks.get(bookmark) if bookmark else None
         page_size_text = (query.get("page_size") or ["25"])[0]
         page_size = int(page_size_text) if page_size_text.isdigit() else 0
-        self.page_sizes[page_size] += 1
+        if kind != "user_account":  # the one endpoint without pages
+            self.page_sizes[page_size] += 1
         effective = min(page_size, self.page_cap) if page_size else 1
         fault = self._next_fault(path, (position[1] if position else 0) // effective)
         if fault:

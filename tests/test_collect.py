@@ -61,10 +61,10 @@ def test_collect_writes_the_crawl_layout_that_ingest_reads(photos, tmp_path: Pat
         summary = run_collect(fake, users, tmp_path / "out", categories=tmp_path / "map.csv")
         assert fake.counts["board_pins"] == 3 + 1 + 1  # pages of 10 (the fake's cap): 23 -> 3, 7 -> 1, 4 -> 1
         assert fake.counts["sections"] == 3 and fake.counts["section_pins"] == 0  # section pins came with the board's
-        assert set(fake.page_sizes) == {25, 250}  # 250 on every list call (25: user_account, which takes none)
-        assert fake.page_sizes[25] == 1
+        assert set(fake.page_sizes) == {250}  # on every list call
         assert set(fake.image_sizes) == {"1200x"} and fake.violations == []
         capped = run_collect(fake, users, tmp_path / "capped", image_size="600x", multi_image="all", max_pins_per_board=5)
+        assert fake.page_sizes[5] == 3 and set(fake.image_sizes) == {"1200x", "600x"}  # no more pins asked than taken
 
     out = tmp_path / "out"
     assert summary["complete"] and summary["counts"]["pins_on_disk"] == 22 + 7 + 4
@@ -188,11 +188,14 @@ def test_killed_at_five_points_resumes_to_a_byte_identical_crawl(photos, tmp_pat
     users = build_users(users=2, boards=2, pins=[25, 14, 9, 20], sections=2, images=len(photos))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     tokens = tokens_file(tmp_path / "tokens.txt", users)
+    with open(tokens, "a") as handle:
+        handle.write("revoked-token-0123456789\n")  # line 5: refused, stops only that user; the run exits 1
     resumed = tmp_path / "resumed"
     with FakePinterest(users, photos, page_cap=6) as fake:  # one server: pin.json holds its image URLs
         done = subprocess.run(_collect_command(fake, tmp_path / "straight", tokens), env=env, cwd=REPO,
                               capture_output=True, text=True, check=False, timeout=120)
-        assert done.returncode == 0, done.stderr
+        assert done.returncode == 1 and "the token on line 5 (unknown user): HTTP 401" in done.stderr
+        assert "revoked-token" not in done.stderr + done.stdout
         total = fake.total
         points = [total + point for point in sorted(random.Random(18).sample(range(10, total - 10), 5))]
         for point, kind in zip(points, ["image", "board_pins", "image", None, "image"]):
@@ -205,7 +208,7 @@ def test_killed_at_five_points_resumes_to_a_byte_identical_crawl(photos, tmp_pat
         assert 0 < len(pin_folders(resumed)) < 68
         final = subprocess.run(_collect_command(fake, resumed, tokens), env=env, cwd=REPO,
                                capture_output=True, text=True, check=False, timeout=120)
-        assert final.returncode == 0, final.stderr
+        assert final.returncode == 1, final.stderr
     assert len(pin_folders(tmp_path / "straight")) == 68
     assert crawl_digest(resumed) == crawl_digest(tmp_path / "straight")
     straight, again = (json.loads((folder / "collect.json").read_text()) for folder in (tmp_path / "straight", resumed))
@@ -276,7 +279,12 @@ def test_retry_after_is_read_in_both_forms_and_an_overlong_one_gives_up_at_once(
     import time
     from collections import Counter
 
-    from pintopic.collect.client import FetchError, TransientError, parse_retry_after, with_retries
+    from pintopic.collect.client import (
+        FetchError,
+        TransientError,
+        parse_retry_after,
+        with_retries,
+    )
 
     assert parse_retry_after("7") == 7.0 and parse_retry_after("soon") is None and parse_retry_after(None) is None
     assert 55 <= parse_retry_after(email.utils.formatdate(time.time() + 60, usegmt=True)) <= 60
@@ -289,3 +297,21 @@ def test_retry_after_is_read_in_both_forms_and_an_overlong_one_gives_up_at_once(
     with pytest.raises(FetchError, match="Retry-After 3600 s is longer than 900 s: rerun later"):
         asyncio.run(with_retries(RetryPolicy(), counts, "api", rate_limited))
     assert len(calls) == 1 and counts["api.retries"] == 0
+
+
+def test_the_content_check_reads_a_jpeg_to_its_last_byte(photos):
+    import io
+
+    from PIL import Image
+
+    from pintopic.collect.client import FetchError
+    from pintopic.collect.downloader import check_image
+
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(photos[5])).convert("RGB").resize((1200, 896)).save(buffer, "JPEG", quality=90)
+    data = buffer.getvalue()  # 1200 x 896: decoded at 1/8 scale by the check
+    assert check_image(data).extension == "jpg"
+    with pytest.raises(FetchError, match="truncated"):
+        check_image(data[: len(data) * 9 // 10])
+    with pytest.raises(FetchError, match="an HTML page"):
+        check_image(b"<!DOCTYPE html><html><body>Sorry</body></html>")

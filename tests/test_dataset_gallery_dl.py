@@ -141,3 +141,12 @@ def test_a_bad_category_map_is_refused_naming_the_line(text, message, tmp_path: 
     path.write_text(text)
     with pytest.raises(PintopicError, match=message.replace("(", r"\(").replace(")", r"\)")):
         read_category_map(path)
+
+
+def test_a_study_config_names_the_map_relative_to_itself(tmp_path: Path):
+    from pintopic.config import load_config
+
+    (tmp_path / "study.toml").write_text('[dataset]\nsource = "gallery-dl"\ncategories = "labels/map.csv"\n')
+    config = load_config(tmp_path / "study.toml")
+    assert config["dataset"]["categories"] == str(tmp_path / "labels" / "map.csv")
+    assert load_config(tmp_path / "study.toml", ["dataset.categories="])["dataset"]["categories"] == ""

@@ -15,7 +15,7 @@ _EXPORTS = {
     "read_tokens": "pintopic.collect.tokens",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["collect", "read_tokens"]
 
 
 def __getattr__(name: str):
