@@ -5,7 +5,9 @@ Built from Pinterest's published OpenAPI description (v5, 5.23.0): ``GET /v5/use
 ``/v5/boards/{id}/sections/{sid}/pins``; bearer tokens; ``{"items": [...], "bookmark": ...}`` pages with
 ``page_size`` 1..250 (default 25; anything else is a 400); errors as ``{"code", "message"}``; pins with
 ``media`` of type ``image``, ``video`` or ``multiple_images`` and images in the four v5 sizes. The board
-listing holds every pin of the board, section pins included (each with its ``board_section_id``).
+listing holds every pin of the board, section pins included (each with its ``board_section_id``), or
+with ``section_pins_in_board=False`` only the pins outside sections (the collector must then list them
+per section).
 
 It is a real HTTP server (an ASGI app under uvicorn, in a thread) with two sockets on ephemeral ports:
 the API and the CDN, so a test can see which host got what (the CDN must never see the token).
@@ -71,8 +73,10 @@ class FakePinterest:
     """The fake's data, fault script and counters; ``start()`` serves it, ``stop()`` ends it."""
 
     def __init__(self, users: list[FakeUser], images: list[bytes], *, latency: float = 0.0, page_cap: int = 250,
-                 max_requests: int = 50_000, oversize: int = 3 * 1024 * 1024):
+                 max_requests: int = 50_000, oversize: int = 3 * 1024 * 1024, section_pins_in_board: bool = True):
         self.users = users
+        #: whether a board's listing holds its sections' pins too (False: only pins outside sections, as the web does)
+        self.section_pins_in_board = section_pins_in_board
         self.by_token = {user.token: user for user in users}
         self.boards = {board.id: board for user in users for board in user.boards}
         self.images = images
@@ -251,7 +255,7 @@ class FakePinterest:
                 return 404, {}, _error(404, "Board or section not found.")
             pins = [pin for pin in board.pins if pin.section_id == match.group(3)]
         else:
-            pins = board.pins
+            pins = [pin for pin in board.pins if self.section_pins_in_board or pin.section_id is None]
         answer = self._page(path, [self._pin_json(pin, board) for pin in pins], page_size, position)
         if match.group(3) is None:
             board.pages_served += 1

@@ -119,9 +119,9 @@ def test_faults_are_retried_or_reported_and_tokens_stay_secret(photos, tmp_path:
         fake.inject(f"/v5/boards/{faulty.id}/pins", ["503", "truncated"], page=0)
         fake.inject(f"/v5/boards/{faulty.id}/pins", ["repeat"], page=1)
         fake.inject(f"/v5/boards/{faulty.id}/pins", ["429:1"], page=2)
-        fake.inject(f"/v5/boards/{flaky.id}/pins", ["500", "hang:1.5"])
+        fake.inject(f"/v5/boards/{flaky.id}/pins", ["500", "hang:3"])
         caplog.set_level("DEBUG")
-        summary = run_collect(fake, users, tmp_path / "out", max_image_bytes=1024 * 1024, timeout=0.5)
+        summary = run_collect(fake, users, tmp_path / "out", max_image_bytes=1024 * 1024, timeout=1.5)
         waits = [later[0] - earlier[0] for earlier, later in zip(fake.api_log, fake.api_log[1:])
                  if earlier[1] == later[1] == f"/v5/boards/{faulty.id}/pins" and earlier[2] == later[2]]
         assert fake.violations == [] and fake.total < 400
@@ -244,6 +244,19 @@ def test_list_calls_are_one_per_250_pins(photos, tmp_path: Path):
         assert fake.counts["board_pins"] == math.ceil(251 / 250) + 1
         assert fake.page_sizes[250] == fake.counts["board_pins"] + fake.counts["boards"] + fake.counts["sections"]
     assert summary["counts"]["pins_on_disk"] == 254
+
+
+def test_section_pins_missing_from_the_board_listing_are_listed_per_section(photos, tmp_path: Path):
+    users = build_users(users=1, boards=2, pins=[20, 9], sections=2, images=len(photos))
+    in_sections = [pin for board in users[0].boards for pin in board.pins if pin.section_id]
+    with FakePinterest(users, photos, page_cap=10, section_pins_in_board=False) as fake:
+        summary = run_collect(fake, users, tmp_path / "out")
+        assert fake.counts["section_pins"] == 4  # one call per section (each under 250 pins)
+    folders = pin_folders(tmp_path / "out")
+    assert summary["complete"] and len(folders) == 29 and len(in_sections) == 10
+    for pin in in_sections:
+        section = json.loads((folders[pin.id] / "pin.json").read_text())["section"]
+        assert section["id"] == pin.section_id and section["name"].startswith("Section ")
 
 
 def test_a_collected_crawl_goes_through_ingest_extract_and_evaluate(photos, tmp_path: Path):
