@@ -17,13 +17,29 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         args.source, args.run, layout=args.layout, exclude=args.exclude,
         per_category=args.per_category, min_per_category=args.min_per_category, seed=args.seed,
         max_pixels=args.max_pixels, workers=args.workers, progress=not args.quiet,
-        decode_cache=not args.no_decode_cache,
+        decode_cache=not args.no_decode_cache, categories=args.categories,
     )
     if args.pixel_cache:
         from pintopic.features.pixel_cache import build_pixel_caches
 
         build_pixel_caches(args.run, args.pixel_cache, workers=args.workers, progress=not args.quiet)
     return 0
+
+
+def _cmd_collect(args: argparse.Namespace) -> int:
+    from pintopic.collect import collect
+
+    options = {"allow_hosts": args.allow_host} if args.allow_host else {}
+    summary = collect(
+        args.out, args.tokens, categories=args.categories, progress=not args.quiet, image_size=args.image_size,
+        multi_image=args.multi_image, max_pins_per_board=args.max_pins_per_board, since=args.since, rate=args.rate,
+        concurrency=args.concurrency, api_base=args.api_base, max_image_bytes=args.max_image_bytes, **options,
+    )
+    counts = summary["counts"]
+    state = "complete" if summary["complete"] else "incomplete (see collect.json; rerun the same command to resume)"
+    print(f"collect: {counts['users']} user(s), {counts['boards']} board(s), {counts['pins_on_disk']:,} pins on disk, "
+          f"{counts['not_fetched']:,} not fetched (each with its reason in {Path(args.out) / 'collect.json'}); {state}")
+    return 0 if summary["complete"] else 1
 
 
 def _cmd_make_crawl(args: argparse.Namespace) -> int:
@@ -173,9 +189,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _ingest_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", help="crawl folder, folders dataset, or CSV/Parquet table")
+    p.add_argument("source", help="crawl folder, gallery-dl download folder, folders dataset, or CSV/Parquet table")
     p.add_argument("run", help="run folder")
-    p.add_argument("--layout", default="auto", choices=["auto", "crawl", "folders", "table"])
+    p.add_argument("--layout", default="auto", choices=["auto", "crawl", "gallery-dl", "folders", "table"])
+    p.add_argument("--categories", metavar="MAP.csv", default=None,
+                   help="board -> category map (columns category and board_id, or owner + board) for boards without one")
     p.add_argument("--exclude", type=_csv_list, default=["none", "other"], help="categories to drop (comma-separated)")
     p.add_argument("--per-category", type=int, default=None, help="images sampled per category (default: all)")
     p.add_argument("--min-per-category", type=int, default=5, help="categories with fewer ok images are left out")
@@ -187,6 +205,25 @@ def _ingest_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pixel-cache", type=_csv_list, default=[], metavar="BACKBONES",
                    help="store the sample's exact model inputs for these backbones (comma-separated), decoded once for "
                         "all, so extract skips decoding (RUN/dataset/pixels/; N x 150 KB per 224x224 input size)")
+
+def _collect_arguments(p: argparse.ArgumentParser) -> None:
+    from pintopic.collect.api import DEFAULT_API_BASE, DEFAULT_IMAGE_HOSTS, IMAGE_SIZES
+
+    p.add_argument("out", help="output crawl folder (new, empty, or an earlier collection)")
+    p.add_argument("--tokens", required=True, metavar="FILE", help="one consenting user's access token per line (never logged or copied)")
+    p.add_argument("--categories", metavar="MAP.csv", default=None,
+                   help="board -> category map: columns category and board_id, or owner + board (v5 has no board category)")
+    p.add_argument("--image-size", default="1200x", choices=IMAGE_SIZES)
+    p.add_argument("--multi-image", default="first", choices=["first", "all"], help="images kept from a multi-image pin")
+    p.add_argument("--max-pins-per-board", type=int, default=None, metavar="N")
+    p.add_argument("--since", default=None, metavar="DATE", help="only pins created on or after DATE (YYYY-MM-DD)")
+    p.add_argument("--rate", type=float, default=5.0, help="API requests per second, all users together")
+    p.add_argument("--concurrency", type=int, default=8, help="image downloads at once")
+    p.add_argument("--api-base", default=DEFAULT_API_BASE, metavar="URL")
+    p.add_argument("--allow-host", action="append", default=None, metavar="HOST",
+                   help=f"host images may come from (repeatable; default {', '.join(DEFAULT_IMAGE_HOSTS)})")
+    p.add_argument("--max-image-bytes", type=int, default=20 * 1024 * 1024, metavar="BYTES")
+
 
 def _make_crawl_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="folders dataset: SOURCE/<category>/**/<image>")
@@ -281,6 +318,9 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
 COMMANDS = [
     ("ingest", _cmd_ingest, "Scan a collection, verify every image, write RUN/dataset/ (manifest, sample, distribution).",
      _ingest_arguments),
+    ("collect", _cmd_collect, "Collect consenting users' boards and pins from Pinterest's API v5 into a crawl folder "
+                              "(resumable; rerun to fetch only new pins).",
+     _collect_arguments),
     ("make-crawl", _cmd_make_crawl, "Turn a folders dataset into a synthetic crawl (user/boards/pins) of the study's shape.",
      _make_crawl_arguments),
     ("backbones", _cmd_backbones, "List backbone presets with dims, input size and weight availability.",

@@ -19,6 +19,7 @@ DEFAULTS: dict[str, Any] = {
     "dataset": {
         "source": "",
         "layout": "auto",
+        "categories": "",  # a board -> category map (CSV) for boards without a category; "" = none
         "exclude": ["none", "other"],
         "per_category": 0,  # 0 = every ok image
         "min_per_category": 5,
@@ -154,6 +155,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict:
     if not config["dataset"]["source"]:
         raise PintopicError(f"{path}: dataset.source is not set")
     config["dataset"]["source"] = str(_resolve(base, config["dataset"]["source"]))
+    if config["dataset"]["categories"]:
+        config["dataset"]["categories"] = str(_resolve(base, config["dataset"]["categories"]))
     config["run"]["folder"] = str(_resolve(base, config["run"]["folder"]))
     _resolve_serve_paths(config["serve"], base)
     for section, key in (("features", "backbones"), ("dataset", "pixel_cache")):

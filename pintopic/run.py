@@ -57,6 +57,7 @@ def _ingest(run: Path, config: dict, progress: bool) -> None:
         per_category=_none_if_zero(data["per_category"]), min_per_category=data["min_per_category"],
         seed=data["seed"], max_pixels=_none_if_zero(data["max_pixels"]),
         workers=_none_if_zero(data["workers"]), progress=progress, decode_cache=data["decode_cache"],
+        categories=data["categories"] or None,
     )
     _pixel_caches(run, data, config["features"], progress)
 

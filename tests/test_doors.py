@@ -9,6 +9,7 @@ from pintopic.config import DEFAULTS
 #: CLI option (command, dest) -> config key; None: an option with no config meaning (said why).
 CLI_TO_CONFIG = {
     ("ingest", "source"): "dataset.source", ("ingest", "layout"): "dataset.layout",
+    ("ingest", "categories"): "dataset.categories",
     ("ingest", "exclude"): "dataset.exclude", ("ingest", "per_category"): "dataset.per_category",
     ("ingest", "min_per_category"): "dataset.min_per_category", ("ingest", "seed"): "dataset.seed",
     ("ingest", "max_pixels"): "dataset.max_pixels", ("ingest", "workers"): "dataset.workers",

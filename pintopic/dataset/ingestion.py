@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pintopic import __version__
-from pintopic.categories import normalize_category
+from pintopic.categories import normalize_category, read_category_map
 from pintopic.dataset.cleaning import assign_statuses, cached_decode
 from pintopic.dataset.decode_cache import CACHE_FOLDER, CACHE_SIDE, cache_summary
 from pintopic.dataset.distribution import distribution_csv, distribution_png
@@ -91,16 +91,20 @@ def _check_settings(layout, per_category, min_per_category, seed, max_pixels, wo
 
 def ingest(source, run_dir, *, layout: str = "auto", exclude: Iterable[str] | str | None = ("none", "other"),
            per_category: int | None = None, min_per_category: int = 5, seed: int = 0, max_pixels: int | None = None,
-           workers: int | None = None, progress: bool = True, decode_cache: bool = True) -> dict:
+           workers: int | None = None, progress: bool = True, decode_cache: bool = True,
+           categories: str | os.PathLike | None = None) -> dict:
     """Scan ``source``, verify every image, clean, sample; write ``run_dir/dataset/``; return dataset.json's content.
 
-    ``decode_cache`` keeps small decoded copies of costly files for extraction (:mod:`pintopic.dataset.decode_cache`).
+    ``categories`` is a CSV mapping boards to categories (``categories.read_category_map``), for crawl and
+    gallery-dl boards that carry no category of their own. ``decode_cache`` keeps small decoded copies of
+    costly files for extraction (:mod:`pintopic.dataset.decode_cache`).
     """
     _check_settings(layout, per_category, min_per_category, seed, max_pixels, workers)
     source_path = Path(os.path.abspath(os.path.expanduser(os.fsdecode(source))))
     if not source_path.exists():
         raise PintopicError(f"source {source_path} does not exist")
     resolved_layout = detect_layout(source_path) if layout == "auto" else layout
+    category_map = read_category_map(categories) if categories else None
     arguments = {
         "source": display(os.fsencode(source_path)), "layout": layout, "exclude": _normalise_exclude(exclude),
         "per_category": None if per_category is None else int(per_category),
@@ -108,12 +112,14 @@ def ingest(source, run_dir, *, layout: str = "auto", exclude: Iterable[str] | st
         "max_pixels": DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels),
         "decode_cache_side": CACHE_SIDE if decode_cache else None,
     }
+    if category_map is not None:  # only when given, so runs without a map keep their settings hash
+        arguments["categories"] = display(os.fsencode(os.path.abspath(categories)))
     run = Path(run_dir)
     dataset_dir = run / "dataset"
     run.mkdir(parents=True, exist_ok=True)
     with RunLock(run):
         started = time.perf_counter()
-        listing = scan(source_path, resolved_layout)
+        listing = scan(source_path, resolved_layout, category_map)
         fingerprint = listing.fingerprint()
         key = {"version": __version__, "arguments": arguments, "layout": resolved_layout, "listing": fingerprint}
         stage_hash = settings_hash(key, length=16)

@@ -1,4 +1,4 @@
-"""Finding the files of a collection: the crawl, folders and table layouts, and auto-detection.
+"""Finding the files of a collection: the crawl, gallery-dl, folders and table layouts, and auto-detection.
 
 A scan only lists and stats files and reads the small metadata files (``boards.json``, ``pin.json``,
 the table); it never opens an image. Paths are handled as bytes end to end, so file names that are
@@ -10,14 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pintopic.categories import normalize_category
+from pintopic.categories import CategoryMap, normalize_category
 from pintopic.errors import PintopicError
 
-LAYOUTS = ("crawl", "folders", "table")
+LAYOUTS = ("crawl", "gallery-dl", "folders", "table")
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 
 #: Names a directory can have that make it look like an image file (counted as ``ignored_dirs``).
@@ -96,7 +97,8 @@ class Listing:
 
 
 def detect_layout(source: str | os.PathLike) -> str:
-    """``table`` for a CSV/Parquet file, ``crawl`` when a subfolder holds ``boards.json``, else ``folders``."""
+    """``table`` for a CSV/Parquet file, ``crawl`` when a subfolder holds ``boards.json``, ``gallery-dl`` for
+    gallery-dl's Pinterest downloads (see :func:`gallery_dl_base`), else ``folders``."""
     path = Path(source)
     if path.is_file():
         if path.suffix.lower() in TABLE_SUFFIXES:
@@ -113,11 +115,17 @@ def detect_layout(source: str | os.PathLike) -> str:
             continue
         if os.path.isfile(os.path.join(child.path, b"boards.json")):
             return "crawl"
+    base = gallery_dl_base(os.fsencode(path))
+    if os.path.basename(base.rstrip(b"/")) == b"pinterest" and _holds_gallery_dl_files(base):
+        return "gallery-dl"
     return "folders"
 
 
-def scan(source: str | os.PathLike, layout: str) -> Listing:
-    """List ``source`` in the given layout (see :func:`detect_layout` for ``auto``)."""
+def scan(source: str | os.PathLike, layout: str, categories: CategoryMap | None = None) -> Listing:
+    """List ``source`` in the given layout (see :func:`detect_layout` for ``auto``).
+
+    ``categories`` labels the boards the source leaves without a category (crawl and gallery-dl layouts).
+    """
     if layout == "auto":
         layout = detect_layout(source)
     if layout not in LAYOUTS:
@@ -126,7 +134,9 @@ def scan(source: str | os.PathLike, layout: str) -> Listing:
         return scan_table(source)
     if not Path(source).is_dir():
         raise PintopicError(f"the {layout} layout needs a folder; {source} is not one")
-    return scan_crawl(source) if layout == "crawl" else scan_folders(source)
+    if layout == "gallery-dl":
+        return scan_gallery_dl(source, categories)
+    return scan_crawl(source, categories) if layout == "crawl" else scan_folders(source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,11 +262,13 @@ def _stat_key(path: bytes, rel: bytes) -> tuple[bytes, int, int] | None:
     return rel, info.st_size, info.st_mtime_ns
 
 
-def read_boards(path: bytes) -> tuple[dict[bytes, str | None] | None, str | None, int]:
+def read_boards(path: bytes, categories: CategoryMap | None = None,
+                owner: str | None = None) -> tuple[dict[bytes, str | None] | None, str | None, int]:
     """Parse a user's boards.json: ({slug bytes: category or None}, error, skipped entries).
 
     Accepts a list of boards or ``{"boards": [...]}``. A slug listed twice with different categories
-    maps to the error marker ``"\\0conflict"``.
+    maps to the error marker ``"\\0conflict"``. A board without a category takes the one ``categories``
+    gives its ``id``, or ``owner`` + its ``name`` (the slug when it has no name).
     """
     try:
         with open(path, "rb") as handle:
@@ -280,6 +292,8 @@ def read_boards(path: bytes) -> tuple[dict[bytes, str | None] | None, str | None
             continue
         category = item.get("category")
         category = normalize_category(category if isinstance(category, str) or category is None else str(category))
+        if category is None and categories is not None:
+            category = categories.lookup(item.get("id"), owner, item.get("name") or slug)
         key = os.fsencode(slug.strip())
         if key in boards and boards[key] != category:
             boards[key] = "\0conflict"
@@ -288,23 +302,29 @@ def read_boards(path: bytes) -> tuple[dict[bytes, str | None] | None, str | None
     return boards, None, skipped
 
 
-def _read_pin(path: bytes) -> str | None:
-    """None when pin.json is absent or a JSON object; else what is wrong with it."""
+def _read_json_object(path: bytes) -> tuple[dict | None, str | None]:
+    """(the object, None), (None, None) when the file is absent, or (None, what is wrong with it)."""
+    name = display(os.path.basename(path))
     try:
         with open(path, "rb") as handle:
             data = json.loads(handle.read().decode("utf-8"))
     except FileNotFoundError:
-        return None
+        return None, None
     except (ValueError, UnicodeDecodeError) as error:
-        return f"pin.json is not valid JSON ({error})"
+        return None, f"{name} is not valid JSON ({error})"
     except OSError as error:
-        return f"pin.json cannot be read ({error.strerror or error})"
+        return None, f"{name} cannot be read ({error.strerror or error})"
     if not isinstance(data, dict):
-        return "pin.json is not a JSON object"
-    return None
+        return None, f"{name} is not a JSON object"
+    return data, None
 
 
-def scan_crawl(source: str | os.PathLike) -> Listing:
+def _read_pin(path: bytes) -> str | None:
+    """None when pin.json is absent or a JSON object; else what is wrong with it."""
+    return _read_json_object(path)[1]
+
+
+def scan_crawl(source: str | os.PathLike, categories: CategoryMap | None = None) -> Listing:
     listing = Listing("crawl", _root_of(source))
     walker = _Walker(listing)
     for user_entry in walker.children(listing.root):
@@ -317,17 +337,17 @@ def scan_crawl(source: str | os.PathLike) -> Listing:
         if kind != "dir":
             listing.ignored_files += 1
             continue
-        _scan_user(walker, user_entry.path, user_rel, user)
+        _scan_user(walker, user_entry.path, user_rel, user, categories)
     return listing
 
 
-def _scan_user(walker: _Walker, user_dir: bytes, user_rel: bytes, user: str) -> None:
+def _scan_user(walker: _Walker, user_dir: bytes, user_rel: bytes, user: str, categories: CategoryMap | None) -> None:
     listing = walker.listing
     boards_path = os.path.join(user_dir, b"boards.json")
     key = _stat_key(boards_path, _join(user_rel, b"boards.json"))
     if key:
         listing.metadata_files.append(key)
-    boards, boards_error, skipped = read_boards(boards_path)
+    boards, boards_error, skipped = read_boards(boards_path, categories, user)
     if skipped:
         listing.notes.append(f"{user}/boards.json: {skipped} entries without a slug were skipped")
     rows_before = len(listing.entries)
@@ -416,6 +436,109 @@ def _scan_pin(walker: _Walker, pin_dir: bytes, pin_rel: bytes, pin: str, labels:
         else:
             _apply_status(row, status, detail)
     listing.entries.extend(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# gallery-dl: [gallery-dl/]pinterest/<owner>/<board name>/[<section>/]pinterest_<pin id>[_<media id>].<ext>
+# with an optional metadata file <file>.json (gallery-dl's --write-metadata) beside each file.
+
+#: A file gallery-dl names after its pin: ``pinterest_<pin id>[_<media id>].<ext>``.
+_GALLERY_DL_FILE = re.compile(rb"^pinterest_(\d+)(?:_[^./]*)?\.[A-Za-z0-9]+$")
+#: Files gallery-dl leaves that are not pins' images: metadata, partial downloads, story text blocks.
+_GALLERY_DL_SKIPPED = (b".json", b".part", b".txt", b".mp4", b".m3u8", b".mp3", b".m4a")
+
+
+def gallery_dl_base(source: bytes) -> bytes:
+    """The folder holding the owners' folders: ``SOURCE/gallery-dl/pinterest``, ``SOURCE/pinterest`` or SOURCE.
+
+    Auto-detection needs that folder to be named ``pinterest`` (gallery-dl's own name for it), so a folders
+    dataset is never mistaken for one; ``--layout gallery-dl`` takes SOURCE as the owners' folder otherwise.
+    """
+    for candidate in (os.path.join(source, b"gallery-dl", b"pinterest"), os.path.join(source, b"pinterest")):
+        if os.path.isdir(candidate):
+            return candidate
+    return source
+
+
+def _holds_gallery_dl_files(base: bytes) -> bool:
+    """Whether ``base/<owner>/<board>/`` (or a section below it) holds a ``pinterest_<id>.<ext>`` file."""
+    def subdirs(folder: bytes):
+        try:
+            with os.scandir(folder) as iterator:
+                return [entry for entry in iterator if entry.is_dir() and not entry.name.startswith(b".")]
+        except OSError:
+            return []
+
+    for owner in subdirs(base):
+        for board in subdirs(owner.path):
+            for folder in [board] + subdirs(board.path):
+                try:
+                    names = os.listdir(folder.path)
+                except OSError:
+                    continue
+                if any(_GALLERY_DL_FILE.match(name) for name in names):
+                    return True
+    return False
+
+
+def scan_gallery_dl(source: str | os.PathLike, categories: CategoryMap | None = None) -> Listing:
+    """Every image under the owners' board folders; user, board and pin from the folders, file name and metadata."""
+    listing = Listing("gallery-dl", _root_of(source))
+    walker = _Walker(listing)
+    base = gallery_dl_base(listing.root)
+    base_rel = os.path.relpath(base, listing.root) if base != listing.root else b""
+    for owner_entry in walker.children(base):
+        owner_kind, _ = walker.kind(owner_entry)
+        if owner_kind != "dir":
+            listing.ignored_files += 1
+            continue
+        owner_rel = _join(base_rel, owner_entry.name)
+        for board_entry in walker.children(owner_entry.path):
+            if walker.kind(board_entry)[0] != "dir":
+                listing.ignored_files += 1
+                continue
+            labels = {"user": display(owner_entry.name), "board": display(board_entry.name)}
+            real = os.path.realpath(board_entry.path)
+            for row in walker.walk_files(board_entry.path, _join(owner_rel, board_entry.name), (listing.root, real), **labels):
+                if row is None:
+                    continue
+                name = os.path.basename(row.rel)
+                if name.lower().endswith(_GALLERY_DL_SKIPPED):
+                    listing.ignored_files += not name.lower().endswith(b".json")  # metadata is read with its image
+                    continue
+                _label_gallery_dl_file(listing, row, name, categories)
+                listing.entries.append(row)
+    return listing
+
+
+def _label_gallery_dl_file(listing: Listing, row: Entry, name: bytes, categories: CategoryMap | None) -> None:
+    """Pin id, category (the board's own, else the map's) and metadata status of one gallery-dl file."""
+    match = _GALLERY_DL_FILE.match(name)
+    row.pin = display(match.group(1)) if match else display(name.rsplit(b".", 1)[0])
+    metadata, error = None, None
+    for candidate in (row.abspath + b".json", row.abspath.rsplit(b".", 1)[0] + b".json"):
+        if os.path.isfile(candidate):
+            key = _stat_key(candidate, os.path.relpath(candidate, listing.root))
+            if key:
+                listing.metadata_files.append(key)
+            metadata, error = _read_json_object(candidate)
+            break
+    if error:
+        _apply_status(row, "bad_metadata", error)
+        return
+    board = metadata.get("board") if metadata else None
+    board = board if isinstance(board, dict) else {}
+    owner = board.get("owner") if isinstance(board.get("owner"), dict) else {}
+    if metadata and isinstance(metadata.get("id"), (str, int)) and str(metadata["id"]).isdigit():
+        row.pin = str(metadata["id"])
+    own = board.get("category")  # the pin's top-level "category" is gallery-dl's extractor name, never a label
+    row.category = normalize_category(own) if isinstance(own, str) else None
+    if row.category is None and categories is not None:
+        row.category = categories.lookup(board.get("id"), owner.get("username") or row.user, board.get("name") or row.board)
+    if row.category is None:
+        source = f"in {display(os.path.basename(row.abspath))}.json" if metadata else "without metadata"
+        given = f"nor in {categories.source}" if categories is not None else "and no --categories map was given"
+        _apply_status(row, "no_category", f"board {row.user}/{row.board} has no category {source}, {given}")
 
 
 # ---------------------------------------------------------------------------------------------
