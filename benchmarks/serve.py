@@ -242,7 +242,7 @@ def summarise(run: dict, requests_window: int) -> dict:
     }
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "natural-images"))
     parser.add_argument("--work", default=None, help="keep the runs here (reruns reuse the model); default: a temp folder")
@@ -256,7 +256,11 @@ def main(argv=None) -> int:
     parser.add_argument("--overload-requests", type=int, default=1500)
     parser.add_argument("--overload-queue", type=int, default=4)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
 
     from pintopic.features.runtime import cpu_threads
 
