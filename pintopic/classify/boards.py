@@ -31,7 +31,7 @@ class BoardPosterior:
     wrong_boards: float | None  # estimated share of wrongly filed boards (None without given labels)
 
 
-def _group_sum(index: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
+def group_sum(index: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
     """Row sums of ``values`` per group (``index`` in 0..n_groups-1)."""
     from scipy.sparse import csr_matrix
 
@@ -43,28 +43,31 @@ def interest_profiles(P: np.ndarray, users, mix: float = 0.1) -> np.ndarray:
     """Per pin, its owner's interest profile (mean probability over the owner's pins), mixed with a ``mix``
     share of the overall profile so that no category is impossible; ``(n, K)``."""
     _, user_index = np.unique(np.asarray(users, dtype=str), return_inverse=True)
-    sums = _group_sum(user_index, P, user_index.max() + 1)
+    sums = group_sum(user_index, P, user_index.max() + 1)
     per_user = sums / sums.sum(axis=1, keepdims=True)
     return (1 - mix) * per_user[user_index] + mix * P.mean(axis=0)
 
 
-def board_posterior(P: np.ndarray, boards, *, users=None, given=None, prior=None, off_theme: float | None = None,
+def board_posterior(P: np.ndarray, boards, *, users=None, given=None, prior=None, rho=None, off_theme: float | None = None,
                     wrong_boards: float | None = None, steps: int = EM_STEPS) -> BoardPosterior:
     """Theme and pin posteriors for pins ``P`` (n x K) on ``boards`` (a key per pin).
 
     ``users`` (a key per pin) gives each board its owner's interests as the off-theme distribution;
     ``given`` (class index per pin, constant on a board) is the label the board is filed under, believed
     with probability ``1 - wrong_boards``; ``prior`` is the class prior the model's probabilities carry
-    (default: their mean). ``off_theme``/``wrong_boards`` left None are estimated by EM.
+    (default: their mean); ``rho`` ((n, K) or (K,)) replaces the off-theme distribution, e.g. the owners'
+    interests measured on more pins than ``P`` holds. ``off_theme``/``wrong_boards`` left None are estimated by EM.
     """
     P = np.clip(np.asarray(P, dtype=np.float64), FLOOR, 1.0)
     n, K = P.shape
-    _, board_index = np.unique(np.asarray(boards, dtype=str), return_inverse=True)
+    _, board_index = np.unique(np.asarray(boards), return_inverse=True)
     B = int(board_index.max()) + 1
     prior = P.mean(axis=0) if prior is None else np.asarray(prior, dtype=np.float64)
     L = P / prior
     L /= L.sum(axis=1, keepdims=True)
-    rho = interest_profiles(P, users) if users is not None else np.broadcast_to(P.mean(axis=0), P.shape)
+    if rho is None:
+        rho = interest_profiles(P, users) if users is not None else P.mean(axis=0)
+    rho = np.broadcast_to(np.asarray(rho, dtype=np.float64), P.shape)
     background = (L * rho).sum(axis=1)  # sum_c L[i, c] rho(c): how well "some other interest" explains pin i
     given_board = None
     if given is not None:
@@ -74,7 +77,7 @@ def board_posterior(P: np.ndarray, boards, *, users=None, given=None, prior=None
     wrong = 0.1 if wrong_boards is None else float(wrong_boards)
     for _ in range(max(1, steps)):
         mixture = (1 - eps) * L + eps * background[:, None]  # (n, K): pin i's likelihood under theme t
-        log_theme = _group_sum(board_index, np.log(mixture), B)
+        log_theme = group_sum(board_index, np.log(mixture), B)
         if given_board is not None:
             theme_prior = np.full((B, K), wrong / max(K - 1, 1))
             theme_prior[np.arange(B), given_board] = 1 - wrong
