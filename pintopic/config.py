@@ -57,7 +57,11 @@ DEFAULTS: dict[str, Any] = {
         "cv": 5,
         "seed": 0,
         "grids": {},
+        # flag suspect pins, train through the noise and keep every pin's probabilities (results/noise.json)
+        "label_issues": False,
+        "truth": "",  # a noisy crawl's truth.parquet, read only to score on the true labels
     },
+    "profile": {"enabled": False, "board_rule": "auto", "user_rule": "board"},  # needs classify.label_issues
     "report": {"enabled": True},
 }
 
@@ -126,6 +130,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict:
         raise PintopicError(f"{path}: dataset.source is not set")
     config["dataset"]["source"] = str(_resolve(base, config["dataset"]["source"]))
     config["run"]["folder"] = str(_resolve(base, config["run"]["folder"]))
+    if config["classify"]["truth"]:
+        config["classify"]["truth"] = str(_resolve(base, config["classify"]["truth"]))
     for section, key in (("features", "backbones"), ("dataset", "pixel_cache")):
         if isinstance(config[section][key], str) and config[section][key] != "auto":
             config[section][key] = [b.strip() for b in config[section][key].split(",") if b.strip()]

@@ -39,6 +39,7 @@ def _outputs_hash(run: Path) -> str:
     """A digest of every stage's record; equal digests mean no stage changed anything."""
     parts = []
     for path in sorted([run / "dataset" / "dataset.json", run / "results" / "results.json",
+                        run / "results" / "noise.json", run / "results" / "profile.json",
                         run / "config.resolved.toml", *(run / "features").glob("*/meta.json")]):
         if path.exists():
             parts.append([str(path.relative_to(run)), path.read_text(encoding="utf-8")])
@@ -96,9 +97,20 @@ def run_study(config_path: str | Path, overrides: list[str] | None = None, progr
         results = evaluate(
             run, backbones=feats["backbones"], classifiers=clf["classifiers"], cv=clf["cv"],
             test_size=clf["test_size"], split=clf["split"], seed=clf["seed"],
-            grids=clf["grids"] or None, progress=progress,
+            grids=clf["grids"] or None, progress=progress, label_issues=clf["label_issues"],
+            truth=clf["truth"] or None,
         )
         timings["evaluate"] = time.perf_counter() - started
+        if config["profile"]["enabled"]:
+            from pintopic.errors import PintopicError
+            from pintopic.predict.profile import profile
+
+            if not clf["label_issues"]:
+                raise PintopicError("profile.enabled needs classify.label_issues = true (the pins' probabilities)")
+            started = time.perf_counter()
+            profile(run, truth=clf["truth"] or None, board_rule=config["profile"]["board_rule"],
+                    user_rule=config["profile"]["user_rule"], seed=clf["seed"])
+            timings["profile"] = time.perf_counter() - started
 
         report_path = run / "report.html"
         summary = {

@@ -1,7 +1,7 @@
 """Training through the noise: a way of treating suspect pins, chosen by cross-validation on the training part.
 
 Options, all with the same classifier (a logistic regression on the principal directions of
-:mod:`pintopic.classify.oof`, C = :data:`CLASSIFIER_C`):
+:mod:`pintopic.classify.oof`, regularised by :data:`CLASSIFIER_ALPHA` per training pin):
 
 - ``none``: the given labels as they are (the noisy baseline);
 - ``drop``: leave the flagged pins out;
@@ -26,8 +26,9 @@ from pintopic.classify.metrics import f1_macro
 from pintopic.classify.oof import assemble, fit_basis, fit_head, out_of_fold, probability_head, project
 
 OPTIONS = ("none", "drop", "weight", "relabel", "cleanlearning")
-#: Inverse regularisation of the classifier trained through the noise (the flagging head uses a smaller one).
-CLASSIFIER_C = 0.05
+#: Regularisation per training row of the classifier trained through the noise (C = 0.05 for 5,000 pins;
+#: the flagging head is held five times stronger).
+CLASSIFIER_ALPHA = 0.004
 #: The smallest weight ``weight`` gives a pin (a weight of 0 would be ``drop``).
 MIN_WEIGHT = 0.05
 
@@ -54,20 +55,29 @@ def treatment(option: str, given: np.ndarray, issues) -> Treatment:
     return Treatment(everyone, given)
 
 
-def fit_option(option: str, Z, given, issues, pred_probs, *, seed: int = 0, C: float = CLASSIFIER_C):
-    """The head fitted on projected rows ``Z`` as ``option`` treats the pins (``pred_probs``: out-of-fold probabilities)."""
-    head = probability_head(seed, C)
-    if option == "cleanlearning":
+def fit_option(option: str, Z, given, issues, pred_probs, *, seed: int = 0, alpha: float = CLASSIFIER_ALPHA):
+    """The head fitted on projected rows ``Z`` as ``option`` treats the pins (``pred_probs``: out-of-fold
+    probabilities). A treatment that would leave a single class to learn falls back to the given labels."""
+    head = probability_head(seed, alpha, n_rows=len(given))
+    given = np.asarray(given)
+    plan = treatment(option, given, issues)
+    if len(np.unique(plan.labels[plan.keep])) < 2:
+        plan = treatment("none", given, issues)
+    elif option == "cleanlearning":
         from cleanlab.classification import CleanLearning
 
         from pintopic.classify.oof import single_thread_blas
 
         with single_thread_blas(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="When X and pred_probs are both provided")
-            return CleanLearning(head, seed=seed, verbose=False, find_label_issues_kwargs={"n_jobs": 1}).fit(Z, np.asarray(given), pred_probs=pred_probs).clf
-    plan = treatment(option, np.asarray(given), issues)
+            learner = CleanLearning(head, seed=seed, verbose=False, find_label_issues_kwargs={"n_jobs": 1})
+            try:
+                return learner.fit(Z, given, pred_probs=pred_probs).clf
+            except ValueError as error:  # its pruning left one class: learn from the given labels instead
+                if "only one class" not in str(error):
+                    raise
     weights = None if plan.weights is None else plan.weights[plan.keep]
-    return fit_head(head, Z[plan.keep], plan.labels[plan.keep], sample_weight=weights)
+    return fit_head(head, Z[plan.keep], plan.labels[plan.keep], sample_weight=weights, alpha=alpha)
 
 
 def _option_fold(Z, given, issues, pred_probs, train, val, options, classes, seed: int) -> list[np.ndarray]:
@@ -95,7 +105,7 @@ def choose_option(X, given, boards, users, folds, classes, *, options=OPTIONS, m
     given, options, classes = np.asarray(given), list(options), np.asarray(classes)
     basis = fit_basis(X, seed)
     Z = project(basis, X)
-    pred_probs = out_of_fold(probability_head(seed), Z, given, folds, classes, n_jobs=n_jobs)
+    pred_probs = out_of_fold(Z, given, folds, classes, seed=seed, n_jobs=n_jobs)
     issues = flag_label_issues(pred_probs, given, boards, users, method=method or DEFAULT_METHOD)
     per_fold = Parallel(n_jobs=max(1, min(n_jobs, len(folds))))(
         delayed(_option_fold)(Z, given, issues, pred_probs, train, val, options, classes, seed) for train, val in folds)

@@ -16,9 +16,10 @@ from pintopic.classify.ensemble import aligned_columns
 
 #: Principal directions kept by :func:`fit_basis`.
 PROBABILITY_COMPONENTS = 256
-#: Inverse regularisation of the flagging head (on whitened principal components): strong, which keeps it
-#: from learning the noise and converges fast; on the noisy openclipart crawl 0.01 and 0.05 flag equally well.
-PROBABILITY_C = 0.01
+#: Regularisation of the flagging head per training row (on whitened principal components; sklearn's
+#: ``C = 1 / (alpha * n)``): strong, which keeps it from learning the noise and converges fast. On the noisy
+#: openclipart crawl (5,000 training pins) C = 0.01 (alpha 0.02) and C = 0.05 flag equally well.
+PROBABILITY_ALPHA = 0.02
 
 
 def single_thread_blas():
@@ -46,19 +47,24 @@ def project(basis, X) -> np.ndarray:
         return basis.transform(X)
 
 
-def probability_head(seed: int = 0, C: float = PROBABILITY_C):
-    """A fresh multinomial LogisticRegression for projected features."""
+def probability_head(seed: int = 0, alpha: float = PROBABILITY_ALPHA, n_rows: int = 1):
+    """A fresh multinomial LogisticRegression for projected features, regularised by ``alpha`` per row for
+    ``n_rows`` training rows (so that a small and a large training set are held to the same strength)."""
     from sklearn.linear_model import LogisticRegression
 
-    return LogisticRegression(C=float(C), max_iter=500, tol=1e-4, random_state=seed)
+    return LogisticRegression(C=1.0 / (float(alpha) * max(int(n_rows), 1)), max_iter=500, tol=1e-4, random_state=seed)
 
 
-def fit_head(head, Z, y, sample_weight=None):
-    """A clone of ``head`` fitted on projected rows ``Z`` (with per-row weights when given)."""
+def fit_head(head, Z, y, sample_weight=None, alpha: float | None = None):
+    """A clone of ``head`` fitted on projected rows ``Z`` (with per-row weights when given); with ``alpha``,
+    its C is set for these rows (``1 / (alpha * n)``)."""
     from sklearn.base import clone
 
+    head = clone(head)
+    if alpha is not None:
+        head.set_params(C=1.0 / (float(alpha) * max(len(y), 1)))
     with single_thread_blas():
-        return clone(head).fit(Z, y, sample_weight=sample_weight)
+        return head.fit(Z, y, sample_weight=sample_weight)
 
 
 def assemble(basis, head):
@@ -74,17 +80,19 @@ def probabilities(model, X, classes) -> np.ndarray:
         return aligned_columns(model.predict_proba(X), model.classes_, classes)
 
 
-def _fold_probabilities(head, Z, y, train, val, classes):
-    return probabilities(fit_head(head, Z[train], y[train]), Z[val], classes)
+def _fold_probabilities(head, Z, y, train, val, classes, alpha):
+    return probabilities(fit_head(head, Z[train], y[train], alpha=alpha), Z[val], classes)
 
 
-def out_of_fold(head, Z, y, folds, classes, *, n_jobs: int = 2) -> np.ndarray:
-    """``(n, K)`` probabilities of ``head`` on projected rows ``Z``, row ``i`` from the fold whose validation part holds it."""
+def out_of_fold(Z, y, folds, classes, *, alpha: float = PROBABILITY_ALPHA, seed: int = 0, n_jobs: int = 2) -> np.ndarray:
+    """``(n, K)`` probabilities of the flagging head on projected rows ``Z``, row ``i`` from the fold whose
+    validation part holds it."""
     from joblib import Parallel, delayed
 
     y = np.asarray(y)
     parallel = Parallel(n_jobs=max(1, min(n_jobs, len(folds))))
-    parts = parallel(delayed(_fold_probabilities)(head, Z, y, train, val, classes) for train, val in folds)
+    head = probability_head(seed)
+    parts = parallel(delayed(_fold_probabilities)(head, Z, y, train, val, classes, alpha) for train, val in folds)
     result = np.zeros((len(y), len(classes)))
     for (_, val), part in zip(folds, parts):
         result[val] = part
@@ -98,4 +106,4 @@ def grouped_out_of_fold(X, y, groups, classes, *, n_splits: int = 5, seed: int =
 
     folds = cv_folds(np.asarray(y), np.asarray(groups), n_splits=n_splits, seed=seed)
     Z = project(fit_basis(X, seed), X)
-    return out_of_fold(probability_head(seed), Z, y, folds, classes, n_jobs=n_jobs), folds
+    return out_of_fold(Z, y, folds, classes, seed=seed, n_jobs=n_jobs), folds
