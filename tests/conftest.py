@@ -134,11 +134,14 @@ def read_audit(monkeypatch):
             opened.append(os.fsdecode(args[0]))
 
     sys.addaudithook(hook)  # hooks cannot be removed: ``active`` switches it off after the test
-    for module, name in ((pq, "read_table"), (pd, "read_parquet")):
-        def recorder(source, *args, _original=getattr(module, name), **kwargs):
+    def recording(original):
+        def recorder(source, *args, **kwargs):
             opened.append(str(source))
-            return _original(source, *args, **kwargs)
+            return original(source, *args, **kwargs)
 
-        monkeypatch.setattr(module, name, recorder)
+        return recorder
+
+    for module, name in ((pq, "read_table"), (pd, "read_parquet")):
+        monkeypatch.setattr(module, name, recording(getattr(module, name)))
     yield opened
     active[0] = False

@@ -68,12 +68,13 @@ def test_label_issues_find_the_injected_wrong_boards(noisy_run, tmp_path: Path, 
 
 def test_truth_scores_both_labels_and_reruns_are_noops(noisy_run, tmp_path: Path):
     run, truth_path = _run_copy(noisy_run, tmp_path), noisy_run[1]
-    arguments = dict(classifiers=["knn"], grids=GRIDS, cv=3, split="group:board", label_issues=True, progress=False)
+    arguments = {"classifiers": ["knn"], "grids": GRIDS, "cv": 3, "split": "group:board", "label_issues": True,
+                 "progress": False}
     evaluate(run, truth=truth_path, **arguments)
     noise = read_json(run / "results" / "noise.json")
     quality = noise["flags"]["against_truth"]["board"]
     assert quality["precision"] >= 0.6 and quality["recall"] >= 0.6
-    for option, scores in noise["options"]["test"].items():
+    for scores in noise["options"]["test"].values():
         assert set(scores) == {"given", "true"}
         assert scores["true"]["accuracy"] > scores["given"]["accuracy"]  # the given test labels are noisy
     assert set(noise["pairs_on_true_labels"]) == {"synthetic-noise01__knn"}
@@ -94,7 +95,7 @@ def test_extract_never_reads_the_truth_file(noisy_run, tmp_path: Path, read_audi
 
 def test_flagging_on_synthetic_boards_beats_chance_and_names_reasons():
     rng = np.random.default_rng(0)
-    categories, boards, users, given, true = ["a", "b", "c"], [], [], [], []
+    boards, users, given, true = [], [], [], []
     for b in range(12):  # 12 boards of 20 pins; board 0 is filed wrongly; 3 pins per board are off-theme
         theme = b % 3
         for i in range(20):

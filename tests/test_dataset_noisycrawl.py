@@ -16,6 +16,7 @@ from pintopic.dataset.boardplan import off_theme_count
 from pintopic.dataset.split import board_keys, cv_folds, split_groups
 from pintopic.errors import PintopicError
 
+
 def _noisy(colour_folders: Path, out: Path, seed: int = 3) -> dict:
     return make_crawl(colour_folders, out, users=5, seed=seed, off_theme=0.3, wrong_boards=0.25, board_size=(10, 16))
 
@@ -94,9 +95,9 @@ def test_bad_noise_settings_are_clear_errors(colour_folders: Path, tmp_path: Pat
         make_crawl(colour_folders, tmp_path / "b", off_theme=0.1, board_size=(20, 10))
     done = subprocess.run([sys.executable, "-m", "pintopic", "make-crawl", str(colour_folders), str(tmp_path / "c"),
                            "--off-theme", "0.2", "--wrong-boards", "0.1", "--board-size", "10-15", "--users", "3"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert "off-theme pins" in done.stdout and (tmp_path / "c" / "truth.parquet").exists()
     bad = subprocess.run([sys.executable, "-m", "pintopic", "make-crawl", str(colour_folders), str(tmp_path / "d"),
-                          "--board-size", "ten"], capture_output=True, text=True, timeout=120)
+                          "--board-size", "ten"], capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode == 2 and "MIN-MAX" in bad.stderr

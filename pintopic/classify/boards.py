@@ -59,7 +59,7 @@ def board_posterior(P: np.ndarray, boards, *, users=None, given=None, prior=None
     interests measured on more pins than ``P`` holds. ``off_theme``/``wrong_boards`` left None are estimated by EM.
     """
     P = np.clip(np.asarray(P, dtype=np.float64), FLOOR, 1.0)
-    n, K = P.shape
+    K = P.shape[1]
     _, board_index = np.unique(np.asarray(boards), return_inverse=True)
     B = int(board_index.max()) + 1
     prior = P.mean(axis=0) if prior is None else np.asarray(prior, dtype=np.float64)

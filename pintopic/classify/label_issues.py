@@ -10,7 +10,8 @@ Two signals from out-of-fold probabilities computed with folds grouped by board 
   (off-theme), but it is cautious (high precision, low recall);
 - ``board`` (the default): the two combined. Confident learning says how many labels are wrong (as many
   as ``cleanlab`` flags), the board-aware posterior says which: the pins least likely to carry their given
-  label, knowing their board, are flagged up to that count.
+  label, knowing their board, are flagged up to that count. Without boards (a folders dataset, every pin its
+  own board) it is cleanlab's flags ranked by the pin's own probability of its label.
 
 Measured on a noisy openclipart crawl (``benchmarks/noise.py``, docs/results.md) ``board`` beats
 cleanlab's default in both precision and recall, so it is the default; the others stay selectable.
@@ -59,8 +60,13 @@ def flag_label_issues(P: np.ndarray, given: np.ndarray, boards, users=None, *, m
         score, suggested = 1 - P[rows, given], P.argmax(axis=1)
     else:
         score, suggested = board_score, Z.argmax(axis=1)
+    if len(np.unique(posterior.board_index)) == len(given):  # no boards (a folders dataset): the pins' own view
+        flags["board"] = flags["cleanlab"]
+        score, suggested = 1 - P[rows, given], P.argmax(axis=1)
     flagged = flags[method]
     reason = np.where(~flagged, "", np.where(wrong_board, "wrong board", "off-theme pin"))
+    if len(np.unique(posterior.board_index)) == len(given):
+        reason = np.where(flagged, "disagrees with the model", "")
     frame = pd.DataFrame({"flagged": flagged, "score": score, "suggested": suggested, "reason": reason,
                           **{f"flag_{name}": flags[name] for name in METHODS}})
     frame.attrs.update(off_theme=posterior.off_theme, wrong_boards=posterior.wrong_boards)

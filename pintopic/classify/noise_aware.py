@@ -23,7 +23,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from pintopic.classify.metrics import f1_macro
-from pintopic.classify.oof import assemble, fit_basis, fit_head, out_of_fold, probability_head, project
+from pintopic.classify.oof import (
+    assemble,
+    fit_basis,
+    fit_head,
+    out_of_fold,
+    probability_head,
+    project,
+)
 
 OPTIONS = ("none", "drop", "weight", "relabel", "cleanlearning")
 #: Regularisation per training row of the classifier trained through the noise (C = 0.05 for 5,000 pins;

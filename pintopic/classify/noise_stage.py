@@ -30,8 +30,8 @@ PROBABILITY_PREFIX = "p:"
 def _pins(run_dir, ids):
     """The sampled rows of ``ids`` (in that order) with their board key (``user/board``, or the image id in a
     folders dataset, where every pin is its own board)."""
-    from pintopic.dataset.split import board_keys
     from pintopic.dataset.manifest import load_sample
+    from pintopic.dataset.split import board_keys
 
     sample = load_sample(run_dir)
     sample["image_id"] = sample["image_id"].astype(str)
@@ -73,7 +73,12 @@ def noise_stage(run_dir, store, protocol, *, method: str | None = None, truth=No
 
 def _compute(run_dir, store, protocol, method: str, truth) -> dict:
     from pintopic.classify.noise_aware import choose_option, fit_option
-    from pintopic.classify.oof import assemble, grouped_out_of_fold, probabilities, project
+    from pintopic.classify.oof import (
+        assemble,
+        grouped_out_of_fold,
+        probabilities,
+        project,
+    )
     from pintopic.dataset.split import cv_folds
     from pintopic.features.fusion import load_store
 
@@ -145,7 +150,7 @@ def _write_issues(results_dir, pins, classes, given, P, keys, users, method):
 def _flag_summary(issues, given, true) -> dict:
     from pintopic.classify.label_issues import METHODS, flag_quality
 
-    summary = {"n_pins": int(len(issues)), "flagged": int(issues["flagged"].sum()),
+    summary = {"n_pins": len(issues), "flagged": int(issues["flagged"].sum()),
                "by_reason": {str(k): int(v) for k, v in issues.loc[issues["flagged"], "reason"].value_counts().items()},
                "estimated_off_theme": issues.attrs.get("off_theme"), "estimated_wrong_boards": issues.attrs.get("wrong_boards")}
     if true is not None:

@@ -34,7 +34,7 @@ class NoiseSettings:
     board_size: tuple[int, int] = (10, 60)
     taste: int = 3
 
-    def check(self) -> "NoiseSettings":
+    def check(self) -> NoiseSettings:
         low, high = self.board_size
         if not 0 <= self.off_theme < 1:
             raise PintopicError(f"--off-theme must be in [0, 1), got {self.off_theme}")
@@ -69,7 +69,7 @@ class PlannedBoard:
 
 def off_theme_count(n_pins: int, off_theme: float) -> int:
     """The exact number of off-theme pins on a board of ``n_pins`` pins."""
-    return int(round(off_theme * n_pins))
+    return round(off_theme * n_pins)
 
 
 def user_tastes(users: list[str], categories: list[str], taste: int, rng: random.Random) -> dict[str, dict[str, float]]:
@@ -122,7 +122,7 @@ def plan_boards(images: dict[str, list], users: list[str], settings: NoiseSettin
         board.user = rng.choices(users, weights=[tastes[user][board.theme] for user in users])[0]
         if _fill_off_theme(board, tastes[board.user], off_supply, rng):
             kept.append(board)
-    for board in rng.sample(kept, int(round(settings.wrong_boards * len(kept)))):
+    for board in rng.sample(kept, round(settings.wrong_boards * len(kept))):
         board.listed = rng.choice([c for c in categories if c != board.theme])
     return kept
 

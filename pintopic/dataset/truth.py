@@ -20,7 +20,7 @@ def read_truth(path: str | os.PathLike):
         raise PintopicError(f"truth file {path} not found (make-crawl with --off-theme/--wrong-boards writes OUT/truth.parquet)")
     try:
         frame = pd.read_parquet(path)
-    except Exception as error:  # pyarrow raises several types for damaged files
+    except Exception as error:  # noqa: BLE001 - pyarrow raises several types for damaged files
         raise PintopicError(f"truth file {path} cannot be read ({error})") from None
     missing = [column for column in TRUTH_COLUMNS if column not in frame.columns]
     if missing:

@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 
 from pintopic.errors import PintopicError
-
 from pintopic.predict.profile_scoring import MIN_BOARD_PINS, MIN_USER_PINS
 
 BOARD_RULES = ("mean-log", "mean", "vote", "mixture")
@@ -59,7 +58,7 @@ def load_pins(source: str | os.PathLike):
         raise PintopicError(f"{source} is neither a run folder nor a predictions parquet")
     try:
         pins = pd.read_parquet(path)
-    except Exception as error:  # pyarrow raises several types for damaged files
+    except Exception as error:  # noqa: BLE001 - pyarrow raises several types for damaged files
         raise PintopicError(f"{path} cannot be read as parquet ({error})") from None
     missing = [column for column in ("user", "board") if column not in pins.columns]
     if missing:
@@ -121,9 +120,11 @@ def choose_board_rule(probs, board_index, board_given, board_part, categories, *
         if rule not in BOARD_RULES:
             raise PintopicError(f"unknown board rule {rule!r}; choose auto or one of {', '.join(BOARD_RULES)}")
         return rule, {}
+    import pandas as pd
+
     from pintopic.predict.aggregate import board_scores
 
-    known = np.array([g is not None and g == g for g in board_given])
+    known = pd.notna(board_given)
     chosen = known & (board_part == "train") if (known & (board_part == "train")).any() else known
     if not chosen.any():
         return "mean-log", {}
