@@ -41,32 +41,36 @@ sys.path.insert(0, str(ROOT))
 OPENCLIPART = "/usr/share/openclipart/png"
 NATURAL = ROOT.parent / "shared" / "data" / "natural-images"
 MAIN_NOISE = (0.3, 0.1)
+CLEAN_SET_BACKBONE = "lite0"  # the clean sets' flags (features_run's default), whatever --backbone is
 CURVE_NOISE = ((0.1, 0.1), (0.3, 0.1), (0.5, 0.1), (0.3, 0.3))
 USERS, SEED = 40, 0
 GOALS = {"gap_recovered": 0.5, "flag_precision": 0.7, "flag_recall": 0.7, "flag_seconds": 60.0,
          "board_accuracy": 0.95, "user_js": 0.05}
 
 
-def features_run(folder: Path, source, backbone: str = "lite0") -> tuple[Path, object]:
-    """Ingest ``source`` (folders, categories with >= 40 ok images) and extract ``backbone`` once; reused after."""
+def features_run(folder: Path, source, backbone: str = "lite0") -> tuple[Path, Path, dict]:
+    """Ingest ``source`` (folders, categories with >= 40 ok images) and extract ``backbone`` (or each part of a
+    fusion ``a+b``) once, reused after; ``(run, store folder, store meta)``."""
     from pintopic.dataset import ingest
     from pintopic.features import extract
+    from pintopic.features.fusion import find_stores
     from pintopic.features.pixel_cache import build_pixel_caches
 
     ingest(source, folder, min_per_category=40, seed=0, progress=False)
-    build_pixel_caches(folder, [backbone], progress=False)
-    (store,) = extract(folder, [backbone], progress=False)
-    return folder, store
+    for part in backbone.split("+"):
+        build_pixel_caches(folder, [part], progress=False)
+        extract(folder, [part], progress=False)
+    (store, meta), = find_stores(folder / "features", [backbone])
+    return folder, store, meta
 
 
-def base_vectors(run: Path, store: Path) -> dict:
+def base_vectors(run: Path, store: Path, meta: dict) -> dict:
     """``path -> vector`` of every sampled image of a folders run (its path relative to the source)."""
     from pintopic.dataset import load_sample
     from pintopic.features.fusion import load_store
-    from pintopic.runio import read_json
 
     sample = load_sample(run)
-    ids, X = load_store(store, read_json(store / "meta.json"), ids=list(sample["image_id"].astype(str)))
+    ids, X = load_store(store, meta, ids=list(sample["image_id"].astype(str)))
     by_id = dict(zip(ids, X))
     return {path: by_id[i] for path, i in zip(sample["path"], sample["image_id"].astype(str))}
 
@@ -139,7 +143,9 @@ def cross_fitted(pins: dict, n_splits: int = 5) -> dict:
         chosen_probs[test] = probabilities(result["model"], X[test], np.arange(K))
         predictions["chosen"][test] = chosen_probs[test].argmax(axis=1)
         choices.append({"fold": outer, "chosen": result["chosen"], "cv": result["cv"],
-                        "test_true_f1": {name: _f1(true[test], predictions[name][test]) for name in (*OPTIONS, "chosen", "true_labels")}})
+                        "test_true_f1": {name: _f1(true[test], predictions[name][test]) for name in (*OPTIONS, "chosen", "true_labels")},
+                        "test_true_accuracy": {name: round(float(np.mean(true[test] == predictions[name][test])), 4)
+                                               for name in (*OPTIONS, "chosen", "true_labels")}})
         print(f"  outer fold {outer}: chose {result['chosen']}", file=sys.stderr)
     scores = {name: {"f1_macro": _f1(true, pred), "accuracy": float(np.mean(true == pred)),
                      "f1_macro_given": _f1(given, pred)} for name, pred in predictions.items()}
@@ -203,16 +209,15 @@ def timing_20k(pins: dict, rows: int = 20_000) -> dict:
             "flag_seconds": round(done - middle, 2), "load_average_before": round(load, 2), "cores": os.cpu_count()}
 
 
-def clean_set_flags(run: Path, store: Path, top: int = 12) -> dict:
+def clean_set_flags(run: Path, store: Path, meta: dict, top: int = 12) -> dict:
     """The flagging on a clean folders set (every image its own board): how many, and the top flags."""
     from pintopic.classify.label_issues import flag_label_issues
     from pintopic.classify.oof import grouped_out_of_fold
     from pintopic.dataset import load_sample
     from pintopic.features.fusion import load_store
-    from pintopic.runio import read_json
 
     sample = load_sample(run)
-    ids, X = load_store(store, read_json(store / "meta.json"), ids=list(sample["image_id"].astype(str)))
+    ids, X = load_store(store, meta, ids=list(sample["image_id"].astype(str)))
     classes = np.array(sorted(sample["category"].unique()))
     given = np.searchsorted(classes, sample["category"])
     P, _ = grouped_out_of_fold(X, given, ids, np.arange(len(classes)), seed=SEED)
@@ -238,17 +243,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default=str(ROOT.parent / "runs" / "noise-bench"), help="runs, crawls and features go here")
     parser.add_argument("--quick", action="store_true", help="the main setting only, no curve over noise, no clean sets")
-    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/noise-<date>.json)")
+    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/noise-<date>[-<backbone>].json)")
+    parser.add_argument("--backbone", default="lite0", help="a backbone or a fusion such as lite0+lite1+lite2")
     args = parser.parse_args()
     work = Path(args.work)
     started = time.perf_counter()
-    base_run, base_store = features_run(work / "openclipart", OPENCLIPART)
-    vectors = base_vectors(base_run, base_store)
+    base_run, base_store, base_meta = features_run(work / "openclipart", OPENCLIPART, args.backbone)
+    vectors = base_vectors(base_run, base_store, base_meta)
     source = source_folder(base_run, work / "source")
     pins = noisy_pins(source, work, vectors, *MAIN_NOISE)
     result = {"date": date.today().isoformat(), "machine": {"python": platform.python_version(), "cores": os.cpu_count(),
               "platform": platform.platform()}, "setting": {"off_theme": MAIN_NOISE[0], "wrong_boards": MAIN_NOISE[1],
-              "users": USERS, "board_size": [10, 60], "seed": SEED, "backbone": "lite0", "n_pins": len(pins["given"]),
+              "users": USERS, "board_size": [10, 60], "seed": SEED, "backbone": args.backbone, "n_pins": len(pins["given"]),
               "n_boards": len(set(pins["boards"])), "noise_rate": round(float(np.mean(pins["given"] != pins["true"])), 4)},
               "goals": GOALS}
     print("flags ...", file=sys.stderr)
@@ -276,14 +282,15 @@ def main() -> None:
                 **measures}
             curves[f"off-theme {off_theme:.0%}, wrong {wrong:.0%}"] = measures["boards"]["curve"]
         print("clean sets ...", file=sys.stderr)
-        result["clean_sets"] = {"openclipart": clean_set_flags(base_run, base_store)}
+        result["clean_sets"] = {"backbone": CLEAN_SET_BACKBONE,
+                                "openclipart": clean_set_flags(*features_run(work / "openclipart", OPENCLIPART))}
         if NATURAL.exists():
-            natural_run, natural_store = features_run(work / "natural-images", NATURAL)
-            result["clean_sets"]["natural-images"] = clean_set_flags(natural_run, natural_store)
-    curve_figure(curves, ROOT / "docs" / "images" / "noise-board-curve.png")
+            result["clean_sets"]["natural-images"] = clean_set_flags(*features_run(work / "natural-images", NATURAL))
+    suffix = "" if args.backbone == "lite0" else "-" + args.backbone.replace("+", "-")
+    curve_figure(curves, ROOT / "docs" / "images" / f"noise-board-curve{suffix}.png")
     result["seconds"] = round(time.perf_counter() - started, 1)
     text = json.dumps(result, indent=2, default=float)
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"noise-{result['date']}.json")
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"noise-{result['date']}{suffix}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")
     print(text)

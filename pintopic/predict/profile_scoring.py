@@ -82,6 +82,7 @@ def score_against_truth(pins, probs, categories, boards, truth, *, seed: int = 0
                    "given_label_accuracy": _mean(given_right[tested & large]), "curve": curve,
                    "part": "test" if (boards["part"] == "test").any() else "all"},
         "users": {"evaluated": len(values), "mean_js_divergence": _mean(values),
+                  "median_js_divergence": float(np.median(values)) if values else None,
                   "max_js_divergence": float(max(values)) if values else None, "per_user": divergences},
     }, board_true
 
