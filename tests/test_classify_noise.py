@@ -20,8 +20,8 @@ GRIDS = {"knn": {"k": [1, 5]}}
 
 
 @pytest.fixture(scope="module")
-def noisy_run(colour_folders: Path, tmp_path_factory) -> tuple[Path, Path]:
-    """``(run, truth)``: a noisy crawl of the colour folders, ingested, with a synthetic feature store in which
+def noisy_run(colour_folders: Path, tmp_path_factory) -> tuple[Path, Path, Path]:
+    """``(run, truth, crawl)``: a noisy crawl of the colour folders, ingested, with a synthetic feature store in which
     each pin's vector sits near its TRUE category's centre (what a good backbone would give)."""
     base = tmp_path_factory.mktemp("noisy-run")
     crawl, run = base / "crawl", base / "run"
@@ -32,7 +32,7 @@ def noisy_run(colour_folders: Path, tmp_path_factory) -> tuple[Path, Path]:
     sample = load_sample(run)
     true = sample[["user", "board", "pin"]].merge(pd.read_parquet(truth), on=["user", "board", "pin"])["category"]
     write_store(run, "synthetic-noise01", sample["image_id"], class_features(true, sorted(set(true)), separation=3.0))
-    return run, truth
+    return run, truth, crawl
 
 
 def _run_copy(noisy_run, tmp_path: Path) -> Path:
@@ -114,3 +114,42 @@ def test_flagging_on_synthetic_boards_beats_chance_and_names_reasons():
     board0 = np.array([b == "u0/board0" for b in boards])
     assert (issues.loc[board0 & issues["flagged"].to_numpy(), "reason"] == "wrong board").all()
     assert (issues.loc[~board0 & issues["flagged"].to_numpy(), "reason"] == "off-theme pin").all()
+
+
+STUDY = """
+[run]
+folder = "run"
+[dataset]
+source = "{crawl}"
+[features]
+backbones = ["timm:test_efficientnet"]
+pretrained = false
+batch_size = 64
+runtime = "torch"
+[classify]
+classifiers = ["knn"]
+split = "group:board"
+cv = 3
+label_issues = true
+truth = "{truth}"
+[classify.grids.knn]
+k = [1, 5]
+[profile]
+enabled = true
+"""
+
+
+def test_a_study_with_label_issues_and_profiles(noisy_run, tmp_path: Path):
+    from pintopic.run import run_study
+
+    config = tmp_path / "noisy.toml"
+    config.write_text(STUDY.format(crawl=noisy_run[2], truth=noisy_run[1]))
+    run_study(config, progress=False)
+    results = tmp_path / "run" / "results"
+    for name in ("label_issues.parquet", "noise.json", "pin_probabilities.parquet", "boards.parquet", "users.parquet",
+                 "profile.json"):
+        assert (results / name).is_file(), name
+    assert "against_truth" in read_json(results / "noise.json")["flags"]
+    assert read_json(results / "profile.json")["truth"]["boards"]["evaluated"] >= 1
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert 'id="label-issues"' in report and 'id="boards-users"' in report and 'id="label-issue-grid"' in report
