@@ -29,12 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
+from pintopic.classify.noise_stage import PROBABILITY_PREFIX
 from pintopic.errors import PintopicError
 from pintopic.predict.profile_scoring import MIN_BOARD_PINS, MIN_USER_PINS
 
 BOARD_RULES = ("mean-log", "mean", "vote", "mixture")
 USER_RULES = ("board", "mean")
-PROBABILITY_PREFIX = "p:"
 BOOTSTRAP_RESAMPLES = 999
 #: Probability a top-k list leaves to the categories it does not name is spread evenly; never below this.
 FLOOR = 1e-4

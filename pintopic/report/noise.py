@@ -8,6 +8,7 @@ from __future__ import annotations
 from html import escape
 
 from pintopic.categories import display_name
+from pintopic.classify.noise_stage import PROBABILITY_PREFIX
 from pintopic.report import figures
 from pintopic.report.collect import RunContents
 from pintopic.report.html import figure_html, key_values_html, table_html
@@ -133,14 +134,14 @@ def _board_strips_html(contents: RunContents) -> str:
     ordered = boards.sort_values(["n_pins", "user", "board"], ascending=[False, True, True], kind="stable")
     differ = ordered[ordered["predicted_category"] != ordered["given_category"]].head(BOARD_STRIPS - 1)
     chosen = list(differ.itertuples()) + list(ordered[ordered["predicted_category"] == ordered["given_category"]].head(1).itertuples())
-    columns = [c for c in pins.columns if str(c).startswith("p:")]
+    columns = [c for c in pins.columns if str(c).startswith(PROBABILITY_PREFIX)]
     parts = ["<h3>Boards</h3>"]
     for board in chosen:
         rows = pins[(pins["user"] == board.user) & (pins["board"] == board.board)].head(PINS_PER_STRIP)
         rows = rows.merge(images[["image_id", "abspath"]], on="image_id", how="inner")
         cells = []
         for _, row in rows.iterrows():
-            top = str(max(columns, key=lambda c: row[c]))[2:]
+            top = str(max(columns, key=lambda c: row[c]))[len(PROBABILITY_PREFIX):]
             cells.append(f'<figure class="thumb">{thumbnail_img_html(row, "pin of " + board.board)}'
                          f"<figcaption>{escape(display_name(top))}</figcaption></figure>")
         title = (f"{escape(board.user)} / {escape(board.board)}: given <b>{escape(display_name(str(board.given_category)))}"
