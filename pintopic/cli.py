@@ -45,9 +45,21 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 def _cmd_make_crawl(args: argparse.Namespace) -> int:
     from pintopic.dataset import make_crawl
 
-    summary = make_crawl(args.source, args.out, users=args.users, seed=args.seed)
+    summary = make_crawl(args.source, args.out, users=args.users, seed=args.seed, off_theme=args.off_theme,
+                         wrong_boards=args.wrong_boards, board_size=args.board_size, taste=args.taste)
     print(f"wrote a crawl of {summary['pins']} pins, {summary['boards']} boards, {summary['users']} users to {args.out}")
+    if "truth" in summary:
+        print(f"noise: {summary['off_theme_pins']} off-theme pins, {summary['wrong_boards']} wrongly filed boards, "
+              f"{summary['unused']} source images unused; true categories: {summary['truth']}")
     return 0
+
+
+def _board_size(text: str) -> tuple[int, int]:
+    low, _, high = text.partition("-")
+    try:
+        return int(low), int(high or low)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN-MAX (e.g. 10-60), got {text!r}") from None
 
 
 def _cmd_backbones(args: argparse.Namespace) -> int:
@@ -114,10 +126,32 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     results = evaluate(
         args.run, backbones=args.backbone, classifiers=args.classifier, cv=args.cv,
         test_size=args.test_size, split=args.split, seed=args.seed, metric=args.knn_metric,
-        grids=_grid_overrides(args.grid) or None, progress=not args.quiet,
+        grids=_grid_overrides(args.grid) or None, progress=not args.quiet, label_issues=args.label_issues,
+        truth=args.truth,
     )
     print((Path(args.run) / "results" / "table.md").read_text())
     print(f"results: {Path(args.run) / 'results'} ({len(results['rows'])} rows)")
+    if args.label_issues:
+        from pintopic.runio import read_json
+
+        noise = read_json(Path(args.run) / "results" / "noise.json")
+        print(f"label issues: {noise['flags']['flagged']} of {noise['flags']['n_pins']} pins flagged "
+              f"({Path(args.run) / 'results' / 'label_issues.parquet'}); training through the noise: "
+              f"{noise['options']['chosen']} (chosen by CV)")
+    return 0
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from pintopic.predict.profile import profile
+
+    record = profile(args.source, truth=args.truth, board_rule=args.board_rule, user_rule=args.user_rule, seed=args.seed)
+    print(f"boards: {record['n_boards']} (rule {record['board_rule']}), users: {record['n_users']}, pins: {record['n_pins']}")
+    truth = record.get("truth")
+    if truth:
+        boards, users = truth["boards"], truth["users"]
+        print(f"against the truth: board accuracy {boards['accuracy']:.3f} ({boards['evaluated']} {boards['part']} boards "
+              f"with >= {record['min_board_pins']} pins); mean JS divergence of user profiles "
+              f"{users['mean_js_divergence']:.3f} ({users['evaluated']} users with >= {record['min_user_pins']} pins)")
     return 0
 
 
@@ -230,6 +264,13 @@ def _make_crawl_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", help="output crawl folder")
     p.add_argument("--users", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--off-theme", type=float, default=0.0, metavar="F",
+                   help="noisy crawl: this share of every board's pins comes from other categories")
+    p.add_argument("--wrong-boards", type=float, default=0.0, metavar="F",
+                   help="noisy crawl: this share of boards is filed under a wrong category")
+    p.add_argument("--board-size", type=_board_size, default=None, metavar="MIN-MAX",
+                   help="noisy crawl: pins per board (default 10-60 when --off-theme or --wrong-boards is set)")
+    p.add_argument("--taste", type=int, default=3, help="noisy crawl: dominant categories per user")
 
 def _extract_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run")
@@ -274,6 +315,18 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
                    help="distance of the knn classifier (the study: euclidean)")
     p.add_argument("--grid", action="append", default=[], metavar="CLASSIFIER.PARAM=VALUES",
                    help="replace a grid, e.g. --grid knn.k=1,5,10 (repeatable; like classify.grids in a config)")
+    p.add_argument("--label-issues", action="store_true", help="also flag suspect pins (results/label_issues.parquet), "
+                   "train through the noise (results/noise.json) and keep every pin's probabilities for `profile`")
+    p.add_argument("--truth", default=None, metavar="TRUTH_PARQUET",
+                   help="with --label-issues: a noisy crawl's truth.parquet, read only to score on the true labels too")
+
+
+def _profile_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="a run folder evaluated with --label-issues, or a predictions parquet with user/board")
+    p.add_argument("--truth", default=None, metavar="TRUTH_PARQUET", help="a noisy crawl's truth.parquet, to score against")
+    p.add_argument("--board-rule", default="auto", choices=["auto", "mean-log", "mean", "vote", "mixture"])
+    p.add_argument("--user-rule", default="board", choices=["board", "mean"])
+    p.add_argument("--seed", type=int, default=0)
 
 def _predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir", help="a model folder (RUN/results/models/...), or with --zero-shot the first image")
@@ -332,6 +385,9 @@ COMMANDS = [
      _finetune_arguments),
     ("evaluate", _cmd_evaluate, "The study's protocol: split, grid-searched classifiers, macro-F1 table: RUN/results/.",
      _evaluate_arguments),
+    ("profile", _cmd_profile, "A category per board and an interest profile per user from pin probabilities: "
+                              "boards.parquet, users.parquet, profile.json.",
+     _profile_arguments),
     ("predict", _cmd_predict, "Top-k categories for images with a fitted model folder.",
      _predict_arguments),
     ("report", _cmd_report, "Write RUN/report.html, a self-contained report of the run.",

@@ -62,7 +62,11 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "knn_metric": "euclidean",  # or "cosine"
         "grids": {},
+        # flag suspect pins, train through the noise and keep every pin's probabilities (results/noise.json)
+        "label_issues": False,
+        "truth": "",  # a noisy crawl's truth.parquet, read only to score on the true labels
     },
+    "profile": {"enabled": False, "board_rule": "auto", "user_rule": "board"},  # needs classify.label_issues
     "report": {"enabled": True, "screenshot": "", "screenshot_height": 900},  # screenshot: a PNG path, "" = none
     "serve": {  # `pintopic serve --config FILE`
         "host": "127.0.0.1",  # a non-loopback host needs api_keys (or insecure = true)
@@ -159,6 +163,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict:
         config["dataset"]["categories"] = str(_resolve(base, config["dataset"]["categories"]))
     config["run"]["folder"] = str(_resolve(base, config["run"]["folder"]))
     _resolve_serve_paths(config["serve"], base)
+    if config["classify"]["truth"]:
+        config["classify"]["truth"] = str(_resolve(base, config["classify"]["truth"]))
     for section, key in (("features", "backbones"), ("dataset", "pixel_cache")):
         if isinstance(config[section][key], str) and config[section][key] != "auto":
             config[section][key] = [b.strip() for b in config[section][key].split(",") if b.strip()]

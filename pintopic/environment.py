@@ -10,7 +10,7 @@ import platform
 
 #: Libraries whose versions are recorded beside results.
 LIBRARIES = ("pintopic", "torch", "torchvision", "timm", "onnxruntime", "onnx", "numpy", "pillow", "scikit-learn",
-             "pandas", "pyarrow", "matplotlib", "open_clip_torch")
+             "pandas", "pyarrow", "matplotlib", "open_clip_torch", "cleanlab")
 
 
 def usable_cores() -> int:

@@ -42,6 +42,7 @@ def _outputs_hash(run: Path) -> str:
 
     stores = [folder / "meta.json" for folder, _ in complete_stores(run / "features")]
     for path in sorted([run / "dataset" / "dataset.json", run / "results" / "results.json",
+                        run / "results" / "noise.json", run / "results" / "profile.json",
                         run / "config.resolved.toml", *stores]):
         if path.exists():
             parts.append([str(path.relative_to(run)), path.read_text(encoding="utf-8")])
@@ -93,8 +94,20 @@ def _evaluate(run: Path, config: dict, progress: bool) -> dict:
     return evaluate(
         run, backbones=config["features"]["backbones"], classifiers=clf["classifiers"], cv=clf["cv"],
         test_size=clf["test_size"], split=clf["split"], seed=clf["seed"],
-        grids=clf["grids"] or None, metric=clf["knn_metric"], progress=progress,
+        grids=clf["grids"] or None, metric=clf["knn_metric"], progress=progress, label_issues=clf["label_issues"],
+        truth=clf["truth"] or None,
     )
+
+
+def _profile(run: Path, config: dict, progress: bool) -> None:
+    from pintopic.errors import PintopicError
+    from pintopic.predict.profile import profile
+
+    clf = config["classify"]
+    if not clf["label_issues"]:
+        raise PintopicError("profile.enabled needs classify.label_issues = true (the pins' probabilities)")
+    profile(run, truth=clf["truth"] or None, board_rule=config["profile"]["board_rule"],
+            user_rule=config["profile"]["user_rule"], seed=clf["seed"])
 
 
 def _report(run: Path, config: dict) -> None:
@@ -127,6 +140,8 @@ def run_study(config_path: str | Path, overrides: list[str] | None = None, progr
             timed("finetune", _finetune)
         stores = timed("extract", _extract)
         results = timed("evaluate", _evaluate)
+        if config["profile"]["enabled"]:
+            timed("profile", _profile)
         summary = {
             "config": str(Path(config_path).resolve()), "run": str(run), "stores": [str(path) for path in stores],
             "results": str(run / "results"),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,20 @@ def tiny_folders(tmp_path: Path) -> Path:
     return write_tiny_folders(tmp_path / "folders")
 
 
+#: Four categories of clearly different colours, for noisy crawls.
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "grey": (128, 128, 128)}
+
+
+@pytest.fixture(scope="session")
+def colour_folders(tmp_path_factory) -> Path:
+    """A folders dataset: 4 categories x 45 tiny (8 x 8) distinct images, enough for a few boards of 10-16 pins."""
+    root = tmp_path_factory.mktemp("colour-folders")
+    for c_index, (name, color) in enumerate(COLOURS.items()):
+        for i in range(45):
+            make_image(root / name / f"img_{i:02d}.png", color=color, size=(8, 8), seed=c_index * 1000 + i)
+    return root
+
+
 @pytest.fixture(scope="session")
 def openclipart_run(openclipart: Path, tmp_path_factory) -> Path:
     """A run folder holding ``pintopic ingest`` of openclipart-png (every ok image, categories with 40+ ok).
@@ -120,3 +135,31 @@ def serve_models_dir(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("serve-run")
     return fitted_run(write_tiny_folders(base / "folders"), base / "run", backbone="timm:test_efficientnet",
                       pretrained=False)
+
+
+@pytest.fixture
+def read_audit(monkeypatch):
+    """A list that records every path opened from Python (audit hook) or read as parquet (pyarrow reads in C++,
+    out of the hook's sight) while the test runs: to prove that a stage never reads a file."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    opened: list[str] = []
+    active = [True]
+
+    def hook(event, args):
+        if active[0] and event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
+            opened.append(os.fsdecode(args[0]))
+
+    sys.addaudithook(hook)  # hooks cannot be removed: ``active`` switches it off after the test
+    def recording(original):
+        def recorder(source, *args, **kwargs):
+            opened.append(str(source))
+            return original(source, *args, **kwargs)
+
+        return recorder
+
+    for module, name in ((pq, "read_table"), (pd, "read_parquet")):
+        monkeypatch.setattr(module, name, recording(getattr(module, name)))
+    yield opened
+    active[0] = False

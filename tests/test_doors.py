@@ -30,6 +30,9 @@ CLI_TO_CONFIG = {
     ("evaluate", "cv"): "classify.cv", ("evaluate", "test_size"): "classify.test_size",
     ("evaluate", "split"): "classify.split", ("evaluate", "seed"): "classify.seed",
     ("evaluate", "knn_metric"): "classify.knn_metric", ("evaluate", "grid"): "classify.grids",
+    ("evaluate", "label_issues"): "classify.label_issues", ("evaluate", "truth"): "classify.truth",
+    ("profile", "source"): "run.folder", ("profile", "truth"): "classify.truth", ("profile", "seed"): "classify.seed",
+    ("profile", "board_rule"): "profile.board_rule", ("profile", "user_rule"): "profile.user_rule",
     ("report", "screenshot"): "report.screenshot", ("report", "screenshot_height"): "report.screenshot_height",
 }
 #: Options that only say where to work or how to talk, not what the stage computes.
@@ -49,7 +52,7 @@ def _subparsers():
     return action.choices
 
 
-@pytest.mark.parametrize("command", ["ingest", "extract", "finetune", "evaluate", "report"])
+@pytest.mark.parametrize("command", ["ingest", "extract", "finetune", "evaluate", "profile", "report"])
 def test_every_stage_option_has_a_config_key(command):
     dests = {action.dest for action in _subparsers()[command]._actions if action.dest != "help"}
     for dest in dests - NOT_STAGE_OPTIONS:
@@ -59,8 +62,8 @@ def test_every_stage_option_has_a_config_key(command):
 
 def test_every_config_key_of_a_stage_has_a_cli_option():
     reachable = set(CLI_TO_CONFIG.values())
-    run_only = {"name", "run.folder", "finetune.enabled", "report.enabled"}
-    for section in ("dataset", "features", "finetune", "classify", "report"):
+    run_only = {"name", "run.folder", "finetune.enabled", "report.enabled", "profile.enabled"}
+    for section in ("dataset", "features", "finetune", "classify", "profile", "report"):
         for key in DEFAULTS[section]:
             dotted = f"{section}.{key}"
             assert dotted in reachable or dotted in run_only, f"config key {dotted} has no CLI option"

@@ -267,8 +267,13 @@ def _write_tables(protocol: Protocol, rows: list[dict], classifiers: list[str]) 
 
 def evaluate(run_dir: str | os.PathLike, *, backbones=None, classifiers=("knn", "lsvm", "nn"), cv: int = 5,
              test_size: float = 0.2, split: str = "stratified", seed: int = 0, grids: dict | None = None,
-             metric: str = "euclidean", n_jobs: int = 2, progress: bool = True) -> dict:
-    """Run the study's protocol on every (or the given) feature store; write and return results.json's content."""
+             metric: str = "euclidean", n_jobs: int = 2, progress: bool = True, label_issues: bool = False,
+             truth=None) -> dict:
+    """Run the study's protocol on every (or the given) feature store; write and return results.json's content.
+
+    ``label_issues``: also flag suspect pins and train through the noise on the first store
+    (:mod:`pintopic.classify.noise_stage`); ``truth`` (a crawl's truth.parquet) is read only to score that.
+    """
     from tqdm.auto import tqdm
 
     from pintopic.classify.catalog import probabilistic
@@ -306,4 +311,9 @@ def evaluate(run_dir: str | os.PathLike, *, backbones=None, classifiers=("knn", 
         bar.close()
         if "ensemble" in classifiers and len(members) > 1:
             rows.append(_ensemble(protocol, members, int(protocol.grids["ensemble"]["max_members"][0])))
-        return _write_tables(protocol, rows, classifiers)
+        results = _write_tables(protocol, rows, classifiers)
+        if label_issues and stores:
+            from pintopic.classify.noise_stage import noise_stage
+
+            noise_stage(run_dir, _StoreRows(*stores[0], protocol), protocol, truth=truth)
+        return results

@@ -1,7 +1,7 @@
 """The train/test split shared by every backbone x classifier, and the folds of the inner cross-validation.
 
 ``stratified``: a seeded stratified split (the study: 800/200 per category). ``group:user`` and
-``group:board`` keep every image of a user (board) on one side, via StratifiedGroupKFold, and group the
+``group:board`` keep every image of a user (board, named within its user) on one side, via StratifiedGroupKFold, and group the
 inner folds the same way, the leak-free evaluation the study did not do.
 """
 from __future__ import annotations
@@ -26,7 +26,15 @@ def split_groups(sample, split: str):
         raise PintopicError(
             f"--split {split} needs a {column} for every image, but this dataset has none (a folders layout?); "
             "use --split stratified or ingest a crawl")
+    if column == "board" and "user" in sample.columns:  # boards are named within a user
+        return board_keys(sample["user"], sample["board"])
     return sample[column].astype(str).to_numpy()
+
+
+def board_keys(users, boards) -> np.ndarray:
+    """One key per pin naming its board, ``user/board``: two users' "recipes" boards are different boards."""
+    users = ["" if u is None else str(u) for u in users]
+    return np.array([f"{u}/{b}" for u, b in zip(users, map(str, boards))], dtype=object)
 
 
 def make_split(sample, *, test_size: float = 0.2, split: str = "stratified", seed: int = 0):

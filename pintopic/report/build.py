@@ -21,6 +21,7 @@ from pintopic.report.collect import (
     pretty_json,
 )
 from pintopic.report.html import figure_html, key_values_html, page_html, table_html
+from pintopic.report.noise import noise_sections
 from pintopic.runio import RunLock, run_paths, settings_hash, write_if_changed
 
 #: The study's best macro-F1 (ConvNext_B features + KNN, Table 4.1), the number to beat.
@@ -53,6 +54,7 @@ def _write_report(run_dir: str | os.PathLike) -> Path:
         ("results", "Results", _results_section(contents, best)),
         ("best-model", "Best model", _best_model_section(contents, best)),
         ("thumbnails", "Test images", _thumbnails_section(contents, best)),
+        *noise_sections(contents),
         ("timings", "Timings", _timings_section(contents)),
         ("environment", "Configuration & environment", _environment_section(contents)),
     ]
@@ -70,7 +72,7 @@ def _write_report(run_dir: str | os.PathLike) -> Path:
 
 
 FINGERPRINT_META = "pintopic-inputs"
-_INPUT_PATTERNS = ("dataset/*", "features/*/meta.json", "results/*.json", "results/confusion/*.csv",
+_INPUT_PATTERNS = ("dataset/*", "features/*/meta.json", "results/*.json", "results/*.parquet", "results/confusion/*.csv",
                    "results/predictions/*.parquet", "config.resolved.toml", "run.json")
 
 

@@ -28,6 +28,12 @@ class RunContents:
     predictions: dict[str, Any] = field(default_factory=dict)
     config_text: str | None = None
     run_timings: dict | None = None
+    noise: dict | None = None  # results/noise.json (evaluate --label-issues)
+    label_issues: Any = None  # results/label_issues.parquet
+    pin_probabilities: Any = None  # results/pin_probabilities.parquet
+    profile: dict | None = None  # results/profile.json (pintopic profile)
+    boards: Any = None  # results/boards.parquet
+    users: Any = None  # results/users.parquet
     missing: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -115,12 +121,23 @@ def collect(run_dir: str | os.PathLike) -> RunContents:
     else:
         _collect_model_files(results_dir, contents)
 
+    _collect_noise_files(results_dir, contents)
     config_path = contents.run_dir / "config.resolved.toml"
     if config_path.exists():
         contents.config_text = config_path.read_text(encoding="utf-8", errors="replace")
     if (contents.run_dir / "run.json").exists():
         contents.run_timings = _read_json(contents.run_dir / "run.json", contents)
     return contents
+
+
+def _collect_noise_files(results_dir: Path, contents: RunContents) -> None:
+    """What ``evaluate --label-issues`` and ``profile`` wrote, when they ran (nothing is missing otherwise)."""
+    for name in ("noise", "profile"):
+        if (results_dir / f"{name}.json").exists():
+            setattr(contents, name, _read_json(results_dir / f"{name}.json", contents))
+    for name in ("label_issues", "pin_probabilities", "boards", "users"):
+        if (results_dir / f"{name}.parquet").exists():
+            setattr(contents, name, _read_parquet(results_dir / f"{name}.parquet", contents))
 
 
 def _collect_model_files(results_dir: Path, contents: RunContents) -> None:
