@@ -17,6 +17,8 @@ Measured (each with the truth file, read only here to score):
 - pin level: 5 board-grouped outer folds; in each, the noise-aware option is chosen by CV on the training
   folds only and scored on the held-out boards' true labels, beside the noisy baseline (given labels) and
   training on the true labels (same features, same classifier); the gap recovered, for macro-F1 and accuracy;
+  ``previous`` beside it: the choice among the options without ``posterior`` (the method before soft labels),
+  also at board and user level, so both are measured in one run;
 - board level: the chosen option's cross-fitted pin probabilities aggregated per board (rule chosen by
   agreement with the given labels), accuracy on boards with >= 10 pins and its curve over pins and noise;
 - user level: mean Jensen-Shannon divergence of interest profiles (users with >= 50 pins);
@@ -122,45 +124,67 @@ def flag_measures(pins: dict) -> dict:
 
 
 def cross_fitted(pins: dict, n_splits: int = 5) -> dict:
-    """Board-grouped outer folds: per fold, the option chosen by CV on its training boards, the noisy baseline
-    and true-label training, scored on the held-out boards; pooled predictions and the chosen option's probabilities."""
-    from pintopic.classify.noise_aware import OPTIONS, choose_option, fit_option
-    from pintopic.classify.oof import probabilities, project
+    """Board-grouped outer folds: per fold, the option chosen by CV on its training boards, every option, the noisy
+    baseline and true-label training, scored on the held-out boards; pooled predictions and probabilities of the
+    chosen option and of ``previous``, the choice among the options without ``posterior`` (the method before it)."""
+    from pintopic.classify.noise_aware import OPTIONS, choose_option
+    from pintopic.classify.oof import probabilities
     from pintopic.dataset.split import cv_folds
 
     X, given, true, boards, users = pins["X"], pins["given"], pins["true"], pins["boards"], pins["users"]
     K = len(pins["classes"])
-    predictions = {name: np.zeros(len(given), dtype=int) for name in (*OPTIONS, "chosen", "true_labels")}
-    chosen_probs, choices = np.zeros((len(given), K)), []
+    names = (*OPTIONS, "chosen", "previous", "true_labels")
+    probs = {name: np.zeros((len(given), K)) for name in names}
+    choices = []
     for outer, (train, test) in enumerate(cv_folds(given, boards, n_splits=n_splits, seed=SEED)):
         folds = cv_folds(given[train], boards[train], n_splits=5, seed=SEED)
         result = choose_option(X[train], given[train], boards[train], users[train], folds, np.arange(K), seed=SEED)
-        Z, Z_test = project(result["basis"], X[train]), project(result["basis"], X[test])
-        for option in OPTIONS:
-            predictions[option][test] = fit_option(option, Z, given[train], result["issues"], result["pred_probs"],
-                                                   seed=SEED).predict(Z_test)
-        predictions["true_labels"][test] = fit_option("none", Z, true[train], result["issues"], None, seed=SEED).predict(Z_test)
-        chosen_probs[test] = probabilities(result["model"], X[test], np.arange(K))
-        predictions["chosen"][test] = chosen_probs[test].argmax(axis=1)
-        choices.append({"fold": outer, "chosen": result["chosen"], "cv": result["cv"],
-                        "test_true_f1": {name: _f1(true[test], predictions[name][test]) for name in (*OPTIONS, "chosen", "true_labels")},
-                        "test_true_accuracy": {name: round(float(np.mean(true[test] == predictions[name][test])), 4)
-                                               for name in (*OPTIONS, "chosen", "true_labels")}})
-        print(f"  outer fold {outer}: chose {result['chosen']}", file=sys.stderr)
+        for name, fold_probs in every_option(pins, train, test, folds, result).items():
+            probs[name][test] = fold_probs
+        probs["chosen"][test] = probabilities(result["model"], X[test], np.arange(K))
+        previous = max((o for o in OPTIONS if o != "posterior"), key=lambda o: (result["cv"][o], -OPTIONS.index(o)))
+        probs["previous"][test] = probs[previous][test]
+        posterior = result["evidence"].soft.get(result["balance"], (None, {}))[1]
+        choices.append({"fold": outer, "chosen": result["chosen"], "balance": result["balance"], **posterior,
+                        "previous": previous, "cv": result["cv"], "posterior_cv_by_balance": result["balances_cv"],
+                        "test_true_f1": {name: _f1(true[test], probs[name][test].argmax(axis=1)) for name in names},
+                        "test_true_accuracy": {name: round(float(np.mean(true[test] == probs[name][test].argmax(axis=1))), 4)
+                                               for name in names}})
+        print(f"  outer fold {outer}: chose {result['chosen']} (balance {result['balance']}); previous {previous}",
+              file=sys.stderr)
+    predictions = {name: p.argmax(axis=1) for name, p in probs.items()}
     scores = {name: {"f1_macro": _f1(true, pred), "accuracy": float(np.mean(true == pred)),
                      "f1_macro_given": _f1(given, pred)} for name, pred in predictions.items()}
-    return {"scores": scores, "folds": choices, "probabilities": chosen_probs}
+    return {"scores": scores, "folds": choices, "probabilities": probs["chosen"], "previous_probabilities": probs["previous"]}
+
+
+def every_option(pins: dict, train, test, folds, result) -> dict:
+    """Test probabilities of every option (``posterior`` at its best CV balance) and of true-label training, each
+    fitted on the whole training part as the chosen one is."""
+    from pintopic.classify.noise_aware import OPTIONS, fit_option, gather_evidence
+    from pintopic.classify.oof import probabilities, project
+
+    X, given, classes = pins["X"], pins["given"][train], np.arange(len(pins["classes"]))
+    balance = float(max(result["balances_cv"], key=result["balances_cv"].get))
+    evidence = result["evidence"]
+    if balance not in evidence.soft:
+        evidence = gather_evidence(project(result["basis"], X[train]), given, pins["boards"][train], pins["users"][train],
+                                   folds, classes, balances=(balance,), seed=SEED)
+    Z, Z_test = project(result["basis"], X[train]), project(result["basis"], X[test])
+    fitted = {option: fit_option(option, Z, given, evidence, balance=balance, seed=SEED) for option in OPTIONS}
+    fitted["true_labels"] = fit_option("none", Z, pins["true"][train], None, seed=SEED)
+    return {name: probabilities(model, Z_test, classes) for name, model in fitted.items()}
+
+
+def gap_recovered(scores: dict, metric: str, name: str = "chosen") -> float:
+    noisy, clean, chosen = (scores[key][metric] for key in ("none", "true_labels", name))
+    return round((chosen - noisy) / (clean - noisy), 3) if clean != noisy else float("nan")
 
 
 def _f1(y, pred) -> float:
     from pintopic.classify.metrics import f1_macro
 
     return round(f1_macro(y, pred), 4)
-
-
-def gap_recovered(scores: dict, metric: str) -> float:
-    noisy, clean, chosen = (scores[name][metric] for name in ("none", "true_labels", "chosen"))
-    return round((chosen - noisy) / (clean - noisy), 3) if clean != noisy else float("nan")
 
 
 def board_and_user_measures(pins: dict, probs: np.ndarray, work: Path, tag: str) -> dict:
@@ -262,8 +286,11 @@ def main() -> None:
     print("pin level (cross-fitted) ...", file=sys.stderr)
     fitted = cross_fitted(pins)
     result["pin_level"] = {"scores": fitted["scores"], "folds": fitted["folds"],
-                           "gap_recovered": {m: gap_recovered(fitted["scores"], m) for m in ("f1_macro", "accuracy")}}
+                           "gap_recovered": {m: gap_recovered(fitted["scores"], m) for m in ("f1_macro", "accuracy")},
+                           "gap_recovered_previous": {m: gap_recovered(fitted["scores"], m, "previous")
+                                                      for m in ("f1_macro", "accuracy")}}
     result["boards_users"] = board_and_user_measures(pins, fitted["probabilities"], work, "main")
+    result["boards_users_previous"] = board_and_user_measures(pins, fitted["previous_probabilities"], work, "main-previous")
     print("timing 20k ...", file=sys.stderr)
     result["timing_20k"] = timing_20k(pins)
     curves = {f"off-theme {MAIN_NOISE[0]:.0%}, wrong {MAIN_NOISE[1]:.0%}": result["boards_users"]["boards"]["curve"]}
@@ -276,10 +303,15 @@ def main() -> None:
             other = noisy_pins(source, work, vectors, off_theme, wrong)
             other_fit = cross_fitted(other)
             measures = board_and_user_measures(other, other_fit["probabilities"], work, f"{off_theme}-{wrong}")
+            previous = board_and_user_measures(other, other_fit["previous_probabilities"], work,
+                                               f"{off_theme}-{wrong}-previous")
             result["noise_curve"][f"{off_theme}-{wrong}"] = {
                 "noise_rate": round(float(np.mean(other["given"] != other["true"])), 4), "flags": flag_measures(other),
                 "pin_level": other_fit["scores"], "gap_recovered": {m: gap_recovered(other_fit["scores"], m) for m in ("f1_macro", "accuracy")},
-                **measures}
+                **measures, "previous": {"boards": {k: v for k, v in previous["boards"].items() if k != "curve"},
+                                         "users": previous["users"], "board_rule": previous["board_rule"],
+                                         "gap_recovered": {m: gap_recovered(other_fit["scores"], m, "previous")
+                                                           for m in ("f1_macro", "accuracy")}}}
             curves[f"off-theme {off_theme:.0%}, wrong {wrong:.0%}"] = measures["boards"]["curve"]
         print("clean sets ...", file=sys.stderr)
         result["clean_sets"] = {"backbone": CLEAN_SET_BACKBONE,

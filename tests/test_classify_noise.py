@@ -11,9 +11,13 @@ import pytest
 from test_classify_evaluate import class_features, write_store
 
 from pintopic.classify import evaluate
+from pintopic.classify.boards import board_posterior, calibrate, fit_temperature
 from pintopic.classify.label_issues import flag_label_issues, flag_quality
-from pintopic.classify.noise_aware import OPTIONS
+from pintopic.classify.noise_aware import OPTIONS, choose_option
+from pintopic.classify.oof import fit_basis, out_of_fold, project
+from pintopic.classify.soft_labels import soft_labels
 from pintopic.dataset import ingest, load_sample, make_crawl
+from pintopic.dataset.split import cv_folds
 from pintopic.runio import read_json
 
 GRIDS = {"knn": {"k": [1, 5]}}
@@ -114,6 +118,75 @@ def test_flagging_on_synthetic_boards_beats_chance_and_names_reasons():
     board0 = np.array([b == "u0/board0" for b in boards])
     assert (issues.loc[board0 & issues["flagged"].to_numpy(), "reason"] == "wrong board").all()
     assert (issues.loc[~board0 & issues["flagged"].to_numpy(), "reason"] == "off-theme pin").all()
+
+
+def synthetic_crawl(seed: int = 0, separation: float = 1.0, dim: int = 8):
+    """``(X, given, true, boards, users)``: 8 users x 4 boards of 20 pins over 4 categories; each user likes two, a board
+    holds 5 off-theme pins of its owner's other interest, 3 boards are filed under a wrong category; features near
+    each pin's TRUE category's centre, close enough to the others that a model gets about 3 pins in 4 right."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(4, dim)) * separation
+    boards, users, given, true = [], [], [], []
+    for user in range(8):
+        likes = [user % 4, (user + 1 + user // 4) % 4]
+        for board in range(4):
+            theme, other = likes[board % 2], likes[1 - board % 2]
+            listed = (theme + 2) % 4 if (user * 4 + board) % 11 == 3 else theme
+            for pin in range(20):
+                boards.append(f"u{user}/b{board}")
+                users.append(f"u{user}")
+                true.append(other if pin < 5 else theme)
+                given.append(listed)
+    true, given = np.array(true), np.array(given)
+    return centres[true] + rng.normal(size=(len(true), dim)), given, true, np.array(boards), np.array(users)
+
+
+def test_soft_labels_from_the_board_mixture_recover_the_true_categories():
+    X, given, true, boards, users = synthetic_crawl()
+    assert 0.65 < np.mean(given == true) < 0.7  # 25 % off-theme pins, 3 of 32 boards wrongly filed
+    Z, classes = project(fit_basis(X), X), np.arange(4)
+    folds = cv_folds(given, boards, n_splits=4)
+    pred_probs = out_of_fold(Z, given, folds, classes, n_jobs=1)
+    one, _ = soft_labels(Z, given, boards, users, folds, classes, pred_probs=pred_probs, max_rounds=1)
+    labels, info = soft_labels(Z, given, boards, users, folds, classes, pred_probs=pred_probs)
+    assert np.allclose(labels.sum(axis=1), 1.0) and info["rounds"] > 1
+    accuracy = np.mean(labels.argmax(axis=1) == true)
+    assert accuracy >= np.mean(given == true) + 0.15  # far cleaner than the given labels
+    assert accuracy >= np.mean(pred_probs.argmax(axis=1) == true) + 0.05  # and than the model alone
+    assert accuracy >= np.mean(one.argmax(axis=1) == true)  # EM rounds add to the first posterior
+    wrong = [b for b in np.unique(boards) if np.bincount(true[boards == b]).argmax() != given[boards == b][0]]
+    on_wrong = np.isin(boards, wrong)
+    assert len(wrong) == 3 and np.mean(labels.argmax(axis=1)[on_wrong] == true[on_wrong]) >= 0.8
+
+
+def test_the_treatment_cv_never_learns_from_the_held_out_fold(monkeypatch):
+    """Flags and soft labels for each CV fold come from the other folds alone: scrambling a fold's given labels
+    changes its score, never its own held-out probabilities (with flags computed once on all training pins it would)."""
+    from pintopic.classify import noise_aware
+
+    monkeypatch.setattr(noise_aware, "BALANCES", (0.5,))  # one candidate, so the choice cannot change
+    X, given, _, boards, users = synthetic_crawl(seed=1)
+    folds = cv_folds(given, boards, n_splits=3)
+    held_out, other = folds[0][1], folds[1][1]
+    scrambled = given.copy()
+    scrambled[held_out] = (given[held_out] + 1) % 4
+    first, second = (choose_option(X, labels, boards, users, folds, np.arange(4), options=("posterior",), n_jobs=1)
+                     for labels in (given, scrambled))
+    assert np.allclose(first["oof"][held_out], second["oof"][held_out])
+    assert not np.allclose(first["oof"][other], second["oof"][other])  # the other folds do learn from those pins
+    assert first["cv"]["posterior"] != second["cv"]["posterior"]
+
+
+def test_the_temperature_undoes_a_sharpening_and_the_mixture_names_interests():
+    X, given, true, boards, users = synthetic_crawl(seed=2, separation=0.8)
+    P = out_of_fold(project(fit_basis(X), X), given, cv_folds(given, boards, n_splits=4), np.arange(4), n_jobs=1)
+    temperature = fit_temperature(P, boards, given, users=users)
+    assert fit_temperature(calibrate(P, 0.5), boards, given, users=users) == pytest.approx(2 * temperature, rel=0.2)
+    assert np.allclose(calibrate(P, 1.0), P) and (calibrate(P, 0.5).max(axis=1) >= P.max(axis=1) - 1e-12).all()
+    posterior = board_posterior(P, boards, users=users)
+    owner = users == "u0"  # likes categories 0 and 1: off-theme pins on its boards are of these two
+    assert posterior.interests[owner][:, :2].sum(axis=1).min() > 0.7
+    assert np.mean(posterior.pins.argmax(axis=1) == true) > np.mean(P.argmax(axis=1) == true)
 
 
 STUDY = """

@@ -89,3 +89,27 @@ def test_profile_refuses_what_it_cannot_use(tmp_path: Path):
     done = subprocess.run([sys.executable, "-m", "pintopic", "profile", str(tmp_path / "flat.parquet")],
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 2 and done.stderr.startswith("pintopic: error:")
+
+
+def test_board_aware_profiles_on_a_synthetic_crawl(tmp_path: Path):
+    """Pins' out-of-fold probabilities on a crawl with off-theme pins and wrongly filed boards: boards named from their
+    pins are right, and profiles from the board-aware posteriors are far closer to the truth than from the pins' own."""
+    from test_classify_noise import synthetic_crawl
+
+    from pintopic.classify.oof import fit_basis, out_of_fold, project
+    from pintopic.dataset.split import cv_folds
+
+    X, given, true, boards, users = synthetic_crawl(seed=1)
+    probs = out_of_fold(project(fit_basis(X), X), given, cv_folds(given, boards, n_splits=4), np.arange(4), n_jobs=1)
+    names = np.array(["a", "b", "c", "d"])
+    pins = [f"p{i}" for i in range(len(given))]
+    table = pd.DataFrame({"image_id": pins, "user": users, "board": [b.split("/")[1] for b in boards], "pin": pins,
+                          "given": names[given], **{f"p:{name}": probs[:, k] for k, name in enumerate(names)}})
+    table.to_parquet(tmp_path / "predictions.parquet")
+    table[["user", "board", "pin"]].assign(category=names[true]).to_parquet(tmp_path / "truth.parquet")
+    board_aware, own = (profile(tmp_path / "predictions.parquet", truth=tmp_path / "truth.parquet", user_rule=rule)["truth"]
+                        for rule in ("board", "mean"))
+    assert board_aware["boards"]["evaluated"] == 32 and board_aware["boards"]["accuracy"] >= 0.9
+    assert board_aware["boards"]["given_label_accuracy"] < 0.95  # 3 boards filed wrongly
+    assert board_aware["users"]["evaluated"] == 8
+    assert board_aware["users"]["mean_js_divergence"] < 0.05 < own["users"]["mean_js_divergence"]

@@ -4,8 +4,9 @@ Two signals from out-of-fold probabilities computed with folds grouped by board 
 
 - ``cleanlab``: confident learning (Northcutt et al. 2021), :func:`cleanlab.filter.find_label_issues` with
   its defaults, on the pins' own probabilities;
-- ``posterior``: the board mixture of :mod:`pintopic.classify.boards`; a pin is flagged when its posterior
-  of the given label, knowing its board-mates and its owner's interests, is below one half. It sees both
+- ``posterior``: the board mixture of :mod:`pintopic.classify.boards` on the probabilities calibrated by
+  :func:`~pintopic.classify.boards.fit_temperature`; a pin is flagged when its posterior of the given label,
+  knowing its board-mates and its owner's interests, is below one half. It sees both
   noises: a board whose pins point elsewhere (wrongly filed) and a pin that disagrees with its board
   (off-theme), but it is cautious (high precision, low recall);
 - ``board`` (the default): the two combined. Confident learning says how many labels are wrong (as many
@@ -43,14 +44,16 @@ def flag_label_issues(P: np.ndarray, given: np.ndarray, boards, users=None, *, m
     and each method's own flag (``flag_board``, ``flag_cleanlab``, ``flag_posterior``), as a DataFrame in the order of ``P``."""
     import pandas as pd
 
-    from pintopic.classify.boards import board_posterior
+    from pintopic.classify.boards import board_posterior, calibrate, fit_temperature
     from pintopic.errors import PintopicError
 
     if method not in METHODS:
         raise PintopicError(f"unknown label-issue method {method!r}; choose from {', '.join(METHODS)}")
     given = np.asarray(given, dtype=int)
     rows = np.arange(len(given))
-    posterior = board_posterior(P, boards, users=users, given=given)
+    has_boards = len(np.unique(np.asarray(boards))) < len(given)
+    temperature = fit_temperature(P, boards, given, users=users) if has_boards else 1.0
+    posterior = board_posterior(calibrate(P, temperature), boards, users=users, given=given)
     Z = posterior.pins
     board_score = 1 - Z[rows, given]
     flags = {"cleanlab": cleanlab_issues(given, P), "posterior": board_score > 0.5}
@@ -60,16 +63,16 @@ def flag_label_issues(P: np.ndarray, given: np.ndarray, boards, users=None, *, m
         score, suggested = 1 - P[rows, given], P.argmax(axis=1)
     else:
         score, suggested = board_score, Z.argmax(axis=1)
-    if len(np.unique(posterior.board_index)) == len(given):  # no boards (a folders dataset): the pins' own view
+    if not has_boards:  # a folders dataset (every pin its own board): the pins' own view
         flags["board"] = flags["cleanlab"]
         score, suggested = 1 - P[rows, given], P.argmax(axis=1)
     flagged = flags[method]
     reason = np.where(~flagged, "", np.where(wrong_board, "wrong board", "off-theme pin"))
-    if len(np.unique(posterior.board_index)) == len(given):
+    if not has_boards:
         reason = np.where(flagged, "disagrees with the model", "")
     frame = pd.DataFrame({"flagged": flagged, "score": score, "suggested": suggested, "reason": reason,
                           **{f"flag_{name}": flags[name] for name in METHODS}})
-    frame.attrs.update(off_theme=posterior.off_theme, wrong_boards=posterior.wrong_boards)
+    frame.attrs.update(off_theme=posterior.off_theme, wrong_boards=posterior.wrong_boards, temperature=temperature)
     return frame
 
 

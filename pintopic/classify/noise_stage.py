@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 #: Bumped when a change here changes the outputs, so they are recomputed.
-NOISE_VERSION = 1
+NOISE_VERSION = 2
 PROBABILITY_PREFIX = "p:"
 
 
@@ -95,8 +95,7 @@ def _compute(run_dir, store, protocol, method: str, truth) -> dict:
     chosen = choose_option(X[train], given[train], keys[train], users[train] if has_boards else None, folds,
                            np.arange(len(classes)), method=method, seed=protocol.seed, n_jobs=protocol.n_jobs)
     Z_train = project(chosen["basis"], X[train])
-    baseline = assemble(chosen["basis"], fit_option("none", Z_train, given[train], chosen["issues"], chosen["pred_probs"],
-                                                    seed=protocol.seed))
+    baseline = assemble(chosen["basis"], fit_option("none", Z_train, given[train], None, seed=protocol.seed))
     test_probs = probabilities(chosen["model"], X[~train], np.arange(len(classes)))
     _write_probabilities(protocol.results_dir, pins, classes, train, chosen["oof"], test_probs)
     predictions = {"none": baseline.predict(X[~train]), chosen["chosen"]: test_probs.argmax(axis=1)}
@@ -105,6 +104,7 @@ def _compute(run_dir, store, protocol, method: str, truth) -> dict:
         "store": store.folder.name, "method": method, "boards": has_boards, "categories": classes.tolist(),
         "flags": _flag_summary(issues, given, true),
         "options": {"cv_f1_macro": chosen["cv"], "cv_folds": chosen["cv_folds"], "chosen": chosen["chosen"],
+                    "posterior": _posterior_summary(chosen),
                     "test": {name: _scores(given[~train], pred, None if true is None else true[~train])
                              for name, pred in predictions.items()}},
         "n_train": int(train.sum()), "n_test": int((~train).sum()),
@@ -112,6 +112,15 @@ def _compute(run_dir, store, protocol, method: str, truth) -> dict:
     if truth:
         record["pairs_on_true_labels"] = _pairs_on_true_labels(protocol.results_dir, pins, truth)
     return record
+
+
+def _posterior_summary(chosen) -> dict:
+    """The ``posterior`` option's CV per class balance and, when chosen, its balance, temperature and EM rounds."""
+    summary = {"cv_by_balance": chosen["balances_cv"]}
+    if chosen["chosen"] == "posterior":
+        info = chosen["evidence"].soft[chosen["balance"]][1]
+        summary.update(balance=chosen["balance"], temperature=info["temperature"], rounds=info["rounds"])
+    return summary
 
 
 def _true_index(pins, classes, truth):
@@ -152,7 +161,8 @@ def _flag_summary(issues, given, true) -> dict:
 
     summary = {"n_pins": len(issues), "flagged": int(issues["flagged"].sum()),
                "by_reason": {str(k): int(v) for k, v in issues.loc[issues["flagged"], "reason"].value_counts().items()},
-               "estimated_off_theme": issues.attrs.get("off_theme"), "estimated_wrong_boards": issues.attrs.get("wrong_boards")}
+               "estimated_off_theme": issues.attrs.get("off_theme"), "estimated_wrong_boards": issues.attrs.get("wrong_boards"),
+               "temperature": issues.attrs.get("temperature")}
     if true is not None:
         summary["against_truth"] = {name: flag_quality(issues[f"flag_{name}"], given != true) for name in METHODS}
     return summary

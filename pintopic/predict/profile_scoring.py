@@ -28,12 +28,12 @@ def _board_truth(pins, names: np.ndarray) -> np.ndarray:
 def board_accuracy_curve(probs, board_index, board_true, eligible, rule: str, categories, *, pin_counts,
                          repeats: int, seed: int, users=None) -> list[dict]:
     """Accuracy of ``rule`` on ``eligible`` boards when each is seen through ``n`` random pins, per ``n``
-    (for ``mixture``, the owners' interests and the off-theme share stay those measured on all pins)."""
-    from pintopic.classify.boards import board_posterior, interest_profiles
+    (for ``mixture``, the owners' interests and the off-theme share stay those estimated on all pins)."""
+    from pintopic.classify.boards import board_posterior
     from pintopic.predict.aggregate import board_scores
 
-    rho = interest_profiles(probs, users) if users is not None else np.broadcast_to(probs.mean(axis=0), probs.shape)
-    off_theme = board_posterior(probs, board_index, users=users).off_theme if rule == "mixture" else None
+    mixture = board_posterior(probs, board_index, users=users)
+    rho, off_theme = mixture.interests, mixture.off_theme
     prior = np.clip(probs, 1e-4, 1.0).mean(axis=0)
     rng = np.random.default_rng(seed)
     names = np.asarray(categories)
