@@ -291,6 +291,9 @@ def main() -> None:
                                                       for m in ("f1_macro", "accuracy")}}
     result["boards_users"] = board_and_user_measures(pins, fitted["probabilities"], work, "main")
     result["boards_users_previous"] = board_and_user_measures(pins, fitted["previous_probabilities"], work, "main-previous")
+    suffix = "" if args.backbone == "lite0" else "-" + args.backbone.replace("+", "-")
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"noise-{result['date']}{suffix}.json")
+    save(result, out)
     print("timing 20k ...", file=sys.stderr)
     result["timing_20k"] = timing_20k(pins)
     curves = {f"off-theme {MAIN_NOISE[0]:.0%}, wrong {MAIN_NOISE[1]:.0%}": result["boards_users"]["boards"]["curve"]}
@@ -313,19 +316,23 @@ def main() -> None:
                                          "gap_recovered": {m: gap_recovered(other_fit["scores"], m, "previous")
                                                            for m in ("f1_macro", "accuracy")}}}
             curves[f"off-theme {off_theme:.0%}, wrong {wrong:.0%}"] = measures["boards"]["curve"]
+            save(result, out)
         print("clean sets ...", file=sys.stderr)
         result["clean_sets"] = {"backbone": CLEAN_SET_BACKBONE,
                                 "openclipart": clean_set_flags(*features_run(work / "openclipart", OPENCLIPART))}
         if NATURAL.exists():
             result["clean_sets"]["natural-images"] = clean_set_flags(*features_run(work / "natural-images", NATURAL))
-    suffix = "" if args.backbone == "lite0" else "-" + args.backbone.replace("+", "-")
     curve_figure(curves, ROOT / "docs" / "images" / f"noise-board-curve{suffix}.png")
     result["seconds"] = round(time.perf_counter() - started, 1)
+    print(save(result, out))
+
+
+def save(result: dict, out: Path) -> str:
+    """Write ``result`` as JSON to ``out`` (also part-way, so a long run killed late keeps what it measured)."""
     text = json.dumps(result, indent=2, default=float)
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"noise-{result['date']}{suffix}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")
-    print(text)
+    return text
 
 
 if __name__ == "__main__":
