@@ -5,6 +5,7 @@ module only threads the config through them, holds the run lock, and records wha
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from pintopic.runio import (
     write_if_changed,
     write_json,
 )
+from pintopic.safeio import open_append, read_regular
 
 
 def _none_if_zero(value):
@@ -45,7 +47,7 @@ def _outputs_hash(run: Path) -> str:
                         run / "results" / "noise.json", run / "results" / "profile.json",
                         run / "config.resolved.toml", *stores]):
         if path.exists():
-            parts.append([str(path.relative_to(run)), path.read_text(encoding="utf-8")])
+            parts.append([str(path.relative_to(run)), read_regular(path).decode("utf-8", "replace")])
     return settings_hash(parts, length=16)
 
 
@@ -58,7 +60,7 @@ def _ingest(run: Path, config: dict, progress: bool) -> None:
         per_category=_none_if_zero(data["per_category"]), min_per_category=data["min_per_category"],
         seed=data["seed"], max_pixels=_none_if_zero(data["max_pixels"]),
         workers=_none_if_zero(data["workers"]), progress=progress, decode_cache=data["decode_cache"],
-        categories=data["categories"] or None,
+        categories=data["categories"] or None, max_metadata_bytes=data["max_metadata_bytes"],
     )
     _pixel_caches(run, data, config["features"], progress)
 
@@ -120,11 +122,59 @@ def _report(run: Path, config: dict) -> None:
         screenshot(report_path, config["report"]["screenshot"], height=config["report"]["screenshot_height"])
 
 
+def check_names(config: dict) -> None:
+    """Check the names a config gives (layout, split, backbones, classifiers and their grids) against the stages
+    that define them, so a typo fails before any work is done or any folder is created; errors name the key."""
+    from pintopic.classify.catalog import resolve_grids
+    from pintopic.dataset.layouts import LAYOUTS
+    from pintopic.dataset.split import SPLIT_MODES
+    from pintopic.errors import PintopicError
+    from pintopic.features.registry import fusion_components, resolve_backbone
+
+    data, clf = config["dataset"], config["classify"]
+    if not os.path.exists(data["source"]):
+        raise PintopicError(f"config key dataset.source: {data['source']} does not exist")
+    if data["layout"] not in ("auto", *LAYOUTS):
+        raise PintopicError(f"config key dataset.layout must be one of auto, {', '.join(LAYOUTS)}, not {data['layout']!r}")
+    if clf["split"] not in SPLIT_MODES:
+        raise PintopicError(f"config key classify.split must be one of {', '.join(SPLIT_MODES)}, not {clf['split']!r}")
+    names = [("features.backbones", name) for name in config["features"]["backbones"]]
+    if isinstance(data["pixel_cache"], list):
+        names += [("dataset.pixel_cache", name) for name in data["pixel_cache"]]
+    if config["finetune"]["enabled"]:
+        names.append(("finetune.backbone", config["finetune"]["backbone"]))
+    extracted = _extracted_specs(Path(config["run"]["folder"]))
+    for key, name in names:
+        if name.startswith("finetuned:"):  # made by this run's finetune stage: it may not exist yet
+            continue
+        if all(part.strip() in extracted for part in name.split("+")):
+            continue  # names this run already extracted are known good: a no-op rerun imports no timm or torch
+        try:
+            for part in fusion_components(name) or [name]:
+                resolve_backbone(part)
+        except PintopicError as error:
+            raise PintopicError(f"config key {key}: {error}") from None
+    try:
+        resolve_grids(clf["classifiers"], clf["grids"] or None)
+    except PintopicError as error:
+        raise PintopicError(f"config key classify.classifiers / classify.grids: {error}") from None
+
+
+def _extracted_specs(run: Path) -> set[str]:
+    """Backbone names with a complete feature store in the run (read from the stores' meta.json only)."""
+    from pintopic.features.store import complete_stores
+
+    return {meta["spec"] for _, meta in complete_stores(run / "features") if isinstance(meta.get("spec"), str)}
+
+
 def run_study(config_path: str | Path, overrides: list[str] | None = None, progress: bool = True) -> dict:
-    """Run every stage of the study described by ``config_path``; returns the run summary."""
+    """Run every stage of the study described by ``config_path``; returns the run summary.
+
+    The whole config is checked (types, ranges, names) before any stage runs or the run folder is created.
+    """
     config = load_config(config_path, overrides)
+    check_names(config)
     run = Path(config["run"]["folder"])
-    run.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
 
     def timed(stage: str, function):
@@ -152,7 +202,7 @@ def run_study(config_path: str | Path, overrides: list[str] | None = None, progr
             _report(run, config)
     table = run / "results" / "table.md"
     if table.exists():
-        print(table.read_text(encoding="utf-8"))
+        print(read_regular(table).decode("utf-8", "replace"))
     print(f"run folder: {run}")
     for key in ("results", "report"):
         if summary.get(key):
@@ -163,7 +213,7 @@ def run_study(config_path: str | Path, overrides: list[str] | None = None, progr
 def _record(run: Path, summary: dict, timings: dict[str, float]) -> None:
     """Log every run; rewrite run.json (timings of the run that did the work) only when outputs changed."""
     line = canonical_json({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": timings}).replace("\n", " ")
-    with open(run / "run.log", "a", encoding="utf-8") as log:
+    with open_append(run / "run.log") as log:
         log.write(line + "\n")
     record_path = run / "run.json"
     record = {"summary": summary, "outputs": _outputs_hash(run), "seconds": timings}

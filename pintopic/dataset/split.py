@@ -86,12 +86,17 @@ def load_or_make_split(results_dir: str | Path, sample, *, test_size: float, spl
         write_json,
         write_parquet,
     )
+    from pintopic.safeio import open_regular
 
     results_dir = Path(results_dir)
     settings = split_settings(sample, test_size=test_size, split=split, seed=seed)
     marker, table = results_dir / "split.json", results_dir / "split.parquet"
     if table.exists() and stage_is_complete(marker, settings):
-        return pd.read_parquet(table), settings
+        try:
+            with open_regular(table) as handle:
+                return pd.read_parquet(handle), settings
+        except Exception:  # noqa: BLE001 - a damaged split is made again
+            pass
     frame = make_split(sample, test_size=test_size, split=split, seed=seed)
     write_parquet(table, frame)
     counts = frame["part"].value_counts().to_dict()

@@ -30,6 +30,7 @@ from pintopic.features.store import (
     write_shard,
 )
 from pintopic.runio import RunLock, read_json, run_paths, settings_hash, write_json
+from pintopic.safeio import ensure_free_space
 
 DEFAULT_SHARD_ROWS = 1024
 STORAGE_DTYPES = ("float32", "float16")
@@ -121,6 +122,7 @@ def _open_store(folder: Path, key: str, plan: dict, shards: _Shards) -> bool:
             meta = read_json(meta_path)
         except ValueError:
             meta = {}
+        meta = meta if isinstance(meta, dict) else {}
         # a complete store is trusted only while every shard still checks out; a damaged one is repaired
         # from the images, since its id files can no longer be trusted to pair ids with vectors
         if meta.get("key") == key and all(meta.get(name) == value for name, value in plan.items()):
@@ -143,6 +145,8 @@ def _compute(run_dir: Path, spec: str, shards: _Shards, backbone, runner, *, bat
     from pintopic.features.runtime import cpu_threads
 
     total = sum(len(shards.to_compute(i)) for i in shards.todo)
+    rows = sum(len(shards.shards[i]) for i in shards.todo)
+    ensure_free_space(shards.folder, rows * shards.dim * np.dtype(shards.dtype).itemsize)
     pixel_cache = open_pixel_cache(run_dir, backbone.preprocessing) if total else None
     plan, decode_tasks, decode_batches = _batch_plan(shards, pixel_cache, batch_size)
     pending = {i: sum(1 for owner, _ in plan if owner == i) for i in shards.todo}
@@ -171,8 +175,13 @@ def _compute(run_dir: Path, spec: str, shards: _Shards, backbone, runner, *, bat
             shards.failures[i].extend({"image_id": decode_tasks[index].image_id, "status": status, "reason": detail,
                                        "path": decode_tasks[index].path} for index, status, detail in failures)
         if done:
-            for task, vector in zip(done, runner(arrays).astype(shards.dtype, copy=False)):
-                shards.computed[i][task.image_id] = vector
+            vectors = runner(arrays).astype(shards.dtype, copy=False)
+            for task, vector in zip(done, vectors):
+                if np.isfinite(vector).all():
+                    shards.computed[i][task.image_id] = vector
+                else:  # never stored: a store holds finite vectors only (a NaN row marks damage on disk)
+                    shards.failures[i].append({"image_id": task.image_id, "status": "truncated", "path": task.path,
+                                               "reason": "the backbone gave NaN or infinite values for this image"})
         if bar is not None:
             bar.update(len(done) + len(failures))
         pending[i] -= 1
