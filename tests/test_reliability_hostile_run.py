@@ -22,7 +22,13 @@ from hostile import (
     remove_tree,
     tree_snapshot,
 )
-from test_reliability_hostile import BACKBONE, assert_clean, assert_one_line_error, pintopic_cli
+from test_reliability_hostile import (
+    BACKBONE,
+    RUN_PEAK_RSS_LIMIT,
+    assert_clean,
+    assert_one_line_error,
+    pintopic_cli,
+)
 
 from pintopic.dataset import load_manifest
 from pintopic.runio import read_json
@@ -62,7 +68,7 @@ def study(tmp_path_factory):
         before = tree_snapshot(base)
         peaks: dict[str, int] = {}
         result = pintopic_cli("run", str(config), "--quiet", timeout=600)
-        assert_clean("run", result, peaks)
+        assert_clean("run", result, peaks, limit=RUN_PEAK_RSS_LIMIT)
         assert tree_snapshot(base, skip=(run,)) == before, "pintopic run changed something outside its run folder"
         yield base, source, run, expected, result, peaks
     finally:

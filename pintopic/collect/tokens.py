@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pintopic.errors import PintopicError
 
@@ -27,10 +26,12 @@ def read_tokens(path: str | os.PathLike) -> list[Token]:
 
     A malformed line is an error naming its line number only, never its content.
     """
+    from pintopic.safeio import UnreadableFileError, read_capped
+
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise PintopicError(f"cannot read the tokens file {path}: {getattr(error, 'strerror', None) or error}") from None
+        text = read_capped(path, 1024**2, "the tokens file").decode("utf-8")
+    except (UnreadableFileError, UnicodeDecodeError) as error:
+        raise PintopicError(f"cannot read the tokens file {path}: {getattr(error, 'reason', None) or error}") from None
     tokens = []
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()

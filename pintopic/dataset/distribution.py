@@ -33,5 +33,3 @@ def distribution_png(counts: Mapping[str, int], *, left_out: Iterable[str] = (),
                              set_apart={str(key) for key in left_out}, set_apart_label=f"left out ({rule})",
                              kept_label="in the sample")
     return to_png(figure)
-
-from pintopic.runio import csv_text

@@ -17,9 +17,9 @@ import json
 import os
 import re
 import stat
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 from pintopic.categories import CategoryMap, normalize_category
 from pintopic.errors import PintopicError

@@ -44,7 +44,7 @@ def check_backbone(backbone, expected: dict) -> None:
     import json
 
     from pintopic.errors import PintopicError
-    from pintopic.features.extraction import store_key
+    from pintopic.features.store import store_key
 
     def same(a, b) -> bool:
         return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
@@ -128,7 +128,7 @@ class BackboneEmbedder:
     """
 
     def __init__(self, spec: str, *, pretrained: bool = True, weights: str | None = None, runtime: str = "auto",
-                 device: str = "auto", tta: str | None = None):
+                 device: str = "auto", tta: str | None = None, expect: dict | None = None):
         from pintopic.features.preprocess import ImagePreprocessor
         from pintopic.features.registry import fusion_components
 
@@ -136,6 +136,10 @@ class BackboneEmbedder:
         self.fused = bool(fusion_components(spec))
         self.parts = [prepared_backbone(part, pretrained=pretrained, weights=weights, runtime=runtime, device=device,
                                         tta=tta) for part in (fusion_components(spec) or [spec])]
+        if expect:  # the backbone a model recorded (a fusion: per component): refuse any other
+            wanted = expect.get("component_backbones") if self.fused else [expect]
+            for (backbone, _), recorded in zip(self.parts, wanted or []):
+                check_backbone(backbone, recorded)
         self.preprocessors = [ImagePreprocessor(backbone.preprocessing) for backbone, _ in self.parts]
         self.dim = sum(backbone.dim for backbone, _ in self.parts)
 

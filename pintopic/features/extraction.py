@@ -25,8 +25,10 @@ from pintopic.features.store import (
     ids_checksum,
     remove_shards_from,
     shard_name,
+    store_key,
     stored_vectors,
     try_read_ids,
+    vector_settings,
     write_shard,
 )
 from pintopic.runio import RunLock, read_json, run_paths, settings_hash, write_json
@@ -34,22 +36,6 @@ from pintopic.safeio import ensure_free_space
 
 DEFAULT_SHARD_ROWS = 1024
 STORAGE_DTYPES = ("float32", "float16")
-
-
-def vector_settings(backbone, *, dtype: str, tta: str | None) -> dict:
-    """Everything that changes the stored vectors (and so the store key); the sample is not part of it."""
-    return {
-        "spec": backbone.spec.name, "model": backbone.spec.model, "pretrained": backbone.pretrained,
-        "weights_sha256": backbone.weights_sha256, "preprocessing": backbone.preprocessing.to_dict(),
-        "tta": tta or None, "dtype": dtype,
-    }
-
-
-def store_key(backbone, *, dtype: str = "float32", tta: str | None = None) -> str:
-    """Folder name of a store: the backbone's slug plus a short hash of the vector-changing settings."""
-    from pintopic.features.registry import slug
-
-    return f"{slug(backbone.spec.name)}-{settings_hash(vector_settings(backbone, dtype=dtype, tta=tta), 8)}"
 
 
 class _Shards:

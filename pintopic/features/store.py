@@ -134,6 +134,23 @@ def store_ids(folder: Path) -> list[str]:
     return ids
 
 
+def vector_settings(backbone, *, dtype: str, tta: str | None) -> dict:
+    """Everything that changes the stored vectors (and so the store key); the sample is not part of it."""
+    return {
+        "spec": backbone.spec.name, "model": backbone.spec.model, "pretrained": backbone.pretrained,
+        "weights_sha256": backbone.weights_sha256, "preprocessing": backbone.preprocessing.to_dict(),
+        "tta": tta or None, "dtype": dtype,
+    }
+
+
+def store_key(backbone, *, dtype: str = "float32", tta: str | None = None) -> str:
+    """Folder name of a store: the backbone's slug plus a short hash of the vector-changing settings."""
+    from pintopic.features.registry import slug
+    from pintopic.runio import settings_hash
+
+    return f"{slug(backbone.spec.name)}-{settings_hash(vector_settings(backbone, dtype=dtype, tta=tta), 8)}"
+
+
 # -- finding stores in a run ---------------------------------------------------------------------------
 
 def complete_stores(features_dir: str | Path) -> list[tuple[Path, dict]]:

@@ -73,7 +73,7 @@ class Predictor:
 
         if self._embedders is None:
             self._embedders = {key: BackboneEmbedder(backbone["spec"], pretrained=bool(backbone.get("pretrained", True)),
-                                                     tta=backbone.get("tta"))
+                                                     tta=backbone.get("tta"), expect=backbone)
                                for key, backbone in self.backbones.items()}
         return self._embedders
 

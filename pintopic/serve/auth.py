@@ -24,11 +24,15 @@ class ApiKeys:
 
     @classmethod
     def from_file(cls, path: str | Path) -> ApiKeys:
+        from pintopic.safeio import UnreadableFileError, read_capped
+
         try:
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise PintopicError(f"API keys file {path} not found") from None
-        except (OSError, UnicodeDecodeError) as error:
+            lines = read_capped(path, 1024**2, "API keys file").decode("utf-8").splitlines()
+        except UnreadableFileError as error:
+            if error.kind == "missing":
+                raise PintopicError(f"API keys file {path} not found") from None
+            raise PintopicError(f"API keys file {path} cannot be read ({error.reason})") from None
+        except UnicodeDecodeError as error:
             raise PintopicError(f"API keys file {path} cannot be read ({error})") from None
         keys = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
         if not keys:
