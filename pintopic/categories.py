@@ -106,13 +106,10 @@ def read_category_map(path) -> CategoryMap:
     import csv
     from pathlib import Path
 
-    from pintopic.safeio import UnreadableFileError, read_capped
+    from pintopic.safeio import read_text_file
 
     path = Path(path)
-    try:
-        text = read_capped(path, MAX_CATEGORY_MAP_BYTES, "the category map").decode("utf-8-sig")
-    except (UnreadableFileError, UnicodeDecodeError) as error:
-        raise PintopicError(f"cannot read the category map {path}: {getattr(error, 'reason', None) or error}") from None
+    text = read_text_file(path, MAX_CATEGORY_MAP_BYTES, "category map")
     reader = csv.DictReader(text.splitlines())
     columns = {str(name).strip().lower(): name for name in reader.fieldnames or ()}
     if "category" not in columns or not ("board_id" in columns or {"owner", "board"} <= set(columns)):

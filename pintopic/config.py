@@ -17,7 +17,7 @@ from pintopic.safeio import (
     MAX_METADATA_BYTES,
     UnreadableFileError,
     parse_toml,
-    read_capped,
+    read_text_file,
 )
 
 DEFAULTS: dict[str, Any] = {
@@ -244,14 +244,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict:
     """Read, override, default and resolve a study config; raises PintopicError on bad input."""
     path = Path(path)
     try:
-        data = read_capped(path, MAX_CONFIG_BYTES, "config file")
-        raw = parse_toml(data.decode("utf-8"), path, "config file")
+        raw = parse_toml(read_text_file(path, MAX_CONFIG_BYTES, "config file"), path, "config file")
     except UnreadableFileError as error:
-        if error.kind == "missing":
-            raise PintopicError(f"config file {path} not found") from None
-        raise PintopicError(f"config file {error}") from None
-    except UnicodeDecodeError as error:
-        raise PintopicError(f"config file {path} is not UTF-8 text ({error})") from None
+        raise PintopicError(str(error)) from None
     config = _merge(DEFAULTS, apply_overrides(raw, overrides or []))
     base = path.resolve().parent
     for section, key in (("features", "backbones"), ("dataset", "pixel_cache"), ("classify", "classifiers"),

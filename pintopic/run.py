@@ -170,11 +170,14 @@ def _extracted_specs(run: Path) -> set[str]:
 def run_study(config_path: str | Path, overrides: list[str] | None = None, progress: bool = True) -> dict:
     """Run every stage of the study described by ``config_path``; returns the run summary.
 
-    The whole config is checked (types, ranges, names) before any stage runs or the run folder is created.
+    The whole config is checked (types, ranges, names) before any stage runs: a new run folder is created only
+    for a valid config; an existing one is locked first, so a second run on it is refused at once.
     """
     config = load_config(config_path, overrides)
-    check_names(config)
     run = Path(config["run"]["folder"])
+    fresh = not run.exists()
+    if fresh:  # a typo in a name must not leave a new folder behind
+        check_names(config)
     timings: dict[str, float] = {}
 
     def timed(stage: str, function):
@@ -184,6 +187,8 @@ def run_study(config_path: str | Path, overrides: list[str] | None = None, progr
         return value
 
     with RunLock(run):
+        if not fresh:  # inside the lock, so a second run on the folder is refused at once, before any import
+            check_names(config)
         write_if_changed(run / "config.resolved.toml", dump_config(config).encode())
         timed("ingest", _ingest)
         if config["finetune"]["enabled"]:

@@ -142,6 +142,19 @@ def read_capped(path: str | bytes | os.PathLike, max_bytes: int, what: str = "fi
     return data
 
 
+def read_text_file(path: str | os.PathLike, max_bytes: int, what: str) -> str:
+    """A small user-given text file (a config, a key or token list, a category map) as text, or one
+    :class:`PintopicError` naming ``what``: "WHAT PATH not found", "... cannot be read (reason)", "... is not UTF-8"."""
+    try:
+        return read_capped(path, max_bytes, what).decode("utf-8-sig")
+    except UnreadableFileError as error:
+        if error.kind == "missing":
+            raise PintopicError(f"{what} {_shown(path)} not found") from None
+        raise PintopicError(f"{what} {_shown(path)} cannot be read ({error.reason})") from None
+    except UnicodeDecodeError as error:
+        raise PintopicError(f"{what} {_shown(path)} is not UTF-8 text ({error})") from None
+
+
 def parse_json(data: bytes | str, path: str | bytes | os.PathLike = "", what: str = "JSON") -> Any:
     """``json.loads`` that turns every parser failure (bad syntax, bad UTF-8, nesting too deep) into one error."""
     import json

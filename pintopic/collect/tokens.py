@@ -26,12 +26,9 @@ def read_tokens(path: str | os.PathLike) -> list[Token]:
 
     A malformed line is an error naming its line number only, never its content.
     """
-    from pintopic.safeio import UnreadableFileError, read_capped
+    from pintopic.safeio import read_text_file
 
-    try:
-        text = read_capped(path, 1024**2, "the tokens file").decode("utf-8")
-    except (UnreadableFileError, UnicodeDecodeError) as error:
-        raise PintopicError(f"cannot read the tokens file {path}: {getattr(error, 'reason', None) or error}") from None
+    text = read_text_file(path, 1024**2, "tokens file")
     tokens = []
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()

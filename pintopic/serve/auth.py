@@ -24,16 +24,9 @@ class ApiKeys:
 
     @classmethod
     def from_file(cls, path: str | Path) -> ApiKeys:
-        from pintopic.safeio import UnreadableFileError, read_capped
+        from pintopic.safeio import read_text_file
 
-        try:
-            lines = read_capped(path, 1024**2, "API keys file").decode("utf-8").splitlines()
-        except UnreadableFileError as error:
-            if error.kind == "missing":
-                raise PintopicError(f"API keys file {path} not found") from None
-            raise PintopicError(f"API keys file {path} cannot be read ({error.reason})") from None
-        except UnicodeDecodeError as error:
-            raise PintopicError(f"API keys file {path} cannot be read ({error})") from None
+        lines = read_text_file(path, 1024**2, "API keys file").splitlines()
         keys = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
         if not keys:
             raise PintopicError(f"API keys file {path} holds no key (one key per line)")
