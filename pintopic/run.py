@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from pintopic.config import dump_config, load_config
+from pintopic.errors import PintopicError
 from pintopic.runio import (
     RunLock,
     canonical_json,
@@ -102,7 +103,6 @@ def _evaluate(run: Path, config: dict, progress: bool) -> dict:
 
 
 def _profile(run: Path, config: dict, progress: bool) -> None:
-    from pintopic.errors import PintopicError
     from pintopic.predict.profile import profile
 
     clf = config["classify"]
@@ -124,11 +124,10 @@ def _report(run: Path, config: dict) -> None:
 
 def check_names(config: dict) -> None:
     """Check the names a config gives (layout, split, backbones, classifiers and their grids) against the stages
-    that define them, so a typo fails before any work is done or any folder is created; errors name the key."""
+    that define them, so a typo fails before any work is done; errors name the key."""
     from pintopic.classify.catalog import resolve_grids
     from pintopic.dataset.layouts import LAYOUTS
     from pintopic.dataset.split import SPLIT_MODES
-    from pintopic.errors import PintopicError
     from pintopic.features.registry import fusion_components, resolve_backbone
 
     data, clf = config["dataset"], config["classify"]
@@ -160,6 +159,19 @@ def check_names(config: dict) -> None:
         raise PintopicError(f"config key classify.classifiers / classify.grids: {error}") from None
 
 
+def _remove_empty_run_folders(created: list[Path]) -> None:
+    """Remove the folders this call created (innermost first) if they hold nothing but the run marker and lock."""
+    from pintopic.runio import RUN_MARKER
+
+    for folder in created:
+        for name in (RUN_MARKER, ".lock"):
+            (folder / name).unlink(missing_ok=True)
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 def _extracted_specs(run: Path) -> set[str]:
     """Backbone names with a complete feature store in the run (read from the stores' meta.json only)."""
     from pintopic.features.store import complete_stores
@@ -170,14 +182,12 @@ def _extracted_specs(run: Path) -> set[str]:
 def run_study(config_path: str | Path, overrides: list[str] | None = None, progress: bool = True) -> dict:
     """Run every stage of the study described by ``config_path``; returns the run summary.
 
-    The whole config is checked (types, ranges, names) before any stage runs: a new run folder is created only
-    for a valid config; an existing one is locked first, so a second run on it is refused at once.
+    The whole config is checked (types, ranges, names) before any stage runs. The run folder is locked first,
+    so a second run on it is refused at once; a config with a bad name leaves no new folder behind.
     """
     config = load_config(config_path, overrides)
     run = Path(config["run"]["folder"])
-    fresh = not run.exists()
-    if fresh:  # a typo in a name must not leave a new folder behind
-        check_names(config)
+    created = [folder for folder in (run, *run.parents) if not folder.exists()]
     timings: dict[str, float] = {}
 
     def timed(stage: str, function):
@@ -186,9 +196,12 @@ def run_study(config_path: str | Path, overrides: list[str] | None = None, progr
         timings[stage] = time.perf_counter() - started
         return value
 
-    with RunLock(run):
-        if not fresh:  # inside the lock, so a second run on the folder is refused at once, before any import
+    with RunLock(run):  # first, so a second run on the folder is refused at once, before any import
+        try:
             check_names(config)
+        except PintopicError:
+            _remove_empty_run_folders(created)  # a typo must not leave a new folder behind
+            raise
         write_if_changed(run / "config.resolved.toml", dump_config(config).encode())
         timed("ingest", _ingest)
         if config["finetune"]["enabled"]:
