@@ -125,10 +125,11 @@ def is_run_folder(folder: str | os.PathLike) -> bool:
 
 
 def claim_run_folder(folder: str | os.PathLike) -> Path:
-    """Make ``folder`` a run folder: create it, or mark an empty one; refuse a folder that holds anything else.
+    """Check that ``folder`` can be a run folder (creating it): new, empty, marked, or holding only pintopic's names.
 
     A folder that holds only names pintopic writes (:data:`RUN_NAMES`) is a run made before markers
-    existed, and is marked. Raises :class:`PintopicError` for a file, or a non-empty folder that is not a run.
+    existed. Raises :class:`PintopicError` for a file, or a non-empty folder that is not a run. The marker
+    itself is written by :func:`mark_run_folder`, under the run lock (the lock's holder deletes temporaries).
     """
     folder = Path(folder)
     if is_run_folder(folder):
@@ -142,8 +143,13 @@ def claim_run_folder(folder: str | os.PathLike) -> Path:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise PintopicError(f"{folder} is not a pintopic run folder (it holds {shown} and has no {RUN_MARKER} marker); "
                             "give a new or empty folder for a run")
-    write_bytes(folder / RUN_MARKER, b"pintopic run folder: every file here is written by pintopic\n")
     return folder
+
+
+def mark_run_folder(folder: str | os.PathLike) -> None:
+    """Write the run marker where it is missing; call it holding the run lock."""
+    if not is_run_folder(folder):
+        write_bytes(Path(folder) / RUN_MARKER, b"pintopic run folder: every file here is written by pintopic\n")
 
 
 def csv_text(rows) -> str:
@@ -255,6 +261,7 @@ class RunLock:
         RunLock._held[key] = 1
         _LOCK_FDS.add(handle.fileno())
         remove_stale_temporaries(self.path.parent)
+        mark_run_folder(self.path.parent)
         return self
 
     def __exit__(self, *exc) -> None:
