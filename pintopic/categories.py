@@ -92,6 +92,10 @@ def _owner_board_key(owner: str, board: str) -> tuple[str, str]:
     return str(owner).strip().casefold(), str(board).strip().casefold()
 
 
+#: Largest category map read (a pipe or a giant file planted there is refused, not read forever).
+MAX_CATEGORY_MAP_BYTES = 64 * 1024**2
+
+
 def read_category_map(path) -> CategoryMap:
     """Read a CSV with a ``category`` column and ``board_id`` and/or ``owner`` + ``board`` columns.
 
@@ -102,11 +106,10 @@ def read_category_map(path) -> CategoryMap:
     import csv
     from pathlib import Path
 
+    from pintopic.safeio import read_text_file
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as error:
-        raise PintopicError(f"cannot read the category map {path}: {getattr(error, 'strerror', None) or error}") from None
+    text = read_text_file(path, MAX_CATEGORY_MAP_BYTES, "category map")
     reader = csv.DictReader(text.splitlines())
     columns = {str(name).strip().lower(): name for name in reader.fieldnames or ()}
     if "category" not in columns or not ("board_id" in columns or {"owner", "board"} <= set(columns)):

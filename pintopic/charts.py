@@ -70,7 +70,7 @@ def horizontal_bars(
         if key in apart:
             bar.set_hatch("//")
             bar.set_edgecolor("#444444")
-    axes.set_yticks(list(positions), label_text, fontsize=FONT_SIZE)
+    axes.set_yticks(list(positions), label_text, fontsize=FONT_SIZE, parse_math=False)  # names are text, not TeX
     if keys:
         axes.set_ylim(len(keys) - 0.5, -0.5)  # largest on top
     top = max(numbers, default=1.0) or 1.0

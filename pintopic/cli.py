@@ -18,6 +18,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         per_category=args.per_category, min_per_category=args.min_per_category, seed=args.seed,
         max_pixels=args.max_pixels, workers=args.workers, progress=not args.quiet,
         decode_cache=not args.no_decode_cache, categories=args.categories,
+        max_metadata_bytes=args.max_metadata_bytes,
     )
     if args.pixel_cache:
         from pintopic.features.pixel_cache import build_pixel_caches
@@ -129,7 +130,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         grids=_grid_overrides(args.grid) or None, progress=not args.quiet, label_issues=args.label_issues,
         truth=args.truth,
     )
-    print((Path(args.run) / "results" / "table.md").read_text())
+    from pintopic.safeio import read_regular
+
+    print(read_regular(Path(args.run) / "results" / "table.md").decode("utf-8", "replace"))
     print(f"results: {Path(args.run) / 'results'} ({len(results['rows'])} rows)")
     if args.label_issues:
         from pintopic.runio import read_json
@@ -223,6 +226,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _ingest_arguments(p: argparse.ArgumentParser) -> None:
+    from pintopic.safeio import MAX_METADATA_BYTES
+
     p.add_argument("source", help="crawl folder, gallery-dl download folder, folders dataset, or CSV/Parquet table")
     p.add_argument("run", help="run folder")
     p.add_argument("--layout", default="auto", choices=["auto", "crawl", "gallery-dl", "folders", "table"])
@@ -234,6 +239,8 @@ def _ingest_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-pixels", type=int, default=None, help="larger images get status too_large (default: Pillow's limit)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPU count)")
+    p.add_argument("--max-metadata-bytes", type=int, default=MAX_METADATA_BYTES, metavar="BYTES",
+                   help="a boards.json or pin.json larger than this is bad_metadata, not read (default: 8 MiB)")
     p.add_argument("--no-decode-cache", action="store_true",
                    help="keep no small decoded copies of PNG/large files for extraction (RUN/dataset/cache/)")
     p.add_argument("--pixel-cache", type=_csv_list, default=[], metavar="BACKBONES",
@@ -417,14 +424,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; every failure ends as one line ``pintopic: error: ...`` (``PINTOPIC_DEBUG=1``: the traceback)."""
+    import os
+
     args = build_parser().parse_args(argv)
     from pintopic.errors import PintopicError
+    from pintopic.safeio import disk_full, is_disk_full, one_line
 
     try:
         return args.handler(args)
     except PintopicError as error:
-        print(f"pintopic: error: {error}", file=sys.stderr)
+        print(f"pintopic: error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pintopic: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except OSError as error:
+        if os.environ.get("PINTOPIC_DEBUG"):
+            raise
+        if is_disk_full(error):
+            print(f"pintopic: error: {disk_full(error.filename or '.')}", file=sys.stderr)
+        else:
+            print(f"pintopic: error: {one_line(error)}", file=sys.stderr)
+        return 2
+    except (MemoryError, RecursionError) as error:
+        if os.environ.get("PINTOPIC_DEBUG"):
+            raise
+        print(f"pintopic: error: ran out of {'memory' if isinstance(error, MemoryError) else 'stack'} "
+              f"({type(error).__name__}); the input is too large or too deeply nested", file=sys.stderr)
+        return 2
+    except Exception as error:  # the last door: a bug still ends as one line, never a traceback
+        if os.environ.get("PINTOPIC_DEBUG"):
+            raise
+        print(f"pintopic: error: unexpected {type(error).__name__}: {one_line(error)} (a bug in pintopic; "
+              "PINTOPIC_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 70

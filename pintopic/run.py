@@ -5,10 +5,12 @@ module only threads the config through them, holds the run lock, and records wha
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 from pintopic.config import dump_config, load_config
+from pintopic.errors import PintopicError
 from pintopic.runio import (
     RunLock,
     canonical_json,
@@ -17,6 +19,7 @@ from pintopic.runio import (
     write_if_changed,
     write_json,
 )
+from pintopic.safeio import open_append, read_regular
 
 
 def _none_if_zero(value):
@@ -45,7 +48,7 @@ def _outputs_hash(run: Path) -> str:
                         run / "results" / "noise.json", run / "results" / "profile.json",
                         run / "config.resolved.toml", *stores]):
         if path.exists():
-            parts.append([str(path.relative_to(run)), path.read_text(encoding="utf-8")])
+            parts.append([str(path.relative_to(run)), read_regular(path).decode("utf-8", "replace")])
     return settings_hash(parts, length=16)
 
 
@@ -58,7 +61,7 @@ def _ingest(run: Path, config: dict, progress: bool) -> None:
         per_category=_none_if_zero(data["per_category"]), min_per_category=data["min_per_category"],
         seed=data["seed"], max_pixels=_none_if_zero(data["max_pixels"]),
         workers=_none_if_zero(data["workers"]), progress=progress, decode_cache=data["decode_cache"],
-        categories=data["categories"] or None,
+        categories=data["categories"] or None, max_metadata_bytes=data["max_metadata_bytes"],
     )
     _pixel_caches(run, data, config["features"], progress)
 
@@ -100,7 +103,6 @@ def _evaluate(run: Path, config: dict, progress: bool) -> dict:
 
 
 def _profile(run: Path, config: dict, progress: bool) -> None:
-    from pintopic.errors import PintopicError
     from pintopic.predict.profile import profile
 
     clf = config["classify"]
@@ -120,11 +122,72 @@ def _report(run: Path, config: dict) -> None:
         screenshot(report_path, config["report"]["screenshot"], height=config["report"]["screenshot_height"])
 
 
+def check_names(config: dict) -> None:
+    """Check the names a config gives (layout, split, backbones, classifiers and their grids) against the stages
+    that define them, so a typo fails before any work is done; errors name the key."""
+    from pintopic.classify.catalog import resolve_grids
+    from pintopic.dataset.layouts import LAYOUTS
+    from pintopic.dataset.split import SPLIT_MODES
+    from pintopic.features.registry import fusion_components, resolve_backbone
+
+    data, clf = config["dataset"], config["classify"]
+    if not os.path.exists(data["source"]):
+        raise PintopicError(f"config key dataset.source: {data['source']} does not exist")
+    if data["layout"] not in ("auto", *LAYOUTS):
+        raise PintopicError(f"config key dataset.layout must be one of auto, {', '.join(LAYOUTS)}, not {data['layout']!r}")
+    if clf["split"] not in SPLIT_MODES:
+        raise PintopicError(f"config key classify.split must be one of {', '.join(SPLIT_MODES)}, not {clf['split']!r}")
+    names = [("features.backbones", name) for name in config["features"]["backbones"]]
+    if isinstance(data["pixel_cache"], list):
+        names += [("dataset.pixel_cache", name) for name in data["pixel_cache"]]
+    if config["finetune"]["enabled"]:
+        names.append(("finetune.backbone", config["finetune"]["backbone"]))
+    extracted = _extracted_specs(Path(config["run"]["folder"]))
+    for key, name in names:
+        if name.startswith("finetuned:"):  # made by this run's finetune stage: it may not exist yet
+            continue
+        if all(part.strip() in extracted for part in name.split("+")):
+            continue  # names this run already extracted are known good: a no-op rerun imports no timm or torch
+        try:
+            for part in fusion_components(name) or [name]:
+                resolve_backbone(part)
+        except PintopicError as error:
+            raise PintopicError(f"config key {key}: {error}") from None
+    try:
+        resolve_grids(clf["classifiers"], clf["grids"] or None)
+    except PintopicError as error:
+        raise PintopicError(f"config key classify.classifiers / classify.grids: {error}") from None
+
+
+def _remove_empty_run_folders(created: list[Path]) -> None:
+    """Remove the folders this call created (innermost first) if they hold nothing but the run marker and lock."""
+    from pintopic.runio import RUN_MARKER
+
+    for folder in created:
+        for name in (RUN_MARKER, ".lock"):
+            (folder / name).unlink(missing_ok=True)
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _extracted_specs(run: Path) -> set[str]:
+    """Backbone names with a complete feature store in the run (read from the stores' meta.json only)."""
+    from pintopic.features.store import complete_stores
+
+    return {meta["spec"] for _, meta in complete_stores(run / "features") if isinstance(meta.get("spec"), str)}
+
+
 def run_study(config_path: str | Path, overrides: list[str] | None = None, progress: bool = True) -> dict:
-    """Run every stage of the study described by ``config_path``; returns the run summary."""
+    """Run every stage of the study described by ``config_path``; returns the run summary.
+
+    The whole config is checked (types, ranges, names) before any stage runs. The run folder is locked first,
+    so a second run on it is refused at once; a config with a bad name leaves no new folder behind.
+    """
     config = load_config(config_path, overrides)
     run = Path(config["run"]["folder"])
-    run.mkdir(parents=True, exist_ok=True)
+    created = [folder for folder in (run, *run.parents) if not folder.exists()]
     timings: dict[str, float] = {}
 
     def timed(stage: str, function):
@@ -133,7 +196,12 @@ def run_study(config_path: str | Path, overrides: list[str] | None = None, progr
         timings[stage] = time.perf_counter() - started
         return value
 
-    with RunLock(run):
+    with RunLock(run):  # first, so a second run on the folder is refused at once, before any import
+        try:
+            check_names(config)
+        except PintopicError:
+            _remove_empty_run_folders(created)  # a typo must not leave a new folder behind
+            raise
         write_if_changed(run / "config.resolved.toml", dump_config(config).encode())
         timed("ingest", _ingest)
         if config["finetune"]["enabled"]:
@@ -152,7 +220,7 @@ def run_study(config_path: str | Path, overrides: list[str] | None = None, progr
             _report(run, config)
     table = run / "results" / "table.md"
     if table.exists():
-        print(table.read_text(encoding="utf-8"))
+        print(read_regular(table).decode("utf-8", "replace"))
     print(f"run folder: {run}")
     for key in ("results", "report"):
         if summary.get(key):
@@ -163,7 +231,7 @@ def run_study(config_path: str | Path, overrides: list[str] | None = None, progr
 def _record(run: Path, summary: dict, timings: dict[str, float]) -> None:
     """Log every run; rewrite run.json (timings of the run that did the work) only when outputs changed."""
     line = canonical_json({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": timings}).replace("\n", " ")
-    with open(run / "run.log", "a", encoding="utf-8") as log:
+    with open_append(run / "run.log") as log:
         log.write(line + "\n")
     record_path = run / "run.json"
     record = {"summary": summary, "outputs": _outputs_hash(run), "seconds": timings}

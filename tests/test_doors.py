@@ -14,6 +14,7 @@ CLI_TO_CONFIG = {
     ("ingest", "min_per_category"): "dataset.min_per_category", ("ingest", "seed"): "dataset.seed",
     ("ingest", "max_pixels"): "dataset.max_pixels", ("ingest", "workers"): "dataset.workers",
     ("ingest", "no_decode_cache"): "dataset.decode_cache", ("ingest", "pixel_cache"): "dataset.pixel_cache",
+    ("ingest", "max_metadata_bytes"): "dataset.max_metadata_bytes",
     ("extract", "backbone"): "features.backbones", ("extract", "batch_size"): "features.batch_size",
     ("extract", "workers"): "features.workers", ("extract", "device"): "features.device",
     ("extract", "dtype"): "features.dtype", ("extract", "runtime"): "features.runtime",

@@ -186,11 +186,13 @@ def _pairs_on_true_labels(results_dir, pins, truth) -> dict:
 
     from pintopic.classify.metrics import f1_macro
     from pintopic.dataset.truth import read_truth, true_categories
+    from pintopic.safeio import open_regular
 
     true_of = dict(zip(pins["image_id"], true_categories(pins, read_truth(truth))))
     scores = {}
     for path in sorted((results_dir / "predictions").glob("*.parquet")):
-        frame = pd.read_parquet(path, columns=["image_id", "pred"])
+        with open_regular(path) as handle:  # a pipe planted there must not block
+            frame = pd.read_parquet(handle, columns=["image_id", "pred"])
         frame = frame[frame["image_id"].astype(str).isin(true_of)]
         true = [true_of[i] for i in frame["image_id"].astype(str)]
         scores[path.stem] = {"f1_macro": f1_macro(true, frame["pred"].astype(str)),

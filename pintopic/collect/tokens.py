@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pintopic.errors import PintopicError
 
@@ -27,10 +26,9 @@ def read_tokens(path: str | os.PathLike) -> list[Token]:
 
     A malformed line is an error naming its line number only, never its content.
     """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise PintopicError(f"cannot read the tokens file {path}: {getattr(error, 'strerror', None) or error}") from None
+    from pintopic.safeio import read_text_file
+
+    text = read_text_file(path, 1024**2, "tokens file")
     tokens = []
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()

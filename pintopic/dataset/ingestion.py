@@ -41,6 +41,7 @@ from pintopic.runio import (
     write_if_changed,
     write_parquet,
 )
+from pintopic.safeio import MAX_METADATA_BYTES, read_regular
 
 OUTPUTS = ("manifest.parquet", "sample.parquet", "distribution.csv", "distribution.png")
 
@@ -72,7 +73,7 @@ def _normalise_exclude(exclude) -> list[str]:
     return sorted(name for name in names if name)
 
 
-def _check_settings(layout, per_category, min_per_category, seed, max_pixels, workers):
+def _check_settings(layout, per_category, min_per_category, seed, max_pixels, workers, max_metadata_bytes):
     if layout not in ("auto",) + LAYOUTS:
         raise PintopicError(f"unknown layout {layout!r}; use one of auto, {', '.join(LAYOUTS)}")
     if per_category is not None and int(per_category) < 1:
@@ -83,6 +84,8 @@ def _check_settings(layout, per_category, min_per_category, seed, max_pixels, wo
         raise PintopicError("--max-pixels must be at least 1")
     if workers is not None and int(workers) < 1:
         raise PintopicError("--workers must be at least 1")
+    if int(max_metadata_bytes) < 1:
+        raise PintopicError("--max-metadata-bytes must be at least 1")
     try:
         int(seed)
     except (TypeError, ValueError):
@@ -92,14 +95,16 @@ def _check_settings(layout, per_category, min_per_category, seed, max_pixels, wo
 def ingest(source, run_dir, *, layout: str = "auto", exclude: Iterable[str] | str | None = ("none", "other"),
            per_category: int | None = None, min_per_category: int = 5, seed: int = 0, max_pixels: int | None = None,
            workers: int | None = None, progress: bool = True, decode_cache: bool = True,
-           categories: str | os.PathLike | None = None) -> dict:
+           categories: str | os.PathLike | None = None, max_metadata_bytes: int = MAX_METADATA_BYTES) -> dict:
     """Scan ``source``, verify every image, clean, sample; write ``run_dir/dataset/``; return dataset.json's content.
 
     ``categories`` is a CSV mapping boards to categories (``categories.read_category_map``), for crawl and
     gallery-dl boards that carry no category of their own. ``decode_cache`` keeps small decoded copies of
-    costly files for extraction (:mod:`pintopic.dataset.decode_cache`).
+    costly files for extraction (:mod:`pintopic.dataset.decode_cache`). Metadata files over
+    ``max_metadata_bytes`` are ``bad_metadata``. A run folder inside the source is not scanned (its outputs
+    never become input).
     """
-    _check_settings(layout, per_category, min_per_category, seed, max_pixels, workers)
+    _check_settings(layout, per_category, min_per_category, seed, max_pixels, workers, max_metadata_bytes)
     source_path = Path(os.path.abspath(os.path.expanduser(os.fsdecode(source))))
     if not source_path.exists():
         raise PintopicError(f"source {source_path} does not exist")
@@ -114,12 +119,14 @@ def ingest(source, run_dir, *, layout: str = "auto", exclude: Iterable[str] | st
     }
     if category_map is not None:  # only when given, so runs without a map keep their settings hash
         arguments["categories"] = display(os.fsencode(os.path.abspath(categories)))
+    if int(max_metadata_bytes) != MAX_METADATA_BYTES:  # likewise
+        arguments["max_metadata_bytes"] = int(max_metadata_bytes)
     run = Path(run_dir)
     dataset_dir = run / "dataset"
-    run.mkdir(parents=True, exist_ok=True)
     with RunLock(run):
         started = time.perf_counter()
-        listing = scan(source_path, resolved_layout, category_map)
+        listing = scan(source_path, resolved_layout, category_map, skip_folders=[run],
+                       max_metadata_bytes=int(max_metadata_bytes))
         fingerprint = listing.fingerprint()
         key = {"version": __version__, "arguments": arguments, "layout": resolved_layout, "listing": fingerprint}
         stage_hash = settings_hash(key, length=16)
@@ -147,8 +154,10 @@ def _read_previous(dataset_dir: Path) -> dict | None:
 def _outputs_intact(dataset_dir: Path, record: dict) -> bool:
     hashes = record.get("outputs") or {}
     for name in OUTPUTS:
-        path = dataset_dir / name
-        if name not in hashes or not path.exists() or _sha256(path.read_bytes()) != hashes[name]:
+        try:
+            if name not in hashes or _sha256(read_regular(dataset_dir / name)) != hashes[name]:
+                return False
+        except (OSError, ValueError):
             return False
     return True
 
@@ -159,7 +168,7 @@ def _load_cache(dataset_dir: Path, previous: dict | None) -> tuple[dict, int | N
     if not previous or not path.exists():
         return {}, None
     try:
-        if _sha256(path.read_bytes()) != (previous.get("outputs") or {}).get("manifest.parquet"):
+        if _sha256(read_regular(path)) != (previous.get("outputs") or {}).get("manifest.parquet"):
             return {}, None
         import pyarrow.parquet as pq
 

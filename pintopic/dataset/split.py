@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pintopic.errors import PintopicError
+from pintopic.safeio import open_regular
 
 SPLIT_MODES = ("stratified", "group:user", "group:board")
 
@@ -91,7 +92,11 @@ def load_or_make_split(results_dir: str | Path, sample, *, test_size: float, spl
     settings = split_settings(sample, test_size=test_size, split=split, seed=seed)
     marker, table = results_dir / "split.json", results_dir / "split.parquet"
     if table.exists() and stage_is_complete(marker, settings):
-        return pd.read_parquet(table), settings
+        try:
+            with open_regular(table) as handle:
+                return pd.read_parquet(handle), settings
+        except Exception:  # noqa: BLE001 - a damaged split is made again
+            pass
     frame = make_split(sample, test_size=test_size, split=split, seed=seed)
     write_parquet(table, frame)
     counts = frame["part"].value_counts().to_dict()
@@ -131,7 +136,8 @@ def recorded_split(results_dir: str | Path, sample):
         return None
     if not stage_is_complete(results_dir / "split.json", settings) or not (results_dir / "split.parquet").exists():
         return None  # another sample (or a damaged record): not this sample's split
-    return pd.read_parquet(results_dir / "split.parquet"), settings
+    with open_regular(results_dir / "split.parquet") as handle:
+        return pd.read_parquet(handle), settings
 
 
 def training_split(results_dir: str | Path, sample, *, test_size: float | None = None, split: str | None = None,

@@ -18,8 +18,11 @@ def read_truth(path: str | os.PathLike):
 
     if not os.path.isfile(path):
         raise PintopicError(f"truth file {path} not found (make-crawl with --off-theme/--wrong-boards writes OUT/truth.parquet)")
+    from pintopic.safeio import open_regular
+
     try:
-        frame = pd.read_parquet(path)
+        with open_regular(path) as handle:  # a pipe planted there must not block
+            frame = pd.read_parquet(handle)
     except Exception as error:  # noqa: BLE001 - pyarrow raises several types for damaged files
         raise PintopicError(f"truth file {path} cannot be read ({error})") from None
     missing = [column for column in TRUTH_COLUMNS if column not in frame.columns]

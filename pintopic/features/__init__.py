@@ -14,7 +14,7 @@ from pintopic.exports import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {
     "extract": "pintopic.features.extraction",
-    "store_key": "pintopic.features.extraction",
+    "store_key": "pintopic.features.store",
     "embed_images": "pintopic.features.embed",
     "prepared_backbone": "pintopic.features.embed",
     "feature_store": "pintopic.features.store",

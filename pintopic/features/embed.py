@@ -38,13 +38,39 @@ def prepared_backbone(spec: str, *, pretrained: bool = True, weights: str | None
         return _BACKBONE_CACHE[cache_key]
 
 
+def check_backbone(backbone, expected: dict) -> None:
+    """Refuse a backbone that is not the one a model was trained on: ``expected`` (a store's meta.json as the model
+    recorded it) must name the same weights, preprocessing, dimension and store key as ``backbone`` gives now."""
+    import json
+
+    from pintopic.errors import PintopicError
+    from pintopic.features.store import store_key
+
+    def same(a, b) -> bool:
+        return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
+
+    checks = [("weights", expected.get("weights_sha256"), lambda: backbone.weights_sha256),
+              ("preprocessing", expected.get("preprocessing"), lambda: backbone.preprocessing.to_dict()),
+              ("dimension", expected.get("dim"), lambda: backbone.dim)]
+    if expected.get("key") and expected.get("dtype"):
+        checks.append(("feature store key", expected["key"],
+                       lambda: store_key(backbone, dtype=expected["dtype"], tta=expected.get("tta"))))
+    differ = [name for name, recorded, now in checks if recorded is not None and not same(recorded, now())]
+    if differ:
+        raise PintopicError(
+            f"the model was trained on features of backbone {expected.get('spec')!r} "
+            f"(weights {expected.get('weights_source') or '?'}), but {backbone.spec.name!r} gives other {', '.join(differ)} "
+            "now: its model.json was edited or the backbone's weights changed; refit it with `pintopic evaluate`")
+
+
 def embed_images(spec: str, paths: Sequence[str | os.PathLike], *, pretrained: bool = True, weights: str | None = None,
                  batch_size: int = 32, runtime: str = "auto", tta: str | None = None, device: str = "auto",
-                 workers: int = 0):
+                 workers: int = 0, expect: dict | None = None):
     """Embed image files with the same decoding, preprocessing and runtime as :func:`~pintopic.features.extraction.extract`.
 
     Returns ``(X, errors)``: ``X`` has one float32 row per path (NaN rows for failures) and ``errors``
-    lists ``(index, status, detail)`` for the paths that could not be decoded.
+    lists ``(index, status, detail)`` for the paths that could not be decoded. With ``expect`` (the backbone a
+    model recorded), a backbone that differs from it is refused (:func:`check_backbone`) before any image is read.
     """
     from pintopic.features.decoding import decoded_batches
     from pintopic.features.preprocess import ImagePreprocessor
@@ -53,8 +79,11 @@ def embed_images(spec: str, paths: Sequence[str | os.PathLike], *, pretrained: b
     settings = {"pretrained": pretrained, "batch_size": batch_size, "runtime": runtime, "tta": tta, "device": device,
                 "workers": workers}
     if fusion_components(spec):
-        return embed_fused(spec, paths, **settings)
+        parts = (expect or {}).get("component_backbones")
+        return embed_fused(spec, paths, **settings, component_settings=[{"expect": part} for part in parts] if parts else None)
     backbone, runner = prepared_backbone(spec, pretrained=pretrained, weights=weights, runtime=runtime, device=device, tta=tta)
+    if expect:
+        check_backbone(backbone, expect)
     paths = [os.fspath(path) for path in paths]
     X = np.full((len(paths), backbone.dim), np.nan, dtype=np.float32)
     errors: list[tuple[int, str, str]] = []
@@ -99,7 +128,7 @@ class BackboneEmbedder:
     """
 
     def __init__(self, spec: str, *, pretrained: bool = True, weights: str | None = None, runtime: str = "auto",
-                 device: str = "auto", tta: str | None = None):
+                 device: str = "auto", tta: str | None = None, expect: dict | None = None):
         from pintopic.features.preprocess import ImagePreprocessor
         from pintopic.features.registry import fusion_components
 
@@ -107,6 +136,10 @@ class BackboneEmbedder:
         self.fused = bool(fusion_components(spec))
         self.parts = [prepared_backbone(part, pretrained=pretrained, weights=weights, runtime=runtime, device=device,
                                         tta=tta) for part in (fusion_components(spec) or [spec])]
+        if expect:  # the backbone a model recorded (a fusion: per component): refuse any other
+            wanted = expect.get("component_backbones") if self.fused else [expect]
+            for (backbone, _), recorded in zip(self.parts, wanted or []):
+                check_backbone(backbone, recorded)
         self.preprocessors = [ImagePreprocessor(backbone.preprocessing) for backbone, _ in self.parts]
         self.dim = sum(backbone.dim for backbone, _ in self.parts)
 

@@ -25,30 +25,17 @@ from pintopic.features.store import (
     ids_checksum,
     remove_shards_from,
     shard_name,
+    store_key,
     stored_vectors,
     try_read_ids,
+    vector_settings,
     write_shard,
 )
 from pintopic.runio import RunLock, read_json, run_paths, settings_hash, write_json
+from pintopic.safeio import ensure_free_space
 
 DEFAULT_SHARD_ROWS = 1024
 STORAGE_DTYPES = ("float32", "float16")
-
-
-def vector_settings(backbone, *, dtype: str, tta: str | None) -> dict:
-    """Everything that changes the stored vectors (and so the store key); the sample is not part of it."""
-    return {
-        "spec": backbone.spec.name, "model": backbone.spec.model, "pretrained": backbone.pretrained,
-        "weights_sha256": backbone.weights_sha256, "preprocessing": backbone.preprocessing.to_dict(),
-        "tta": tta or None, "dtype": dtype,
-    }
-
-
-def store_key(backbone, *, dtype: str = "float32", tta: str | None = None) -> str:
-    """Folder name of a store: the backbone's slug plus a short hash of the vector-changing settings."""
-    from pintopic.features.registry import slug
-
-    return f"{slug(backbone.spec.name)}-{settings_hash(vector_settings(backbone, dtype=dtype, tta=tta), 8)}"
 
 
 class _Shards:
@@ -121,6 +108,7 @@ def _open_store(folder: Path, key: str, plan: dict, shards: _Shards) -> bool:
             meta = read_json(meta_path)
         except ValueError:
             meta = {}
+        meta = meta if isinstance(meta, dict) else {}
         # a complete store is trusted only while every shard still checks out; a damaged one is repaired
         # from the images, since its id files can no longer be trusted to pair ids with vectors
         if meta.get("key") == key and all(meta.get(name) == value for name, value in plan.items()):
@@ -143,6 +131,8 @@ def _compute(run_dir: Path, spec: str, shards: _Shards, backbone, runner, *, bat
     from pintopic.features.runtime import cpu_threads
 
     total = sum(len(shards.to_compute(i)) for i in shards.todo)
+    rows = sum(len(shards.shards[i]) for i in shards.todo)
+    ensure_free_space(shards.folder, rows * shards.dim * np.dtype(shards.dtype).itemsize)
     pixel_cache = open_pixel_cache(run_dir, backbone.preprocessing) if total else None
     plan, decode_tasks, decode_batches = _batch_plan(shards, pixel_cache, batch_size)
     pending = {i: sum(1 for owner, _ in plan if owner == i) for i in shards.todo}
@@ -171,8 +161,13 @@ def _compute(run_dir: Path, spec: str, shards: _Shards, backbone, runner, *, bat
             shards.failures[i].extend({"image_id": decode_tasks[index].image_id, "status": status, "reason": detail,
                                        "path": decode_tasks[index].path} for index, status, detail in failures)
         if done:
-            for task, vector in zip(done, runner(arrays).astype(shards.dtype, copy=False)):
-                shards.computed[i][task.image_id] = vector
+            vectors = runner(arrays).astype(shards.dtype, copy=False)
+            for task, vector in zip(done, vectors):
+                if np.isfinite(vector).all():
+                    shards.computed[i][task.image_id] = vector
+                else:  # never stored: a store holds finite vectors only (a NaN row marks damage on disk)
+                    shards.failures[i].append({"image_id": task.image_id, "status": "truncated", "path": task.path,
+                                               "reason": "the backbone gave NaN or infinite values for this image"})
         if bar is not None:
             bar.update(len(done) + len(failures))
         pending[i] -= 1

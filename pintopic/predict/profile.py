@@ -56,8 +56,11 @@ def load_pins(source: str | os.PathLike):
         path, out_dir = source, source.parent
     else:
         raise PintopicError(f"{source} is neither a run folder nor a predictions parquet")
+    from pintopic.safeio import open_regular
+
     try:
-        pins = pd.read_parquet(path)
+        with open_regular(path) as handle:  # a pipe planted there must not block
+            pins = pd.read_parquet(handle)
     except Exception as error:  # noqa: BLE001 - pyarrow raises several types for damaged files
         raise PintopicError(f"{path} cannot be read as parquet ({error})") from None
     missing = [column for column in ("user", "board") if column not in pins.columns]

@@ -51,8 +51,8 @@ def confusion_figure(matrix, categories: Sequence[str], *, title: str, labels: M
     # with 32 categories and weak models every share is small; a 0-1 scale would paint the matrix black
     top = max(0.1, math.ceil(float(share.max(initial=0.0)) * 10) / 10)
     image = axes.imshow(share, cmap=CONFUSION_CMAP, vmin=0.0, vmax=top, aspect="equal", interpolation="nearest")
-    axes.set_xticks(range(n), names, rotation=90, fontsize=FONT_SIZE)
-    axes.set_yticks(range(n), names, fontsize=FONT_SIZE)
+    axes.set_xticks(range(n), names, rotation=90, fontsize=FONT_SIZE, parse_math=False)  # names are text, not TeX
+    axes.set_yticks(range(n), names, fontsize=FONT_SIZE, parse_math=False)
     axes.set_xlabel("predicted category", fontsize=FONT_SIZE + 1)
     axes.set_ylabel("true category", fontsize=FONT_SIZE + 1)
     axes.set_title(title, fontsize=FONT_SIZE + 2, loc="left")

@@ -24,12 +24,9 @@ class ApiKeys:
 
     @classmethod
     def from_file(cls, path: str | Path) -> ApiKeys:
-        try:
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise PintopicError(f"API keys file {path} not found") from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise PintopicError(f"API keys file {path} cannot be read ({error})") from None
+        from pintopic.safeio import read_text_file
+
+        lines = read_text_file(path, 1024**2, "API keys file").splitlines()
         keys = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
         if not keys:
             raise PintopicError(f"API keys file {path} holds no key (one key per line)")

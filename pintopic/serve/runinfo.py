@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from pintopic.safeio import open_regular, require_regular
+
 #: The columns of a results row the page and ``GET /v1/models`` show.
 ROW_FIELDS = ("backbone", "classifier", "key", "cv_f1_macro", "test_f1_macro", "test_accuracy", "n_train", "n_test")
 
@@ -51,12 +53,13 @@ def _confusion(results_dir: Path, name: str, categories: list[str], notes: list[
     csv_path, predictions_path = results_dir / "confusion" / f"{name}.csv", results_dir / "predictions" / f"{name}.parquet"
     try:
         if csv_path.exists():
-            with csv_path.open(newline="", encoding="utf-8") as handle:
-                header, *lines = list(csv.reader(handle))
+            with open_regular(csv_path) as handle:  # a pipe planted there must not block the service
+                header, *lines = list(csv.reader(handle.read().decode("utf-8").splitlines()))
             return {"categories": header[1:], "matrix": [[int(v) for v in line[1:]] for line in lines]}
         if predictions_path.exists() and categories:
             import pandas as pd
 
+            require_regular(predictions_path)
             frame = pd.read_parquet(predictions_path, columns=["true", "pred"])
             table = pd.crosstab(frame["true"], frame["pred"]).reindex(index=categories, columns=categories, fill_value=0)
             return {"categories": categories, "matrix": table.astype(int).values.tolist()}
