@@ -59,6 +59,10 @@ DEFAULTS: dict[str, Any] = {
         "grids": {},
     },
     "report": {"enabled": True},
+    # where ingest's decode-verify and extract run: "local" (this machine) or "ray" (a Ray cluster at address:
+    # auto, local, HOST:PORT or ray://HOST:10001); actors = embedding actors (0: one per GPU, else one per
+    # actor_threads cluster CPUs), actor_threads = inference threads per CPU actor
+    "engine": {"kind": "local", "address": "auto", "actors": 0, "actor_threads": 2},
 }
 
 

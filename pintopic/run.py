@@ -55,14 +55,16 @@ def run_study(config_path: str | Path, overrides: list[str] | None = None, progr
         timings: dict[str, float] = {}
 
         from pintopic.dataset import ingest
+        from pintopic.engine import EngineSettings
 
+        engine = EngineSettings.from_config(config["engine"])
         data, feats = config["dataset"], config["features"]
         started = time.perf_counter()
         ingest(
             data["source"], run, layout=data["layout"], exclude=data["exclude"],
             per_category=_none_if_zero(data["per_category"]), min_per_category=data["min_per_category"],
             seed=data["seed"], max_pixels=_none_if_zero(data["max_pixels"]),
-            workers=_none_if_zero(data["workers"]), progress=progress,
+            workers=_none_if_zero(data["workers"]), progress=progress, engine=engine,
         )
         _pixel_caches(run, data, feats, progress)
         timings["ingest"] = time.perf_counter() - started
@@ -86,7 +88,7 @@ def run_study(config_path: str | Path, overrides: list[str] | None = None, progr
         stores = extract(
             run, feats["backbones"], batch_size=feats["batch_size"], workers=_none_if_zero(feats["workers"]),
             device=feats["device"], dtype=feats["dtype"], pretrained=feats["pretrained"],
-            runtime=feats["runtime"], tta=feats["tta"] or None, progress=progress,
+            runtime=feats["runtime"], tta=feats["tta"] or None, progress=progress, engine=engine,
         )
         timings["extract"] = time.perf_counter() - started
 
