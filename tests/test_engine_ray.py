@@ -181,6 +181,33 @@ def test_a_killed_worker_is_retried_and_the_store_equals_a_clean_run(ray_store, 
     assert_same_store(store, ray_store)
 
 
+def _dies_on_row_13(batch: dict) -> dict:
+    """A step whose worker process dies (like a decoder fault) whenever its batch holds the value 13."""
+    if (batch["value"] == 13).any():
+        os._exit(3)
+    return {"value": batch["value"] * 2}
+
+
+def _crashed(batch: dict) -> dict:
+    return {"value": np.full(len(batch["value"]), -1)}
+
+
+@pytest.mark.timeout(600)
+def test_a_row_that_kills_every_worker_costs_only_itself(ray_engine):
+    from ray import cloudpickle
+
+    from pintopic.engine import Step, open_engine
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import this test module
+    batches = [{"value": np.arange(start, start + 10)} for start in range(0, 40, 10)]
+    step = Step(_dies_on_row_13, on_crash=_crashed, task_rows=20)
+    outputs = dict(open_engine(ray_engine).run(batches, step))
+    assert sorted(outputs) == [0, 1, 2, 3]
+    for index, batch in enumerate(batches):
+        expected = [-1 if value == 13 else 2 * value for value in batch["value"]]
+        assert list(outputs[index]["value"]) == expected
+
+
 KILLABLE = """
 import sys
 from pintopic.engine import EngineSettings
