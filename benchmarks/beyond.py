@@ -127,7 +127,7 @@ def load_backbone(run: Path, backbone: str, tta: str, ids_only: bool = False):
     return [folder.name] if ids_only else load_features(folder)
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default=str(ROOT / "runs" / "beyond-openclipart"), help="run folder (reused)")
     parser.add_argument("--source", default=SOURCE)
@@ -146,13 +146,66 @@ def main(argv=None) -> int:
     parser.add_argument("--note", default="", help="a sentence added to docs/results.md (e.g. what was left out and why)")
     parser.add_argument("--markdown", default=str(ROOT / "docs" / "results.md"))
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "beyond.json"))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _configuration_rows(args, run: Path, configurations_tried, rows_of, train_ids, test_ids, y_train, y_test, folds,
+                        categories) -> tuple[list[dict], list]:
+    """One row per configuration (grid search by CV, refit, test scores), each cached by its settings; and the
+    ensemble candidates among them."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from pintopic.classify.catalog import default_grids, probabilistic
+    from pintopic.classify.ensemble import Candidate
+    from pintopic.classify.evaluation import search_and_score
+    from pintopic.classify.persist import load_model, save_model
+    from pintopic.features.store import ids_checksum
+    from pintopic.runio import read_json, settings_hash, stage_is_complete, write_json
+
+    rows, candidates = [], []
+    ids_hash = ids_checksum(train_ids + ["--"] + test_ids)
+    for backbone, classifier, metric, role, grid in configurations_tried:
+        X_train, X_test = rows_of(backbone, train_ids), rows_of(backbone, test_ids)
+        settings = {"backbone": backbone, "stores": load_backbone(run, backbone, args.tta, ids_only=True),
+                    "classifier": classifier, "metric": metric, "grid": grid or default_grids()[classifier],
+                    "ids": ids_hash, "seed": args.seed, "cv": args.cv}
+        cache = run / "results" / "beyond" / settings_hash(settings, 16)
+        if stage_is_complete(cache / "row.json", settings):  # a rerun only computes what changed
+            cached = read_json(cache / "row.json")["row"]
+            search = {"best_params": cached["best_params"], "cv_f1_macro": cached["cv_f1_macro"],
+                      "model": load_model(cache)[0]}
+            seconds = cached["seconds"]
+        else:
+            done = search_and_score(classifier, X_train, y_train, X_test, y_test, folds,
+                                    grid or default_grids()[classifier], categories, metric=metric or "euclidean",
+                                    seed=args.seed, n_jobs=args.n_jobs)
+            search, seconds = {**done["search"], "model": done["model"]}, done["fit_seconds"]
+            save_model(search["model"], cache, {"classifier": classifier, "backbone": {"spec": backbone, "tta": args.tta}})
+            write_json(cache / "row.json", {"row": {"best_params": search["best_params"], "seconds": round(seconds, 1),
+                                                    "cv_f1_macro": search["cv_f1_macro"]},
+                                            "settings": settings, "settings_hash": settings_hash(settings)})
+        predicted = search["model"].predict(X_test)
+        label = row_label(backbone, classifier, metric, settings["grid"])
+        row = {"configuration": label, "backbone": backbone, "classifier": classifier, "metric": metric,
+               "role": role, "grid": grid or default_grids()[classifier], "best_params": search["best_params"], "cv_f1_macro": search["cv_f1_macro"],
+               "test_f1_macro": float(f1_score(y_test, predicted, average="macro")),
+               "test_accuracy": float(accuracy_score(y_test, predicted)), "seconds": round(seconds, 1),
+               "dim": int(X_train.shape[1])}
+        rows.append(row)
+        print(f"{label:45s} cv {row['cv_f1_macro']:.4f} test {row['test_f1_macro']:.4f} {seconds:7.1f}s "
+              f"{row['best_params']}", file=sys.stderr, flush=True)
+        if classifier in probabilistic() and classifier in args.ensemble_from.split(","):
+            candidates.append(Candidate(label, classifier, search["best_params"], X_train, X_test, search["model"],
+                                        metric or "euclidean"))
+    return rows, candidates
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
 
     import numpy as np
 
-    from pintopic.classify.ensemble import PROBABILISTIC, Candidate, fit_ensemble
-    from pintopic.classify.grids import DEFAULT_GRIDS
-    from pintopic.classify.search import grid_search
+    from pintopic.classify.ensemble import fit_ensemble
     from pintopic.dataset import ingest, load_sample
     from pintopic.dataset.split import cv_folds, load_or_make_split
     from pintopic.environment import library_versions as _library_versions
@@ -179,48 +232,12 @@ def main(argv=None) -> int:
     y_train = np.array([label_of[i] for i in train_ids])
     y_test = np.array([label_of[i] for i in test_ids])
     folds = cv_folds(y_train, n_splits=args.cv, seed=args.seed)
+    categories = sorted(set(label_of.values()))
 
     from sklearn.metrics import accuracy_score, f1_score
 
-    from pintopic.classify.persist import load_model, save_model
-    from pintopic.features.store import ids_checksum
-    from pintopic.runio import read_json, settings_hash, stage_is_complete, write_json
-
-    rows, candidates = [], []
-    ids_hash = ids_checksum(train_ids + ["--"] + test_ids)
-    for backbone, classifier, metric, role, grid in configurations_tried:
-        X_train, X_test = rows_of(backbone, train_ids), rows_of(backbone, test_ids)
-        settings = {"backbone": backbone, "stores": load_backbone(run, backbone, args.tta, ids_only=True),
-                    "classifier": classifier, "metric": metric, "grid": grid or DEFAULT_GRIDS[classifier],
-                    "ids": ids_hash, "seed": args.seed, "cv": args.cv}
-        cache = run / "results" / "beyond" / settings_hash(settings, 16)
-        if stage_is_complete(cache / "row.json", settings):  # a rerun only computes what changed
-            cached = read_json(cache / "row.json")["row"]
-            search = {"best_params": cached["best_params"], "cv_f1_macro": cached["cv_f1_macro"],
-                      "model": load_model(cache)[0]}
-            seconds = cached["seconds"]
-        else:
-            started = time.perf_counter()
-            search = grid_search(classifier, X_train, y_train, grid or DEFAULT_GRIDS[classifier], folds,
-                                 metric=metric or "euclidean", seed=args.seed, n_jobs=args.n_jobs)
-            seconds = time.perf_counter() - started
-            save_model(search["model"], cache, {"classifier": classifier, "backbone": {"spec": backbone, "tta": args.tta}})
-            write_json(cache / "row.json", {"row": {"best_params": search["best_params"], "seconds": round(seconds, 1),
-                                                    "cv_f1_macro": search["cv_f1_macro"]},
-                                            "settings": settings, "settings_hash": settings_hash(settings)})
-        predicted = search["model"].predict(X_test)
-        label = row_label(backbone, classifier, metric, settings["grid"])
-        row = {"configuration": label, "backbone": backbone, "classifier": classifier, "metric": metric,
-               "role": role, "grid": grid or DEFAULT_GRIDS[classifier], "best_params": search["best_params"], "cv_f1_macro": search["cv_f1_macro"],
-               "test_f1_macro": float(f1_score(y_test, predicted, average="macro")),
-               "test_accuracy": float(accuracy_score(y_test, predicted)), "seconds": round(seconds, 1),
-               "dim": int(X_train.shape[1])}
-        rows.append(row)
-        print(f"{label:45s} cv {row['cv_f1_macro']:.4f} test {row['test_f1_macro']:.4f} {seconds:7.1f}s "
-              f"{row['best_params']}", file=sys.stderr, flush=True)
-        if classifier in PROBABILISTIC and classifier in args.ensemble_from.split(","):
-            candidates.append(Candidate(label, classifier, search["best_params"], X_train, X_test, search["model"],
-                                        metric or "euclidean"))
+    rows, candidates = _configuration_rows(args, run, configurations_tried, rows_of, train_ids, test_ids, y_train,
+                                           y_test, folds, categories)
     if not args.no_ensemble and len(candidates) > 1:
         started = time.perf_counter()
         ensemble = fit_ensemble(candidates, y_train, folds, seed=args.seed)

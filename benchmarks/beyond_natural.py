@@ -36,8 +36,8 @@ CONFIGURATIONS = (("lite0", "knn", "euclidean", None), ("lite0", "knn", "cosine"
 def main() -> None:
     import numpy as np
 
+    from pintopic.classify.catalog import default_grids
     from pintopic.classify.ensemble import Candidate, fit_ensemble
-    from pintopic.classify.grids import DEFAULT_GRIDS
     from pintopic.classify.metrics import f1_macro
     from pintopic.classify.search import grid_search
     from pintopic.dataset import ingest, load_sample
@@ -64,7 +64,7 @@ def main() -> None:
     for backbone, classifier, metric, grid in CONFIGURATIONS:
         X_train, X_test = rows_of(backbone, train_ids), rows_of(backbone, test_ids)
         started = time.perf_counter()
-        grid = grid or DEFAULT_GRIDS[classifier]
+        grid = grid or default_grids()[classifier]
         search = grid_search(classifier, X_train, y_train, grid, folds, metric=metric or "euclidean", seed=0)
         label = row_label(backbone, classifier, metric, grid)
         report["rows"][label] = {"cv_f1_macro": round(search["cv_f1_macro"], 4),

@@ -153,7 +153,7 @@ def main() -> None:
         return
     import sklearn
 
-    from pintopic.classify.grids import DEFAULT_GRIDS
+    from pintopic.classify.catalog import default_grids
 
     report = {"benchmark": "classify", "n": args.n, "dim": args.dim, "classes": args.classes, "seed": args.seed,
               "separation": args.separation, "label_noise": args.label_noise, "baseline_cap_seconds_per_setting": args.cap,
@@ -162,7 +162,7 @@ def main() -> None:
               "classifiers": {}}
     total_ours = total_baseline = 0.0
     for name in args.classifiers.split(","):
-        values = next(iter(DEFAULT_GRIDS[name].values()))
+        values = next(iter(default_grids()[name].values()))
         entry = {"grid": values, "pintopic": ours(args, name, values)}
         print(f"pintopic {name}: {entry['pintopic']}", file=sys.stderr)
         total_ours += entry["pintopic"]["seconds"]

@@ -10,7 +10,7 @@ import platform
 
 #: Libraries whose versions are recorded beside results.
 LIBRARIES = ("pintopic", "torch", "torchvision", "timm", "onnxruntime", "onnx", "numpy", "pillow", "scikit-learn",
-             "pandas", "pyarrow", "matplotlib", "open_clip_torch")
+             "pandas", "pyarrow", "matplotlib", "open_clip_torch", "cleanlab")
 
 
 #: Set by an engine for the processes it starts with a share of a machine (a Ray actor's inference threads).

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,14 +49,35 @@ def make_image(path: Path, color=(200, 30, 30), size=(48, 40), fmt: str | None =
     return path
 
 
+#: The colours of the tiny folders dataset's three categories.
+TINY_COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+
+
+def write_tiny_folders(root: Path, per_category: int = 12) -> Path:
+    """3 categories x ``per_category`` distinct noisy images of clearly different colours under ``root``."""
+    for c_index, (name, color) in enumerate(TINY_COLORS.items()):
+        for i in range(per_category):
+            make_image(root / name / f"img_{i:02d}.png", color=color, seed=c_index * 100 + i)
+    return root
+
+
 @pytest.fixture
 def tiny_folders(tmp_path: Path) -> Path:
     """A folders dataset: 3 categories x 12 distinct noisy images of clearly different colours."""
-    root = tmp_path / "folders"
-    colors = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
-    for c_index, (name, color) in enumerate(colors.items()):
-        for i in range(12):
-            make_image(root / name / f"img_{i:02d}.png", color=color, seed=c_index * 100 + i)
+    return write_tiny_folders(tmp_path / "folders")
+
+
+#: Four categories of clearly different colours, for noisy crawls.
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "grey": (128, 128, 128)}
+
+
+@pytest.fixture(scope="session")
+def colour_folders(tmp_path_factory) -> Path:
+    """A folders dataset: 4 categories x 45 tiny (8 x 8) distinct images, enough for a few boards of 10-16 pins."""
+    root = tmp_path_factory.mktemp("colour-folders")
+    for c_index, (name, color) in enumerate(COLOURS.items()):
+        for i in range(45):
+            make_image(root / name / f"img_{i:02d}.png", color=color, size=(8, 8), seed=c_index * 1000 + i)
     return root
 
 
@@ -134,3 +156,42 @@ def ray_cluster():
             os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
         else:
             os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = previous
+
+
+@pytest.fixture(scope="session")
+def serve_models_dir(tmp_path_factory) -> Path:
+    """``RUN/results/models`` of a tiny fitted run (knn, logreg, ensemble on the untrained test_efficientnet), built
+    once per session for the service tests; read-only."""
+    from servekit import fitted_run
+
+    base = tmp_path_factory.mktemp("serve-run")
+    return fitted_run(write_tiny_folders(base / "folders"), base / "run", backbone="timm:test_efficientnet",
+                      pretrained=False)
+
+
+@pytest.fixture
+def read_audit(monkeypatch):
+    """A list that records every path opened from Python (audit hook) or read as parquet (pyarrow reads in C++,
+    out of the hook's sight) while the test runs: to prove that a stage never reads a file."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    opened: list[str] = []
+    active = [True]
+
+    def hook(event, args):
+        if active[0] and event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
+            opened.append(os.fsdecode(args[0]))
+
+    sys.addaudithook(hook)  # hooks cannot be removed: ``active`` switches it off after the test
+    def recording(original):
+        def recorder(source, *args, **kwargs):
+            opened.append(str(source))
+            return original(source, *args, **kwargs)
+
+        return recorder
+
+    for module, name in ((pq, "read_table"), (pd, "read_parquet")):
+        monkeypatch.setattr(module, name, recording(getattr(module, name)))
+    yield opened
+    active[0] = False

@@ -188,3 +188,28 @@ def test_failed_ids_are_dropped_for_that_backbone_only(tmp_path):
     by_backbone = {row["backbone"]: row for row in results["rows"]}
     assert by_backbone["partial"]["n_dropped"] == 3 and by_backbone["synthetic"]["n_dropped"] == 0
     assert by_backbone["partial"]["n_train"] + by_backbone["partial"]["n_test"] == len(sample) - 3
+
+
+def test_ensemble_selects_members_on_the_same_grouped_folds(tmp_path, monkeypatch):
+    """Regression: with a group split each pair's CV kept users apart, but the ensemble chose its members on
+    ungrouped folds, i.e. on validation rows whose users it had trained on."""
+    import pintopic.dataset.split as split_module
+
+    sample = make_sample(n_per_category=30, users=12)
+    run = make_run(tmp_path, sample)
+    user_of = dict(zip(sample["image_id"], sample["user"]))
+    seen = []
+    real_cv_folds = split_module.cv_folds
+
+    def recording_cv_folds(y, groups=None, **settings):
+        folds = real_cv_folds(y, groups, **settings)
+        seen.append(groups)
+        return folds
+
+    monkeypatch.setattr(split_module, "cv_folds", recording_cv_folds)
+    results = evaluate(run, classifiers=["knn", "logreg", "ensemble"], cv=3, split="group:user",
+                       grids={"knn": {"k": [1, 5]}, "logreg": {"C": [0.1]}}, progress=False)
+    assert any(row["classifier"] == "ensemble" for row in results["rows"])
+    assert seen and all(groups is not None for groups in seen)  # pairs and the ensemble: grouped folds
+    for groups in seen:
+        assert set(groups) <= set(user_of.values())

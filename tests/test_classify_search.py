@@ -8,12 +8,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from pintopic.classify.estimators import (
-    SquaredHingeSVC,
-    build_classifier,
-    squared_hinge_path,
-)
-from pintopic.classify.grids import resolve_grids
+from pintopic.classify.catalog import resolve_grids
+from pintopic.classify.estimators import build_classifier
+from pintopic.classify.lsvm import SquaredHingeSVC, squared_hinge_path
 from pintopic.classify.search import grid_search
 from pintopic.dataset.split import cv_folds
 from pintopic.errors import PintopicError
@@ -53,7 +50,7 @@ def test_knn_votes_break_ties_like_kneighborsclassifier():
     from sklearn.metrics import f1_score
     from sklearn.neighbors import KNeighborsClassifier
 
-    from pintopic.classify.search import knn_fold_scores
+    from pintopic.classify.knn import knn_fold_scores
 
     train, val = np.array([0, 1, 3, 4]), np.array([2, 5])
     classes, y_index = np.unique(y, return_inverse=True)
@@ -122,7 +119,7 @@ def test_lsvm_split_into_class_blocks_matches_one_block():
     """Classes solved in separate blocks (how folds and the refit share processes) give the same scores and model."""
     from joblib import Parallel
 
-    from pintopic.classify.search import fit_lsvm, lsvm_path_search
+    from pintopic.classify.lsvm import fit_lsvm, lsvm_path_search
 
     X, y = overlapping_classes(n=300)
     classes, y_index = np.unique(y, return_inverse=True)

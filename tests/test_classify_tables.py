@@ -60,3 +60,26 @@ def test_summary_and_confusion_csv():
     assert summary["per_category"]["a"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
     assert summary["f1_macro"] == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
     assert confusion_csv(summary["confusion"], ["a", "b", "c"]).splitlines()[1] == "a,1,1,0"
+
+
+def test_two_stores_of_one_spec_are_two_rows_in_every_table():
+    """Regression: table.md keyed rows by spec, so a --tta store overwrote the plain one; the report kept both."""
+    rows = [{"backbone": "lite0", "key": "lite0-aaaa", "classifier": "knn", "test_f1_macro": 0.5},
+            {"backbone": "lite0", "key": "lite0-bbbb", "classifier": "knn", "test_f1_macro": 0.7},
+            {"backbone": "lite1", "key": "lite1-cccc", "classifier": "knn", "test_f1_macro": 0.6}]
+    backbones, _, cells = results_table(rows)
+    assert backbones == ["lite0-aaaa", "lite0-bbbb", "lite1-cccc"]
+    assert cells[(AVERAGE, "knn")] == pytest.approx(0.6)
+    md = table_markdown(rows)
+    assert "| lite0 (lite0-aaaa) | 0.500 |" in md and "| lite0 (lite0-bbbb) | **0.700** |" in md
+    assert "| lite1 | 0.600 |" in md
+    assert table_csv(rows).splitlines()[1] == "lite0 (lite0-aaaa),0.500000,0.500000"
+
+
+def test_csv_quotes_labels_with_commas():
+    rows = [{"backbone": "a,b", "classifier": "knn", "test_f1_macro": 0.5}]
+    import csv
+    import io
+
+    parsed = list(csv.reader(io.StringIO(table_csv(rows))))
+    assert parsed[1][0] == "a,b" and parsed[1][1] == "0.500000"

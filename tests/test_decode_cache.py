@@ -7,8 +7,8 @@ from PIL import Image
 
 from pintopic.dataset import ingest
 from pintopic.dataset.decode_cache import CACHE_SIDE
-from pintopic.dataset.manifest import image_tasks as _tasks
-from pintopic.features.decoding import DecodeDataset as _DecodeDataset
+from pintopic.dataset.manifest import image_tasks
+from pintopic.features.decoding import DecodeDataset
 from pintopic.features.preprocess import ImagePreprocessor, Preprocessing
 from pintopic.imageio import load_rgb
 
@@ -48,7 +48,7 @@ def mixed_source(tmp_path):
 def test_costly_files_get_a_copy_that_preprocesses_within_one_level(mixed_source, tmp_path):
     run = tmp_path / "run"
     record = ingest(mixed_source, run, min_per_category=1, progress=False, workers=1)
-    tasks = {task.path.rsplit("/", 1)[-1]: task for task in _tasks(run, all_rows=False)}
+    tasks = {task.path.rsplit("/", 1)[-1]: task for task in image_tasks(run, all_rows=False)}
     cached = {name for name, task in tasks.items() if task.read_from}
     assert {"big-alpha.png", "small-alpha.png"} <= cached <= {"big-alpha.png", "small-alpha.png", "big-rgb.png"}
     assert record["decode_cache"]["files"] == len(cached) and record["decode_cache"]["side"] == CACHE_SIDE
@@ -67,15 +67,15 @@ def test_without_the_cache_and_with_a_damaged_copy_extraction_reads_the_original
     off = tmp_path / "off"
     record = ingest(mixed_source, off, min_per_category=1, progress=False, workers=1, decode_cache=False)
     assert "decode_cache" not in record and not (off / "dataset" / "cache").exists()
-    assert all(task.read_from is None for task in _tasks(off, all_rows=False))
+    assert all(task.read_from is None for task in image_tasks(off, all_rows=False))
 
     run = tmp_path / "run"
     ingest(mixed_source, run, min_per_category=1, progress=False, workers=1)
-    task = next(t for t in _tasks(run, all_rows=False) if t.path.endswith("small-alpha.png"))
+    task = next(t for t in image_tasks(run, all_rows=False) if t.path.endswith("small-alpha.png"))
     with open(task.read_from, "r+b") as handle:
         handle.truncate(40)  # a damaged copy
     preprocess = ImagePreprocessor(PREPROCESSINGS[0])
-    index, pixels, status, _ = _DecodeDataset([task.decode_path], preprocess, [task.path])[0]
+    index, pixels, status, _ = DecodeDataset([task.decode_path], preprocess, [task.path])[0]
     assert status == "ok" and np.array_equal(pixels, preprocess(task.path))
 
 

@@ -302,4 +302,4 @@ def test_pintopic_run_takes_the_engine_from_its_config(tiny_study, capsys):
     assert main(["run", str(tiny_study), "--quiet", "--set", "engine.kind=ray", "--set", "engine.address=127.0.0.1:9"]) == 2
     assert "cannot reach a Ray cluster at '127.0.0.1:9'" in capsys.readouterr().err
     assert main(["run", str(tiny_study), "--quiet", "--set", "engine.kind=spark"]) == 2
-    assert "unknown engine 'spark'" in capsys.readouterr().err
+    assert "config key engine.kind must be one of 'local', 'ray', not 'spark'" in capsys.readouterr().err

@@ -51,12 +51,12 @@ def test_split_model_rejects_bad_stage_counts():
 def test_feature_level_augmentation_keeps_shape_and_is_seeded():
     import torch
 
-    from pintopic.train.finetuning import _augment_maps
+    from pintopic.train.finetuning import augment_maps
 
     maps = torch.arange(2 * 3 * 7 * 7, dtype=torch.float32).reshape(2, 3, 7, 7)
-    first = _augment_maps(maps, torch.Generator().manual_seed(1))
-    again = _augment_maps(maps, torch.Generator().manual_seed(1))
-    other = [_augment_maps(maps, torch.Generator().manual_seed(seed)) for seed in range(2, 8)]
+    first = augment_maps(maps, torch.Generator().manual_seed(1))
+    again = augment_maps(maps, torch.Generator().manual_seed(1))
+    other = [augment_maps(maps, torch.Generator().manual_seed(seed)) for seed in range(2, 8)]
     assert first.shape == maps.shape
     torch.testing.assert_close(first, again)
     assert any(not torch.equal(first, o) for o in other)
@@ -139,8 +139,9 @@ def test_finetune_resumes_after_kill_and_is_a_backbone_like_any_other(tiny_folde
     assert not errors
     np.testing.assert_allclose(vectors, X[:4], rtol=1e-4, atol=1e-4)
 
-    predict_module = pytest.importorskip("pintopic.predict.predictor")
-    predictions = predict_module.predict(run / "results" / "models" / f"{store.name}__knn", paths[:2], top_k=2)
+    from pintopic.predict import predict
+
+    predictions = predict(run / "results" / "models" / f"{store.name}__knn", paths[:2], top_k=2)
     assert len(predictions) == 2 and not any(p.get("error") for p in predictions)
 
 
@@ -175,3 +176,27 @@ enabled = false
     (row,) = summary["results_json"]["rows"]
     assert row["backbone"] == f"finetuned:{(tmp_path / 'run' / 'finetune' / 'ft').resolve()}"
     assert "finetune" in summary["timings"]
+
+
+def test_finetune_trains_on_the_runs_own_split_never_a_new_one(tiny_folders, tmp_path):
+    """Regression: after `evaluate --split group:user`, finetune rewrote split.parquet as a stratified split and
+    could train on images the group split held out for testing."""
+    from pintopic.dataset import ingest, load_sample, make_crawl
+    from pintopic.dataset.split import load_or_make_split, training_split
+    from pintopic.train.finetuning import finetune
+
+    crawl, run = tmp_path / "crawl", tmp_path / "run"
+    make_crawl(tiny_folders, crawl, users=6, seed=0)
+    ingest(crawl, run, min_per_category=1, progress=False)
+    sample = load_sample(run)
+    grouped, _ = load_or_make_split(run / "results", sample, test_size=0.2, split="group:user", seed=0)
+    recorded = (run / "results" / "split.parquet").read_bytes()
+
+    with pytest.raises(PintopicError, match="this run's split is group:user"):
+        finetune(run, split="stratified", epochs=1, progress=False)
+    frame, settings = training_split(run / "results", sample, seed=3)  # what finetune uses by default
+    assert settings["split"] == "group:user" and frame.equals(grouped)
+    assert (run / "results" / "split.parquet").read_bytes() == recorded
+    test_users = set(sample.set_index("image_id").loc[frame.loc[frame["part"] == "test", "image_id"], "user"])
+    train_users = set(sample.set_index("image_id").loc[frame.loc[frame["part"] == "train", "image_id"], "user"])
+    assert test_users and not test_users & train_users

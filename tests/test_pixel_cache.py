@@ -10,7 +10,7 @@ from conftest import make_image
 from PIL import Image
 
 from pintopic.dataset import ingest
-from pintopic.dataset.manifest import image_tasks as _tasks
+from pintopic.dataset.manifest import image_tasks
 from pintopic.features import extract, load_features
 from pintopic.features import pixel_cache as pc
 from pintopic.features.preprocess import ImagePreprocessor
@@ -57,7 +57,7 @@ def _folders(run):
 def test_cached_pixels_and_features_equal_decoding(source, tmp_path, preprocessings):
     run = tmp_path / "run"
     _ingest(source, run, pixel_cache="lite0,effnetv2_b0")
-    tasks = _tasks(run, all_rows=False)
+    tasks = image_tasks(run, all_rows=False)
     assert any(task.read_from for task in tasks)  # the RGBA file goes through the decode cache, as extraction does
     for name, preprocessing in preprocessings.items():
         cache = pc.open_pixel_cache(run, preprocessing)
@@ -119,7 +119,7 @@ def test_rerun_is_a_no_op_and_a_new_sample_rebuilds(source, tmp_path, preprocess
 
     _ingest(source, run, pixel_cache=["lite0"], per_category=2)  # another sample: the same folder, rebuilt
     cache = pc.open_pixel_cache(run, preprocessings["lite0"])
-    tasks = _tasks(run, all_rows=False)
+    tasks = image_tasks(run, all_rows=False)
     assert len(tasks) == 4 and cache.pixels.shape[0] == 4 and cache.folder == meta_path.parent
     preprocess = ImagePreprocessor(preprocessings["lite0"])
     assert all(np.array_equal(cache.get([t.image_id])[0], preprocess(t.decode_path)) for t in tasks)
@@ -147,7 +147,7 @@ def test_a_killed_build_resumes_where_it_stopped(source, tmp_path, monkeypatch, 
     assert _folders(run) == [] and read_json(next((run / "dataset" / "pixels").glob("*/progress.json")))["rows_done"] == 8
     monkeypatch.setattr(pc.MultiPreprocessor, "__call__", lambda self, path: decoded.append(path) or original(self, path))
     (summary,) = pc.build_pixel_caches(run, ["lite0"], workers=0, progress=False)
-    tasks = _tasks(run, all_rows=False)
+    tasks = image_tasks(run, all_rows=False)
     assert summary["built"] and len(decoded) == len(tasks)  # the rerun decoded only the rows not yet saved
     cache = pc.open_pixel_cache(run, preprocessings["lite0"])
     preprocess = ImagePreprocessor(preprocessings["lite0"])

@@ -4,8 +4,8 @@ Members are chosen by greedy forward selection (Caruana et al., 2004) on out-of-
 the training part only: each candidate is refitted on every CV fold's training rows and predicts that
 fold's validation rows; a candidate joins while it raises the macro-F1 of the averaged probabilities.
 Test labels are never an input: :func:`fit_ensemble` sees the test features only, to predict them.
-Only classifiers with probabilities (``predict_proba``: logreg, knn, wknn, lda, nn, zeroshot) are candidates, so
-every member speaks the same calibrated scale.
+Only classifiers with probabilities (the catalog's probabilistic entries: logreg, knn, wknn, lda, nn, zeroshot)
+are candidates, so every member speaks the same calibrated scale.
 
 A fitted ensemble is saved as ``RUN/results/models/ensemble/model.json``: the member pairs' own model folders
 (relative paths) and the categories. ``pintopic predict`` on that folder embeds the images once per member
@@ -20,7 +20,6 @@ import numpy as np
 
 from pintopic.classify.metrics import f1_macro
 
-PROBABILISTIC = ("logreg", "knn", "wknn", "lda", "nn", "zeroshot")
 MAX_MEMBERS = 5
 
 
@@ -93,9 +92,10 @@ def fit_ensemble(candidates: list[Candidate], y_train, folds, *, seed: int = 0, 
     """Choose members by CV on the training rows; return members, CV macro-F1 and test probabilities/predictions."""
     from sklearn.base import clone
 
+    from pintopic.classify.catalog import probabilistic
     from pintopic.classify.estimators import build_classifier
 
-    candidates = [c for c in candidates if c.classifier in PROBABILISTIC]
+    candidates = [c for c in candidates if c.classifier in probabilistic()]
     if not candidates:
         raise ValueError("an ensemble needs candidates with probabilities (logreg, knn, wknn, lda, nn, zeroshot)")
     y_train = np.asarray(y_train).astype(str)
@@ -193,13 +193,12 @@ def save_ensemble(folder, member_folders, info: dict) -> None:
     """``model.json`` of an ensemble: its member model folders (relative to it, so the results folder can move)."""
     import os
 
-    from pintopic.classify.persist import FORMAT, FORMAT_VERSION, MODEL_JSON
-    from pintopic.runio import write_json
+    from pintopic.classify.persist import FORMAT, FORMAT_VERSION, write_model_json
 
     folder = Path(folder)
     members = [Path(os.path.relpath(Path(member), folder)).as_posix() for member in member_folders]
-    write_json(folder / MODEL_JSON, {"format": FORMAT, "format_version": FORMAT_VERSION, "classifier": "ensemble",
-                                     **info, "members": members})
+    write_model_json(folder, {"format": FORMAT, "format_version": FORMAT_VERSION, "classifier": "ensemble",
+                              **info, "members": members})
 
 
 def load_ensemble(folder, info: dict | None = None) -> list[tuple[object, dict]]:

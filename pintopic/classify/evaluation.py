@@ -20,7 +20,9 @@ import numpy as np
 from pintopic.errors import AlignmentError, PintopicError
 
 #: Store meta.json fields a model keeps so predict can re-extract features the same way.
-BACKBONE_FIELDS_DROPPED = ("failed", "ids_sha256", "n_rows", "shard_rows", "settings_hash")
+BACKBONE_FIELDS_DROPPED = ("failed", "ids_sha256", "n_rows", "shard_rows", "settings_hash",
+                           "seconds", "images_per_second", "images_computed", "images_reused",
+                           "engine")  # timings and where they ran: not the model
 #: Bumped when a change here changes results, so recorded rows are recomputed.
 PROTOCOL_VERSION = 1
 KNN_METRICS = ("euclidean", "cosine")
@@ -77,7 +79,7 @@ class Protocol:
 
 
 def _protocol(run_dir, results_dir: Path, *, classifiers, grids, cv, test_size, split, seed, metric, n_jobs) -> Protocol:
-    from pintopic.classify.grids import resolve_grids
+    from pintopic.classify.catalog import resolve_grids
     from pintopic.dataset.manifest import load_sample
     from pintopic.dataset.split import load_or_make_split, split_groups
     from pintopic.runio import settings_hash
@@ -85,15 +87,39 @@ def _protocol(run_dir, results_dir: Path, *, classifiers, grids, cv, test_size, 
     resolved = resolve_grids(classifiers, grids)
     sample = load_sample(run_dir)
     sample["image_id"] = sample["image_id"].astype(str)
+    sample["category"] = sample["category"].astype(str)
+    counts = sample["category"].value_counts()
+    dropped = {c: f"{n} image{'s' if n != 1 else ''}, too few to split" for c, n in counts.items() if n < 2}
+    sample = sample[~sample["category"].isin(list(dropped))]
     split_frame, split_info = load_or_make_split(results_dir, sample, test_size=test_size, split=split, seed=seed)
+    sample, split_frame, too_small = _drop_small_categories(sample, split_frame, cv)
+    dropped.update(too_small)
+    for category, why in sorted(dropped.items()):
+        print(f"warning: category {category!r} has {why} for {cv}-fold cross-validation on the training part: "
+              "left out of the evaluation (sample more images or lower --cv)", file=sys.stderr)
+    if sample["category"].nunique() < 2:
+        raise PintopicError(f"fewer than 2 categories have enough images for a train/test split and {cv}-fold "
+                            f"cross-validation (left out: {', '.join(sorted(dropped)) or 'none'}); sample more images or lower --cv")
     part_of = dict(zip(split_frame["image_id"], split_frame["part"]))
     if set(part_of) != set(sample["image_id"]):
         raise AlignmentError("results/split.parquet does not cover exactly the sample's image ids")
     groups = split_groups(sample, split)
-    return Protocol(results_dir, split_frame, split_info, settings_hash(split_info), part_of,
-                    dict(zip(sample["image_id"], sample["category"].astype(str))),
+    return Protocol(results_dir, split_frame, {**split_info, "dropped_categories": dict(sorted(dropped.items()))},
+                    settings_hash(split_info), part_of, dict(zip(sample["image_id"], sample["category"])),
                     dict(zip(sample["image_id"], groups)) if groups is not None else None,
-                    sorted(sample["category"].astype(str).unique()), cv, seed, metric, n_jobs, resolved)
+                    sorted(sample["category"].unique()), cv, seed, metric, n_jobs, resolved)
+
+
+def _drop_small_categories(sample, split_frame, cv: int):
+    """The sample and split without the categories whose training part is smaller than ``cv`` (their reason)."""
+    train = set(split_frame.loc[split_frame["part"] == "train", "image_id"])
+    counts = sample.loc[sample["image_id"].isin(train), "category"].value_counts()
+    small = {c: f"{int(counts.get(c, 0))} training image{'s' if counts.get(c, 0) != 1 else ''}, too few"
+             for c in sample["category"].unique() if counts.get(c, 0) < cv}
+    if not small:
+        return sample, split_frame, {}
+    kept = sample[~sample["category"].isin(list(small))]
+    return kept, split_frame[split_frame["image_id"].isin(set(kept["image_id"]))].reset_index(drop=True), small
 
 
 class _StoreRows:
@@ -139,39 +165,40 @@ def _pair_settings(store: _StoreRows, classifier: str) -> dict:
     }
 
 
-def _search(classifier: str, store: _StoreRows, X_train, y_train, folds) -> dict:
+def search_and_score(classifier: str, X_train, y_train, X_test, y_test, folds, grid: dict, categories, *,
+                     metric: str = "euclidean", seed: int = 0, n_jobs: int = 2, backbone: dict | None = None) -> dict:
+    """The protocol for one backbone x classifier: grid search by CV on the training rows, refit, score the test rows.
+
+    Returns ``model``, ``search`` (best_params, cv_f1_macro, cv_results), ``summary`` (test metrics and confusion),
+    ``scores`` and their ``kind`` per test row, and ``fit_seconds``. The test labels only score the refitted model.
+    """
+    from pintopic.classify.estimators import class_scores
+    from pintopic.classify.metrics import classification_summary
     from pintopic.classify.search import grid_search
 
-    protocol = store.protocol
-    grid = protocol.grids[classifier]
-    if classifier == "zeroshot":  # text embeddings of the category names from the backbone's own text tower
-        from pintopic.classify.zeroshot import zero_shot_search
-
-        return zero_shot_search(store.meta["spec"], X_train, y_train, grid, folds,
-                                pretrained=bool(store.meta.get("pretrained", True)))
-    return grid_search(classifier, X_train, y_train, grid, folds, metric=protocol.metric, seed=protocol.seed,
-                       n_jobs=protocol.n_jobs)
+    started = time.perf_counter()
+    search = grid_search(classifier, X_train, y_train, grid, folds, metric=metric, seed=seed, n_jobs=n_jobs,
+                         backbone=backbone)
+    fit_seconds = time.perf_counter() - started
+    model = search.pop("model")
+    scores, kind = class_scores(model, X_test)
+    return {"model": model, "search": search, "summary": classification_summary(y_test, model.predict(X_test), categories),
+            "scores": scores, "kind": kind, "fit_seconds": fit_seconds}
 
 
 def _fit_pair(classifier: str, store: _StoreRows, model_dir: Path) -> dict:
     """Search, refit, score on the test part; write the pair's confusion matrix, predictions and model; return its row."""
-    from pintopic.classify.estimators import class_scores
-    from pintopic.classify.metrics import (
-        classification_summary,
-        confusion_csv,
-        top_predictions,
-    )
+    from pintopic.classify.metrics import confusion_csv, top_predictions
     from pintopic.classify.persist import save_model
     from pintopic.runio import write_parquet, write_text
 
     protocol, meta = store.protocol, store.meta
     X_train, y_train, X_test, y_test, _, test_ids, folds = store.parts()
-    started = time.perf_counter()
-    search = _search(classifier, store, X_train, y_train, folds)
-    fit_seconds = time.perf_counter() - started
-    model = search.pop("model")
-    scores, kind = class_scores(model, X_test)
-    summary = classification_summary(y_test, model.predict(X_test), protocol.categories)
+    done = search_and_score(classifier, X_train, y_train, X_test, y_test, folds, protocol.grids[classifier],
+                            protocol.categories, metric=protocol.metric, seed=protocol.seed, n_jobs=protocol.n_jobs,
+                            backbone=meta)
+    model, search, summary, fit_seconds = done["model"], done["search"], done["summary"], done["fit_seconds"]
+    scores, kind = done["scores"], done["kind"]
     name = model_dir.name
     write_text(protocol.results_dir / "confusion" / f"{name}.csv", confusion_csv(summary["confusion"], protocol.categories))
     write_parquet(protocol.results_dir / "predictions" / f"{name}.parquet",
@@ -206,9 +233,12 @@ def _pair_row(classifier: str, store: _StoreRows) -> tuple[dict, dict, Path]:
 
 def _applies(classifier: str, meta: dict) -> bool:
     """Whether a classifier gets a cell for this store (``ensemble`` is built after all stores; zero-shot needs a text tower)."""
-    if classifier == "ensemble":
+    from pintopic.classify.catalog import entry
+
+    item = entry(classifier)
+    if item.build is None and item.search is None:
         return False
-    return classifier != "zeroshot" or meta.get("library") == "openclip"
+    return item.needs_library is None or meta.get("library") == item.needs_library
 
 
 def _ensemble(protocol: Protocol, members: list[dict], max_members: int) -> dict:
@@ -263,16 +293,25 @@ def _write_tables(protocol: Protocol, rows: list[dict], classifiers: list[str]) 
 
 def evaluate(run_dir: str | os.PathLike, *, backbones=None, classifiers=("knn", "lsvm", "nn"), cv: int = 5,
              test_size: float = 0.2, split: str = "stratified", seed: int = 0, grids: dict | None = None,
-             metric: str = "euclidean", n_jobs: int = 2, progress: bool = True) -> dict:
-    """Run the study's protocol on every (or the given) feature store; write and return results.json's content."""
+             metric: str = "euclidean", n_jobs: int = 2, progress: bool = True, label_issues: bool = False,
+             truth=None) -> dict:
+    """Run the study's protocol on every (or the given) feature store; write and return results.json's content.
+
+    ``label_issues``: also flag suspect pins and train through the noise on the first store
+    (:mod:`pintopic.classify.noise_stage`); ``truth`` (a crawl's truth.parquet) is read only to score that.
+    """
     from tqdm.auto import tqdm
 
-    from pintopic.classify.ensemble import PROBABILISTIC
+    from pintopic.classify.catalog import probabilistic
     from pintopic.features.finetuned import qualify_backbone
     from pintopic.features.fusion import find_stores
     from pintopic.runio import RunLock, run_paths
 
     paths = run_paths(run_dir)
+    if isinstance(cv, bool) or not isinstance(cv, (int, np.integer)) or cv < 2:
+        raise PintopicError(f"--cv must be a whole number of at least 2 (folds of the training part), got {cv!r}")
+    if not 0 < test_size < 1:
+        raise PintopicError(f"--test-size must be strictly between 0 and 1, got {test_size!r}")
     if not (paths["dataset"] / "sample.parquet").exists():
         raise PintopicError(f"{paths['dataset']} has no sample.parquet; run `pintopic ingest SOURCE {run_dir}` first")
     if metric not in KNN_METRICS:
@@ -295,11 +334,16 @@ def evaluate(run_dir: str | os.PathLike, *, backbones=None, classifiers=("knn", 
                 row, settings, model_dir = _pair_row(classifier, store)
                 warn_if_below_chance(row["test_f1_macro"], len(protocol.categories), f"{row['backbone']} + {classifier}")
                 rows.append(row)
-                if classifier in PROBABILISTIC:  # classifiers whose probabilities an ``ensemble`` cell may average
+                if classifier in probabilistic():  # classifiers whose probabilities an ``ensemble`` cell may average
                     members.append({"spec": row["backbone"], "classifier": classifier, "params": row["best_params"],
                                     "folder": folder, "meta": meta, "metric": metric, "record": settings,
                                     "model_dir": model_dir})
         bar.close()
         if "ensemble" in classifiers and len(members) > 1:
             rows.append(_ensemble(protocol, members, int(protocol.grids["ensemble"]["max_members"][0])))
-        return _write_tables(protocol, rows, classifiers)
+        results = _write_tables(protocol, rows, classifiers)
+        if label_issues and stores:
+            from pintopic.classify.noise_stage import noise_stage
+
+            noise_stage(run_dir, _StoreRows(*stores[0], protocol), protocol, truth=truth)
+        return results

@@ -2,162 +2,101 @@
 a ``model.json`` naming each step's class from an explicit allow-list with its plain JSON parameters.
 
 Loading therefore never executes code from the files; a file that is not exactly what was written
-(tampered, truncated, or a pickle renamed) is refused with a :class:`PintopicError`.
+(tampered, truncated, or a pickle renamed) is refused with a :class:`PintopicError`. ``model.json`` carries
+``description_sha256``, a checksum of everything else in it (the backbone, its preprocessing, the feature
+key, the categories), and its categories and dimensions are cross-checked against the arrays, so an edited
+description is refused too; ``predict`` also checks the backbone it builds against the recorded one
+(:func:`pintopic.features.embed.check_backbone`).
 """
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from pintopic.classify import catalog
 from pintopic.errors import PintopicError
+from pintopic.safeio import UnreadableFileError, read_json_file, read_regular
 
 MODEL_JSON = "model.json"
 MODEL_ARRAYS = "model.npz"
+DESCRIPTION_SHA256 = "description_sha256"
+#: Largest model.json read (a description is a few KB; this only stops a planted giant file).
+MAX_DESCRIPTION_BYTES = 16 * 1024**2
 FORMAT = "pintopic-model"
 FORMAT_VERSION = 1
 
-#: Per allowed class: the constructor parameters kept (JSON scalars or lists only).
-ALLOWED_PARAMS: dict[str, tuple[str, ...]] = {
-    "StandardScaler": ("with_mean", "with_std"),
-    "KNeighborsClassifier": ("n_neighbors", "metric", "weights", "algorithm", "leaf_size", "p"),
-    "SquaredHingeSVC": ("C", "tol", "max_iter"),
-    "MLPClassifier": ("hidden_layer_sizes", "activation", "solver", "learning_rate_init", "batch_size", "max_iter",
-                      "early_stopping", "validation_fraction", "n_iter_no_change", "random_state", "alpha"),
-    "LogisticRegression": ("C", "max_iter", "tol", "random_state"),
-    "SVC": ("C", "kernel", "gamma", "decision_function_shape", "random_state"),
-    "ZeroShotClassifier": ("logit_scale",),
-    "WeightedKNN": ("n_neighbors", "temperature", "whiten"),
-    "ShrinkageLDA": ("shrinkage", "n_components", "random_state"),
-}
-#: Fitted SVC state that libsvm's predict reads (public and private attributes alike).
-SVC_ARRAYS = ("support_", "support_vectors_", "_n_support", "_dual_coef_", "_intercept_", "_probA", "_probB",
-              "classes_", "shape_fit_", "fit_status_")
 
-
-#: Where each allowed class lives (imported only when a model uses it).
-CLASS_MODULES = {
-    "StandardScaler": "sklearn.preprocessing", "KNeighborsClassifier": "sklearn.neighbors",
-    "SquaredHingeSVC": "pintopic.classify.estimators", "MLPClassifier": "sklearn.neural_network",
-    "LogisticRegression": "sklearn.linear_model", "SVC": "sklearn.svm",
-    "ZeroShotClassifier": "pintopic.classify.zeroshot", "WeightedKNN": "pintopic.classify.beyond",
-    "ShrinkageLDA": "pintopic.classify.beyond",
-}
-
-
-def _estimator_class(name: str):
+def saver(class_name: str):
+    """How a model step of this class is saved and restored; only the catalog's classes (an allow-list) have one."""
     import importlib
 
-    if name not in ALLOWED_PARAMS:
-        raise PintopicError(f"model step class {name!r} is not on the allow-list {sorted(ALLOWED_PARAMS)}")
-    return getattr(importlib.import_module(CLASS_MODULES[name]), name)
+    from pintopic.classify.scaling import SAVERS as scaling
+
+    if class_name in scaling:
+        return scaling[class_name]
+    for item in catalog.ENTRIES.values():
+        if class_name in item.saved:
+            return importlib.import_module(item.module).SAVERS[class_name]
+    allowed = sorted({*scaling, *(name for item in catalog.ENTRIES.values() for name in item.saved)})
+    raise PintopicError(f"model step class {class_name!r} is not on the allow-list {allowed}")
 
 
-def _fitted_arrays(estimator) -> dict[str, np.ndarray]:
-    """The arrays that fully determine a fitted step's predictions."""
-    kind = type(estimator).__name__
-    if kind == "StandardScaler":
-        return {"mean_": estimator.mean_, "scale_": estimator.scale_, "var_": estimator.var_,
-                "n_samples_seen_": np.asarray(estimator.n_samples_seen_)}
-    if kind == "KNeighborsClassifier":
-        return {"fit_X": estimator._fit_X, "fit_y": estimator.classes_[estimator._y]}
-    if kind == "WeightedKNN":
-        whitening = {} if estimator.whitening_ is None else {"whitening_mean_": estimator.whitening_mean_,
-                                                              "whitening_": estimator.whitening_}
-        return {"fit_X": estimator.fit_X_, "fit_y": estimator.classes_[estimator.fit_y_], **whitening}
-    if kind == "SquaredHingeSVC":
-        return {"coef_": estimator.coef_, "intercept_": estimator.intercept_, "classes_": estimator.classes_}
-    if kind == "MLPClassifier":
-        arrays = {"classes_": estimator.classes_}
-        for i, (coef, intercept) in enumerate(zip(estimator.coefs_, estimator.intercepts_)):
-            arrays[f"coefs_{i}"], arrays[f"intercepts_{i}"] = coef, intercept
-        return arrays
-    if kind in ("LogisticRegression", "ShrinkageLDA"):
-        return {"coef_": estimator.coef_, "intercept_": estimator.intercept_, "classes_": estimator.classes_}
-    if kind == "SVC":
-        return {name: np.asarray(getattr(estimator, name)) for name in SVC_ARRAYS} | {"_gamma": np.asarray(estimator._gamma)}
-    if kind == "ZeroShotClassifier":
-        return {"class_embeddings_": estimator.class_embeddings_, "classes_": estimator.classes_}
-    raise PintopicError(f"cannot save a {kind}: not on the allow-list {sorted(ALLOWED_PARAMS)}")
-
-
-def _restore(kind: str, params: dict, arrays: dict[str, np.ndarray]):
-    estimator = _estimator_class(kind)(**params)
-    if kind == "StandardScaler":
-        estimator.mean_, estimator.scale_, estimator.var_ = arrays["mean_"], arrays["scale_"], arrays["var_"]
-        estimator.n_samples_seen_ = arrays["n_samples_seen_"].item() if arrays["n_samples_seen_"].ndim == 0 else arrays["n_samples_seen_"]
-        estimator.n_features_in_ = len(arrays["mean_"])
-    elif kind == "KNeighborsClassifier":
-        estimator.fit(arrays["fit_X"], arrays["fit_y"])
-    elif kind == "WeightedKNN":
-        estimator.set_fitted(arrays["fit_X"], arrays["fit_y"], arrays.get("whitening_mean_"), arrays.get("whitening_"))
-    elif kind == "ShrinkageLDA":
-        estimator.set_weights(arrays["coef_"], arrays["intercept_"], arrays["classes_"])
-    elif kind == "SquaredHingeSVC":
-        estimator.set_weights(np.vstack([arrays["coef_"].T, arrays["intercept_"][None, :]]), arrays["classes_"])
-    elif kind == "LogisticRegression":
-        estimator.coef_, estimator.intercept_, estimator.classes_ = arrays["coef_"], arrays["intercept_"], arrays["classes_"]
-        estimator.n_features_in_ = estimator.coef_.shape[1]
-        estimator.n_iter_ = np.zeros(1, dtype=np.int32)
-    elif kind == "SVC":
-        for name in SVC_ARRAYS:
-            setattr(estimator, name, arrays[name])
-        estimator.fit_status_ = int(arrays["fit_status_"])
-        estimator.shape_fit_ = tuple(int(v) for v in arrays["shape_fit_"])
-        estimator._gamma = float(arrays["_gamma"])
-        estimator._sparse = False
-        estimator.n_features_in_ = estimator.support_vectors_.shape[1]
-    elif kind == "ZeroShotClassifier":
-        estimator.set_class_embeddings(arrays["class_embeddings_"], arrays["classes_"])
-    elif kind == "MLPClassifier":
-        from sklearn.preprocessing import LabelBinarizer
-
-        n_layers = sum(1 for key in arrays if key.startswith("coefs_"))
-        estimator.coefs_ = [arrays[f"coefs_{i}"] for i in range(n_layers)]
-        estimator.intercepts_ = [arrays[f"intercepts_{i}"] for i in range(n_layers)]
-        estimator.n_layers_ = n_layers + 1
-        estimator.n_outputs_ = estimator.coefs_[-1].shape[1]
-        estimator.out_activation_ = "softmax" if estimator.n_outputs_ > 1 else "logistic"
-        estimator.n_features_in_ = estimator.coefs_[0].shape[0]
-        estimator._label_binarizer = LabelBinarizer().fit(arrays["classes_"])
-        estimator.classes_ = estimator._label_binarizer.classes_
-    return estimator
-
-
-def _json_params(estimator) -> dict:
+def _json_params(estimator, step_saver) -> dict:
     params = {}
-    for key in ALLOWED_PARAMS[type(estimator).__name__]:
+    for key in step_saver.params:
         value = estimator.get_params()[key]
         params[key] = list(value) if isinstance(value, tuple) else (value.item() if hasattr(value, "item") else value)
     return params
 
 
+def _restore(kind: str, params: dict, arrays: dict[str, np.ndarray]):
+    """A fitted step from its saved parameters and arrays; only the catalog's classes (an allow-list) load."""
+    step_saver = saver(kind)
+    params = {key: (tuple(value) if key in step_saver.list_params else value) for key, value in params.items()
+              if key in step_saver.params}
+    return step_saver.restore(step_saver.cls(**params), arrays)
+
+
 def save_model(pipeline, folder: str | Path, info: dict) -> None:
     """Write ``model.npz`` then ``model.json`` (written last; it holds the arrays' checksum and ``info``)."""
-    from pintopic.runio import write_bytes, write_json
+    from pintopic.runio import write_bytes
 
     folder = Path(folder)
     steps, arrays = [], {}
     for step_name, estimator in pipeline.steps:
         kind = type(estimator).__name__
-        _estimator_class(kind)
-        step_arrays = _fitted_arrays(estimator)
+        step_saver = saver(kind)
+        step_arrays = step_saver.arrays(estimator)
         for key, value in step_arrays.items():
             value = np.asarray(value)
             if value.dtype == object:
                 value = value.astype(str)
             arrays[f"{step_name}.{key}"] = value
-        steps.append({"name": step_name, "class": kind, "params": _json_params(estimator), "arrays": sorted(step_arrays)})
+        steps.append({"name": step_name, "class": kind, "params": _json_params(estimator, step_saver), "arrays": sorted(step_arrays)})
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     data = buffer.getvalue()
     write_bytes(folder / MODEL_ARRAYS, data)
-    write_json(folder / MODEL_JSON, {"format": FORMAT, "format_version": FORMAT_VERSION, "steps": steps,
-                                     "arrays_sha256": hashlib.sha256(data).hexdigest(), **info})
+    write_model_json(folder, {"format": FORMAT, "format_version": FORMAT_VERSION, "steps": steps,
+                              "arrays_sha256": hashlib.sha256(data).hexdigest(), **info})
+
+
+def description_checksum(info: dict) -> str:
+    """sha256 of a model description without its own checksum field (canonical JSON, so key order does not matter)."""
+    from pintopic.runio import canonical_json
+
+    return hashlib.sha256(canonical_json({k: v for k, v in info.items() if k != DESCRIPTION_SHA256}).encode()).hexdigest()
+
+
+def write_model_json(folder: str | Path, info: dict) -> None:
+    """Write ``model.json`` with its :func:`description_checksum` (pairs and ensembles alike)."""
+    from pintopic.runio import write_json
+
+    write_json(Path(folder) / MODEL_JSON, {**info, DESCRIPTION_SHA256: description_checksum(info)})
 
 
 def read_model_info(folder: str | Path) -> dict:
@@ -166,11 +105,15 @@ def read_model_info(folder: str | Path) -> dict:
     if not path.exists():
         raise PintopicError(f"{folder} is not a model folder (no {MODEL_JSON}); models are under RUN/results/models/")
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as error:
-        raise PintopicError(f"{path} is not a valid pintopic model description (unreadable JSON: {error})") from None
+        info = read_json_file(path, max_bytes=MAX_DESCRIPTION_BYTES, what=MODEL_JSON)
+    except UnreadableFileError as error:
+        raise PintopicError(f"{path} is not a valid pintopic model description (unreadable JSON: {error.reason})") from None
     if not isinstance(info, dict) or info.get("format") != FORMAT or info.get("format_version") != FORMAT_VERSION:
         raise PintopicError(f"{path} is not a pintopic model description (format {FORMAT!r} v{FORMAT_VERSION})")
+    recorded = info.get(DESCRIPTION_SHA256)
+    if recorded is not None and recorded != description_checksum(info):  # models saved before the checksum have none
+        raise PintopicError(f"{path} does not match its checksum (edited or damaged): its backbone, categories or "
+                            "settings cannot be trusted; refit the model with `pintopic evaluate`")
     return info
 
 
@@ -183,9 +126,14 @@ def load_model(folder: str | Path):
     array_path = folder / MODEL_ARRAYS
     if not array_path.exists():
         raise PintopicError(f"{folder} lacks {MODEL_ARRAYS}")
-    data = array_path.read_bytes()
+    try:
+        data = read_regular(array_path)
+    except UnreadableFileError as error:
+        raise PintopicError(f"{array_path}: {error.reason}") from None
     if hashlib.sha256(data).hexdigest() != info.get("arrays_sha256"):
         raise PintopicError(f"{array_path} does not match the checksum in {MODEL_JSON} (tampered or truncated); refit the model")
+    if not data.startswith(b"PK\x03\x04"):
+        raise PintopicError(f"{array_path} is not a valid array archive (a .npz is a zip file; this one starts with {data[:8]!r})")
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
@@ -194,19 +142,23 @@ def load_model(folder: str | Path):
     try:
         steps = []
         for step in info["steps"]:
-            kind = step["class"]
-            allowed = ALLOWED_PARAMS.get(kind)
-            if allowed is None:
-                raise PintopicError(f"model step class {kind!r} is not on the allow-list {sorted(ALLOWED_PARAMS)}")
-            params = {key: value for key, value in step["params"].items() if key in allowed}
-            if "hidden_layer_sizes" in params:
-                params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
             step_arrays = {key: arrays[f"{step['name']}.{key}"] for key in step["arrays"]}
-            steps.append((str(step["name"]), _restore(kind, params, step_arrays)))
+            steps.append((str(step["name"]), _restore(str(step["class"]), step["params"], step_arrays)))
         pipeline = Pipeline(steps)
         n_features = getattr(steps[0][1], "n_features_in_", None)
         if n_features is not None:  # arrays of mismatched shapes fail here, not in the user's first predict
             pipeline.predict(np.zeros((1, int(n_features)), dtype=np.float32))
+        _cross_check(info, pipeline, n_features)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
         raise PintopicError(f"{folder}: model description is inconsistent with its arrays ({error!r})") from None
     return pipeline, info
+
+
+def _cross_check(info: dict, pipeline, n_features) -> None:
+    """The description's categories and feature dimension must be the arrays' (raises ValueError)."""
+    categories = info.get("categories")
+    if categories is not None and list(categories) != [str(c) for c in pipeline.classes_]:
+        raise ValueError(f"categories {categories} are not the model's classes {[str(c) for c in pipeline.classes_]}")
+    dim = (info.get("backbone") or {}).get("dim")
+    if dim is not None and n_features is not None and int(dim) != int(n_features):
+        raise ValueError(f"backbone dim {dim} is not the model's {n_features} input features")

@@ -1,4 +1,9 @@
-"""The study's Table 4.1: rows backbones, columns classifiers, row and column averages; md, csv and tex."""
+"""The study's Table 4.1: rows feature stores, columns classifiers, row and column averages; md, csv and tex.
+
+Rows are keyed by the feature store (``key``), so two stores of one backbone spec (e.g. with and without
+``--tta``) are two rows; a row is labelled with its spec, plus the store key when the spec is not unique.
+The report builds its richer table from the same :func:`results_table`.
+"""
 from __future__ import annotations
 
 import math
@@ -6,15 +11,33 @@ import math
 AVERAGE = "average"
 
 
-def results_table(rows, value: str = "test_f1_macro") -> tuple[list[str], list[str], dict]:
-    """``(backbones, classifiers, cells)`` with averages: ``cells[(backbone, classifier)]``, AVERAGE on either axis.
+def row_key(row: dict) -> str:
+    """The store a result row belongs to (older rows without a key: their backbone)."""
+    return str(row.get("key") or row["backbone"])
 
-    A row or column average covers the cells present; a missing cell is NaN (shown as "-").
+
+def row_labels(rows) -> dict[str, str]:
+    """``{store key: label}``: the backbone spec, with the key added where two stores share a spec."""
+    specs = {}
+    for row in rows:
+        specs.setdefault(str(row["backbone"]), set()).add(row_key(row))
+    return {row_key(row): str(row["backbone"]) if len(specs[str(row["backbone"])]) == 1 else f"{row['backbone']} ({row_key(row)})"
+            for row in rows}
+
+
+def results_table(rows, value: str = "test_f1_macro") -> tuple[list[str], list[str], dict]:
+    """``(store keys, classifiers, cells)`` with averages: ``cells[(key, classifier)]``, AVERAGE on either axis.
+
+    Keys are ordered by their label; classifiers in catalog order. A row or column average covers the cells
+    present; a missing cell is NaN (shown as "-").
     """
-    backbones = sorted({row["backbone"] for row in rows})
-    order = ["knn", "lsvm", "nn"]
+    from pintopic.classify.catalog import ENTRIES
+
+    labels = row_labels(rows)
+    backbones = sorted(labels, key=lambda key: (labels[key], key))
+    order = list(ENTRIES)
     classifiers = sorted({row["classifier"] for row in rows}, key=lambda name: (order.index(name) if name in order else 99, name))
-    cells = {(row["backbone"], row["classifier"]): float(row[value]) for row in rows}
+    cells = {(row_key(row), row["classifier"]): float(row[value]) for row in rows}
 
     def mean(values):
         values = [v for v in values if not math.isnan(v)]
@@ -38,11 +61,11 @@ def _bold_cells(backbones, classifiers, cells) -> set:
             | best([(b, AVERAGE) for b in backbones]) | best([(AVERAGE, c) for c in classifiers]))
 
 
-def _grid(backbones, classifiers, cells, bold=None, wrap=lambda text: f"**{text}**"):
+def _grid(backbones, classifiers, cells, labels, bold=None, wrap=lambda text: f"**{text}**"):
     bold = bold or set()
     lines = []
     for backbone in backbones + [AVERAGE]:
-        line = [backbone]
+        line = [labels.get(backbone, backbone)]
         for classifier in classifiers + [AVERAGE]:
             value = cells.get((backbone, classifier), math.nan)
             text = "-" if math.isnan(value) else f"{value:.3f}"
@@ -54,7 +77,7 @@ def _grid(backbones, classifiers, cells, bold=None, wrap=lambda text: f"**{text}
 def table_markdown(rows) -> str:
     backbones, classifiers, cells = results_table(rows)
     header = ["backbone"] + classifiers + [AVERAGE]
-    body = _grid(backbones, classifiers, cells, _bold_cells(backbones, classifiers, cells))
+    body = _grid(backbones, classifiers, cells, row_labels(rows), _bold_cells(backbones, classifiers, cells))
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     lines += ["| " + " | ".join(line) + " |" for line in body]
     return "\n".join(lines) + "\n"
@@ -62,12 +85,15 @@ def table_markdown(rows) -> str:
 
 def table_csv(rows) -> str:
     backbones, classifiers, cells = results_table(rows)
+    from pintopic.runio import csv_text
+
+    labels = row_labels(rows)
     lines = [["backbone"] + classifiers + [AVERAGE]]
     for backbone in backbones + [AVERAGE]:
-        lines.append([backbone] + [
+        lines.append([labels.get(backbone, backbone)] + [
             "" if math.isnan(cells.get((backbone, c), math.nan)) else f"{cells[(backbone, c)]:.6f}"
             for c in classifiers + [AVERAGE]])
-    return "\n".join(",".join(line) for line in lines) + "\n"
+    return csv_text(lines)
 
 
 def _tex_escape(text: str) -> str:
@@ -77,7 +103,7 @@ def _tex_escape(text: str) -> str:
 def table_tex(rows) -> str:
     backbones, classifiers, cells = results_table(rows)
     bold = _bold_cells(backbones, classifiers, cells)
-    body = _grid(backbones, classifiers, cells, bold, wrap=lambda text: rf"\textbf{{{text}}}")
+    body = _grid(backbones, classifiers, cells, row_labels(rows), bold, wrap=lambda text: rf"\textbf{{{text}}}")
     header = ["backbone"] + classifiers + [AVERAGE]
     lines = [r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\hline",
              " & ".join(_tex_escape(h) for h in header) + r" \\", r"\hline"]

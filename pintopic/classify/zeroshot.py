@@ -6,18 +6,19 @@ embedding has the highest cosine similarity with its image embedding. No trainin
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from pintopic.classify.saver import Saver
 from pintopic.errors import PintopicError
 
 
 def _default_templates() -> tuple[str, ...]:
-    from pintopic.classify.grids import DEFAULT_GRIDS
+    from pintopic.classify.catalog import ENTRIES
 
-    return tuple(DEFAULT_GRIDS["zeroshot"]["templates"][0])
+    return tuple(ENTRIES["zeroshot"].grid["templates"][0])
 
 
 #: The prompt templates used unless configured (``[classify.grids] zeroshot = {templates = [[...]]}``).
@@ -41,12 +42,12 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         self.classes = classes
         self.logit_scale = logit_scale
 
-    def fit(self, X=None, y=None) -> "ZeroShotClassifier":
+    def fit(self, X=None, y=None) -> ZeroShotClassifier:
         if self.class_embeddings is None or self.classes is None:
             raise PintopicError("a zero-shot classifier needs class_embeddings and classes (from the text tower)")
         return self.set_class_embeddings(self.class_embeddings, self.classes)
 
-    def set_class_embeddings(self, class_embeddings, classes) -> "ZeroShotClassifier":
+    def set_class_embeddings(self, class_embeddings, classes) -> ZeroShotClassifier:
         """Install the (renormalised) text embeddings as the fitted state."""
         embeddings = _unit_rows(class_embeddings)
         if embeddings.shape[0] != len(classes):
@@ -114,7 +115,7 @@ def zero_shot_search(spec: str, X_train, y_train, grid: dict, folds, *, pretrain
     """
     from sklearn.metrics import f1_score
 
-    categories = sorted(set(str(c) for c in y_train))
+    categories = sorted({str(c) for c in y_train})
     y_train = np.asarray(y_train).astype(str)
     template_sets = [list(t) for t in grid.get("templates", [list(DEFAULT_TEMPLATES)])]
     results, pipelines = [], []
@@ -128,3 +129,18 @@ def zero_shot_search(spec: str, X_train, y_train, grid: dict, folds, *, pretrain
     best = int(np.argmax([r["mean_f1_macro"] for r in results]))
     return {"best_params": results[best]["params"], "cv_f1_macro": results[best]["mean_f1_macro"],
             "cv_results": results, "model": pipelines[best]}
+
+
+def search(X_train, y_train, grid: dict, folds, context, backbone: dict) -> dict:
+    """The catalog's search hook: the backbone's own text tower scores each template set (see :func:`zero_shot_search`)."""
+    return zero_shot_search(backbone["spec"], X_train, y_train, grid, folds, pretrained=bool(backbone.get("pretrained", True)))
+
+
+def _restore(model, arrays: dict):
+    return model.set_class_embeddings(arrays["class_embeddings_"], arrays["classes_"])
+
+
+SAVERS = {"ZeroShotClassifier": Saver(
+    cls=lambda **params: ZeroShotClassifier(**params), params=("logit_scale",),
+    arrays=lambda model: {"class_embeddings_": model.class_embeddings_, "classes_": model.classes_},
+    restore=_restore)}

@@ -18,7 +18,7 @@ that has a ``sha256`` decoded fine: the manifest doubles as the per-file decode 
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from pintopic.dataset.layouts import Entry
 from pintopic.dataset.verify import Verified

@@ -8,7 +8,7 @@ Within a category, rows are ranked by ``sha256(f"{seed}\\0{category}\\0{image_id
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def rank_key(seed: int, category: str, image_id: str) -> bytes:

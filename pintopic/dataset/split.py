@@ -1,7 +1,7 @@
 """The train/test split shared by every backbone x classifier, and the folds of the inner cross-validation.
 
 ``stratified``: a seeded stratified split (the study: 800/200 per category). ``group:user`` and
-``group:board`` keep every image of a user (board) on one side, via StratifiedGroupKFold, and group the
+``group:board`` keep every image of a user (board, named within its user) on one side, via StratifiedGroupKFold, and group the
 inner folds the same way, the leak-free evaluation the study did not do.
 """
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pintopic.errors import PintopicError
+from pintopic.safeio import open_regular
 
 SPLIT_MODES = ("stratified", "group:user", "group:board")
 
@@ -26,7 +27,15 @@ def split_groups(sample, split: str):
         raise PintopicError(
             f"--split {split} needs a {column} for every image, but this dataset has none (a folders layout?); "
             "use --split stratified or ingest a crawl")
+    if column == "board" and "user" in sample.columns:  # boards are named within a user
+        return board_keys(sample["user"], sample["board"])
     return sample[column].astype(str).to_numpy()
+
+
+def board_keys(users, boards) -> np.ndarray:
+    """One key per pin naming its board, ``user/board``: two users' "recipes" boards are different boards."""
+    users = ["" if u is None else str(u) for u in users]
+    return np.array([f"{u}/{b}" for u, b in zip(users, map(str, boards))], dtype=object)
 
 
 def make_split(sample, *, test_size: float = 0.2, split: str = "stratified", seed: int = 0):
@@ -83,7 +92,11 @@ def load_or_make_split(results_dir: str | Path, sample, *, test_size: float, spl
     settings = split_settings(sample, test_size=test_size, split=split, seed=seed)
     marker, table = results_dir / "split.json", results_dir / "split.parquet"
     if table.exists() and stage_is_complete(marker, settings):
-        return pd.read_parquet(table), settings
+        try:
+            with open_regular(table) as handle:
+                return pd.read_parquet(handle), settings
+        except Exception:  # noqa: BLE001 - a damaged split is made again
+            pass
     frame = make_split(sample, test_size=test_size, split=split, seed=seed)
     write_parquet(table, frame)
     counts = frame["part"].value_counts().to_dict()
@@ -107,3 +120,41 @@ def cv_folds(y, groups=None, *, n_splits: int = 5, seed: int = 0) -> list[tuple[
         return [(train, val) for train, val in splitter.split(np.zeros(len(y)), y)]
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     return [(train, val) for train, val in splitter.split(np.zeros(len(y)), y, groups)]
+
+
+def recorded_split(results_dir: str | Path, sample):
+    """``(frame, settings)`` of the split already made for this exact sample (``results/split.*``), or None."""
+    import pandas as pd
+
+    from pintopic.runio import read_json, stage_is_complete
+
+    results_dir = Path(results_dir)
+    try:
+        recorded = read_json(results_dir / "split.json")
+        settings = split_settings(sample, test_size=recorded["test_size"], split=recorded["split"], seed=recorded["seed"])
+    except (OSError, ValueError, KeyError, TypeError, PintopicError):
+        return None
+    if not stage_is_complete(results_dir / "split.json", settings) or not (results_dir / "split.parquet").exists():
+        return None  # another sample (or a damaged record): not this sample's split
+    with open_regular(results_dir / "split.parquet") as handle:
+        return pd.read_parquet(handle), settings
+
+
+def training_split(results_dir: str | Path, sample, *, test_size: float | None = None, split: str | None = None,
+                   seed: int = 0):
+    """The split a training step (a fine-tune) must respect: the run's own when one exists for this sample,
+    else a new one (default stratified, 0.2). Asking for other settings than the run's split is an error,
+    since training on the run's test images would make every later score on them meaningless."""
+    found = recorded_split(results_dir, sample)
+    if found is None:
+        return load_or_make_split(results_dir, sample, test_size=0.2 if test_size is None else test_size,
+                                  split=split or "stratified", seed=seed)
+    frame, settings = found
+    asked = {"test_size": None if test_size is None else float(test_size), "split": split}
+    differs = [f"{key} {value}" for key, value in asked.items() if value is not None and value != settings[key]]
+    if differs:
+        raise PintopicError(
+            f"this run's split is {settings['split']} (test size {settings['test_size']}, seed {settings['seed']}); "
+            f"training with {', '.join(differs)} could train on its test images. Leave --split/--test-size out to "
+            "use the run's split, or use a new run folder")
+    return frame, settings

@@ -14,13 +14,14 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import stat
 import sys
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from pintopic.dataset.decode_cache import write_cached
 from pintopic.environment import usable_cores
-from pintopic.imageio import DEFAULT_MAX_PIXELS, ImageError, load_rgb_from
+from pintopic.imageio import DEFAULT_MAX_PIXELS, ImageError, load_rgb_from, status_of
+from pintopic.safeio import UnreadableFileError, open_regular
 
 #: Files up to this size are read once into memory (hash + decode from the same bytes).
 IN_MEMORY_LIMIT = 64 * 1024 * 1024
@@ -41,42 +42,46 @@ def verify_file(path: bytes | str, max_pixels: int | None = DEFAULT_MAX_PIXELS, 
     """Hash and fully decode one file (keeping a decode-cache copy in ``cache_dir`` if given); never raises for a bad file."""
     path = os.fsencode(path)
     try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        return Verified("missing_image", "the file disappeared during the scan", None, None, None)
-    except OSError as error:
-        return Verified("truncated", f"cannot be read: {error.strerror or error}", None, None, None)
-    if not stat.S_ISREG(info.st_mode):
-        return Verified("not_an_image", "not a regular file", None, None, None)
+        handle = open_regular(path)
+    except UnreadableFileError as error:
+        problem = status_of(error)
+        if error.kind == "missing":
+            problem.detail = "the file disappeared during the scan"
+        return Verified(problem.status, problem.detail, None, None, None)
+    with handle:
+        return _verify_open(handle, path, os.fstat(handle.fileno()), max_pixels, cache_dir)
+
+
+def _verify_open(handle, path: bytes, info: os.stat_result, max_pixels: int | None, cache_dir: str | None) -> Verified:
+    """:func:`verify_file` for an open regular file: hash, decode, keep a decode-cache copy."""
     if info.st_size == 0:
         return Verified("empty", "file has 0 bytes", _EMPTY_SHA256, None, None)
     digest = None
     try:
-        with open(path, "rb") as handle:
-            if info.st_size <= IN_MEMORY_LIMIT:
-                data = handle.read()
-                digest = hashlib.sha256(data).hexdigest()
-                head = data[:32]
-                stream = io.BytesIO(data)
-                del data
-            else:
-                hasher = hashlib.sha256()
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    hasher.update(chunk)
-                digest = hasher.hexdigest()
-                handle.seek(0)
-                head = handle.read(32)
-                handle.seek(0)
-                stream = handle
-            image = load_rgb_from(stream, name=os.fsdecode(path), max_pixels=max_pixels)
-            width, height = image.size
-            if cache_dir is not None:
-                try:
-                    write_cached(image, head, cache_dir, digest)
-                except OSError:  # the cache only saves time; a full disk must not make the image bad
-                    pass
-            del image
-            return Verified("ok", "", digest, width, height)
+        if info.st_size <= IN_MEMORY_LIMIT:
+            data = handle.read()
+            digest = hashlib.sha256(data).hexdigest()
+            head = data[:32]
+            stream = io.BytesIO(data)
+            del data
+        else:
+            hasher = hashlib.sha256()
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                hasher.update(chunk)
+            digest = hasher.hexdigest()
+            handle.seek(0)
+            head = handle.read(32)
+            handle.seek(0)
+            stream = handle
+        image = load_rgb_from(stream, name=os.fsdecode(path), max_pixels=max_pixels)
+        width, height = image.size
+        if cache_dir is not None:
+            try:
+                write_cached(image, head, cache_dir, digest)
+            except OSError:  # the cache only saves time; a full disk must not make the image bad
+                pass
+        del image
+        return Verified("ok", "", digest, width, height)
     except ImageError as error:
         width, height = error.size or (None, None)
         return Verified(error.status, error.detail, digest, width, height)
@@ -126,7 +131,8 @@ def verify_files(paths: Sequence[bytes], *, max_pixels: int | None = DEFAULT_MAX
     import numpy as np
     from tqdm.auto import tqdm
 
-    from pintopic.engine.interface import Step, open_engine
+    from pintopic.engine.factory import open_engine
+    from pintopic.engine.interface import Step
 
     cache_dir = None if cache_dir is None else os.fspath(cache_dir)
     engine = engine or open_engine()

@@ -67,16 +67,3 @@ def concat(batches: Sequence[Batch]) -> Batch:
     """Batches with the same columns, one after the other."""
     return {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
 
-
-def open_engine(settings=None) -> Engine:
-    """The engine ``settings`` (an :class:`~pintopic.engine.settings.EngineSettings`; None: local) ask for."""
-    from pintopic.engine.settings import EngineSettings
-
-    settings = settings or EngineSettings()
-    if settings.kind == "ray":
-        from pintopic.engine.ray import RayEngine
-
-        return RayEngine(settings)
-    from pintopic.engine.local import LocalEngine
-
-    return LocalEngine()

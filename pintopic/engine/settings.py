@@ -43,7 +43,7 @@ class EngineSettings:
         unknown = sorted(set(section) - {"kind", "address", "actors", "actor_threads"})
         if unknown:
             raise PintopicError(f"unknown config key engine.{unknown[0]}")
-        return cls(**{key: value for key, value in section.items()})
+        return cls(**section)
 
     def to_dict(self) -> dict:
         return asdict(self)

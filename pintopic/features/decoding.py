@@ -6,7 +6,7 @@ entries, never exceptions, so one bad file costs only itself.
 from __future__ import annotations
 
 import os
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 

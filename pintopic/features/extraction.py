@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -27,30 +27,17 @@ from pintopic.features.store import (
     ids_checksum,
     remove_shards_from,
     shard_name,
+    store_key,
     stored_vectors,
     try_read_ids,
+    vector_settings,
     write_shard,
 )
 from pintopic.runio import RunLock, read_json, run_paths, settings_hash, write_json
+from pintopic.safeio import ensure_free_space
 
 DEFAULT_SHARD_ROWS = 1024
 STORAGE_DTYPES = ("float32", "float16")
-
-
-def vector_settings(backbone, *, dtype: str, tta: str | None) -> dict:
-    """Everything that changes the stored vectors (and so the store key); the sample is not part of it."""
-    return {
-        "spec": backbone.spec.name, "model": backbone.spec.model, "pretrained": backbone.pretrained,
-        "weights_sha256": backbone.weights_sha256, "preprocessing": backbone.preprocessing.to_dict(),
-        "tta": tta or None, "dtype": dtype,
-    }
-
-
-def store_key(backbone, *, dtype: str = "float32", tta: str | None = None) -> str:
-    """Folder name of a store: the backbone's slug plus a short hash of the vector-changing settings."""
-    from pintopic.features.registry import slug
-
-    return f"{slug(backbone.spec.name)}-{settings_hash(vector_settings(backbone, dtype=dtype, tta=tta), 8)}"
 
 
 class _Shards:
@@ -75,8 +62,12 @@ class _Shards:
     def add(self, i: int, tasks: list[ImageTask], output: dict) -> None:
         """Keep an engine output batch (:class:`~pintopic.features.steps.EmbedStep`'s) of shard ``i``'s ``tasks``."""
         for task, status, detail, vector in zip(tasks, output["status"], output["detail"], output["vector"]):
+            vector = vector.astype(self.dtype) if status == "ok" else None
+            if vector is not None and not np.isfinite(vector).all():
+                # never stored: a store holds finite vectors only (a NaN row marks damage on disk)
+                status, detail = "truncated", "the backbone gave NaN or infinite values for this image"
             if status == "ok":
-                self.computed[i][task.image_id] = vector.astype(self.dtype)
+                self.computed[i][task.image_id] = vector
             else:
                 self.failures[i].append({"image_id": task.image_id, "status": str(status), "reason": str(detail),
                                          "path": task.path})
@@ -133,6 +124,7 @@ def _open_store(folder: Path, key: str, plan: dict, shards: _Shards) -> bool:
             meta = read_json(meta_path)
         except ValueError:
             meta = {}
+        meta = meta if isinstance(meta, dict) else {}
         # a complete store is trusted only while every shard still checks out; a damaged one is repaired
         # from the images, since its id files can no longer be trusted to pair ids with vectors
         if meta.get("key") == key and all(meta.get(name) == value for name, value in plan.items()):
@@ -149,13 +141,16 @@ def _compute(run_dir: Path, spec: str, shards: _Shards, backbone, engine_setting
              workers: int | None, progress: bool, runner_settings: dict) -> dict:
     """Compute every missing vector on the engine (pixel cache first, then decoding), writing each shard as it
     completes; the engine is started only when there is something to compute."""
-    from pintopic.engine.interface import Step, open_engine
+    from pintopic.engine.factory import open_engine
+    from pintopic.engine.interface import Step
     from pintopic.features.decoding import default_workers
     from pintopic.features.pixel_cache import open_pixel_cache
     from pintopic.features.runtime import cpu_threads
     from pintopic.features.steps import DecodeStep, EmbedStep
 
     total = sum(len(shards.to_compute(i)) for i in shards.todo)
+    rows = sum(len(shards.shards[i]) for i in shards.todo)
+    ensure_free_space(shards.folder, rows * shards.dim * np.dtype(shards.dtype).itemsize)
     pixel_cache = open_pixel_cache(run_dir, backbone.preprocessing) if total else None
     plan = _batch_plan(shards, pixel_cache, batch_size)
     decoded = [t for _, tasks, cached in plan if not cached for t in tasks]
@@ -202,12 +197,40 @@ def _compute(run_dir: Path, spec: str, shards: _Shards, backbone, engine_setting
             "runner": runner, "engine": engine.describe() if engine is not None else None}
 
 
+def extraction_request(spec: str, *, pretrained: bool, weights: str | None, dtype: str, tta: str | None) -> dict:
+    """What was asked of a store, told without building the model: the name, where its weights come from, the
+    storage type, the augmentation, and the versions whose preprocessing rules the store key depends on."""
+    from pintopic.environment import library_versions
+    from pintopic.features.registry import weights_fingerprint
+
+    return {"spec": spec, "weights": weights_fingerprint(spec, pretrained, weights), "pretrained": bool(pretrained),
+            "dtype": dtype, "tta": tta or None, "versions": library_versions(("pintopic", "timm", "open_clip_torch"))}
+
+
+def _finished_store(features_dir: Path, tasks: list[ImageTask], request: dict, plan: dict) -> Path | None:
+    """A complete, intact store made for this same request and plan, found without building any model."""
+    from pintopic.features.store import complete_stores
+
+    for folder, meta in complete_stores(features_dir):
+        if meta.get("request") != request or any(meta.get(name) != value for name, value in plan.items()):
+            continue
+        shards = _Shards(folder, tasks, plan["shard_rows"], int(meta.get("dim", 0)), str(meta.get("dtype")))
+        if not shards.todo and meta.get("key") == folder.name:
+            return folder
+    return None
+
+
 def _extract_one(run_dir: Path, spec: str, tasks: list[ImageTask], engine_settings, *, batch_size: int, workers: int | None,
                  device: str, dtype: str, pretrained: bool, weights: str | None, runtime: str, tta: str | None,
                  progress: bool, shard_rows: int) -> Path:
     from pintopic.environment import library_versions, machine
     from pintopic.features.steps import describe_runner
 
+    plan = {"requested_ids_sha256": ids_checksum([task.image_id for task in tasks]), "shard_rows": shard_rows}
+    request = extraction_request(spec, pretrained=pretrained, weights=weights, dtype=dtype, tta=tta)
+    finished = _finished_store(run_paths(run_dir)["features"], tasks, request, plan)
+    if finished is not None:
+        return finished
     runner_settings = {"pretrained": pretrained, "weights": weights, "runtime": runtime, "device": device, "tta": tta}
     if engine_settings.kind == "local":  # this process runs the model: build it once, here
         from pintopic.features.embed import prepared_backbone
@@ -221,9 +244,9 @@ def _extract_one(run_dir: Path, spec: str, tasks: list[ImageTask], engine_settin
     key = store_key(backbone, dtype=dtype, tta=tta)
     folder = run_paths(run_dir)["features"] / key
     folder.mkdir(parents=True, exist_ok=True)
-    plan = {"requested_ids_sha256": ids_checksum([task.image_id for task in tasks]), "shard_rows": shard_rows}
     shards = _Shards(folder, tasks, shard_rows, backbone.dim, dtype)
     if _open_store(folder, key, plan, shards):
+        _record_request(folder, request)
         return folder
     work = _compute(run_dir, spec, shards, backbone, engine_settings, batch_size=batch_size, workers=workers, progress=progress,
                     runner_settings=runner_settings)
@@ -238,9 +261,17 @@ def _extract_one(run_dir: Path, spec: str, tasks: list[ImageTask], engine_settin
         "device": described["device"], "runtime_layout": described["layout"],
         "tta": tta or None, "failed": all_failed, "versions": library_versions(), "settings": settings,
         "settings_hash": settings_hash(settings), "batch_size": batch_size, **work, "machine": machine(),
+        "request": request,
     }
     write_json(folder / "meta.json", meta)
     return folder
+
+
+def _record_request(folder: Path, request: dict) -> None:
+    """Add the request to a complete store made before requests were recorded, so later reruns skip building."""
+    meta = read_json(folder / "meta.json")
+    if meta.get("request") != request:
+        write_json(folder / "meta.json", {**meta, "request": request})
 
 
 def extract(run_dir: str | os.PathLike, backbones: str | Sequence[str] = ("lite0",), *, batch_size: int = 32,

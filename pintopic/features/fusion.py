@@ -7,8 +7,8 @@ by scale. ``predict`` embeds images with every component backbone the same way
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -22,8 +22,8 @@ import hashlib
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -33,6 +33,14 @@ from pintopic.runio import (
     settings_hash,
     write_json,
     write_parquet,
+)
+from pintopic.safeio import (
+    DiskFullError,
+    disk_full,
+    ensure_free_space,
+    is_disk_full,
+    open_regular,
+    require_regular,
 )
 
 PIXELS_FOLDER = "pixels"
@@ -98,7 +106,7 @@ class PixelCache:
         rows = [self.rows[image_id][0] for image_id in image_ids]
         out = np.empty((len(rows), *self.pixels.shape[1:]), dtype=np.uint8)
         row_bytes = out[0].nbytes if len(rows) else 0
-        with open(self.folder / "pixels.npy", "rb", buffering=0) as handle:
+        with open_regular(self.folder / "pixels.npy") as handle:
             start = 0
             while start < len(rows):  # one read per run of consecutive rows
                 stop = start + 1
@@ -124,6 +132,8 @@ def load_cache(folder: Path, preprocessing) -> PixelCache | None:
         meta = read_json(folder / "meta.json")
         if meta.get("version") != FORMAT_VERSION or meta.get("geometry") != _jsonable(pixel_geometry(preprocessing)):
             return None
+        for name in ("pixels.npy", "rows.parquet"):
+            require_regular(folder / name)
         pixels = np.load(folder / "pixels.npy", mmap_mode="r", allow_pickle=False)
         table = pq.read_table(folder / "rows.parquet", columns=["image_id", "sha256", "status"]).to_pydict()
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -172,7 +182,7 @@ class MultiPreprocessor:
         draft_sizes = [p.preprocessing.draft_size for p in self.preprocessors]
         groups: dict[int, list[int]] = {}
         try:
-            with open(path, "rb") as handle:
+            with open_regular(path) as handle:  # a pipe swapped in for an image must not block
                 if handle.read(2) == b"\xff\xd8":  # only JPEG decodes at a draft scale
                     handle.seek(0)
                     with warnings.catch_warnings():
@@ -220,14 +230,43 @@ class _PartialCache:
         try:
             progress = read_json(folder / "progress.json")
             if progress.get("plan") == self.plan:
+                require_regular(self.partial)
                 self.pixels = np.load(self.partial, mmap_mode="r+", allow_pickle=False)
                 if self.pixels.shape == self.shape and self.pixels.dtype == np.uint8:
                     self.done, self.failed = int(progress["rows_done"]), list(progress["failed"])
                     return
+                    self._reserve()
+                    return
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
         (folder / "progress.json").unlink(missing_ok=True)
-        self.pixels = np.lib.format.open_memmap(self.partial, mode="w+", dtype=np.uint8, shape=self.shape)
+        try:
+            self.pixels = np.lib.format.open_memmap(self.partial, mode="w+", dtype=np.uint8, shape=self.shape)
+        except OSError as error:
+            self.discard()
+            if is_disk_full(error):
+                raise disk_full(folder, self.shape[0] * self.row_size) from None
+            raise
+        self._reserve()
+
+    def _reserve(self) -> None:
+        """Allocate every block of the partial file now: a memory-mapped write to a block the full disk cannot
+        give would kill the process with SIGBUS; here it is one clear error and the partial file is removed."""
+        with open(self.partial, "rb+") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            try:
+                os.posix_fallocate(handle.fileno(), 0, size)
+            except OSError as error:
+                if not is_disk_full(error):
+                    return  # a file system without fallocate: the free-space check before building has to do
+                self.discard()
+                raise disk_full(self.folder, size) from None
+
+    def discard(self) -> None:
+        """Delete the partial cache (after a failure that left it unusable, e.g. a full disk)."""
+        self.__dict__.pop("pixels", None)
+        self.partial.unlink(missing_ok=True)
+        (self.folder / "progress.json").unlink(missing_ok=True)
 
     def save_progress(self, rows_done: int) -> None:
         """Flush the pixels, then record the prefix of rows they hold."""
@@ -345,20 +384,38 @@ def _build(run_dir, dataset: Path, names: list[str], tasks, plan: dict, max_byte
         print(f"  pixel cache: not built ({size / 1e9:.1f} GB for {len(tasks):,} images would exceed "
               f"{max_bytes / 1e9:.1f} GB; extract decodes the images instead)", file=sys.stdout)
         return []
-    summaries, jobs = [], []
+    summaries, todo = [], []
     for folder, (preprocessing, owners) in wanted.items():
         complete = load_cache(folder, preprocessing)
         if complete is not None and complete.meta.get("rows_sha256") == plan["rows_sha256"]:
             summaries.append(_summary(folder, complete.meta, built=False))
         else:
+            todo.append((folder, preprocessing, owners))
+    need = sum(len(tasks) * int(np.prod(p.input_size)) - _allocated(f / "pixels.partial.npy") for f, p, _ in todo)
+    ensure_free_space(Path(dataset), need)
+    jobs = []
+    try:
+        for folder, preprocessing, owners in todo:
             jobs.append(_PartialCache(folder, preprocessing, owners, plan))
-    if jobs:
-        started = time.perf_counter()
-        _fill(jobs, tasks, workers, progress)
-        summaries.extend(job.finish(tasks, time.perf_counter() - started) for job in jobs)
+        if jobs:
+            started = time.perf_counter()
+            _fill(jobs, tasks, workers, progress)
+            summaries.extend(job.finish(tasks, time.perf_counter() - started) for job in jobs)
+    except DiskFullError:
+        for job in jobs:
+            job.discard()
+        raise
     if not any(name.startswith("finetuned:") for name in names):  # a fine-tune's geometry can change under its name
         _record_index(Path(dataset), {name: folder.name for folder, (_, owners) in wanted.items() for name in owners})
     return summaries
+
+
+def _allocated(path: Path) -> int:
+    """Bytes already allocated on disk to a file (0 when absent)."""
+    try:
+        return os.stat(path).st_blocks * 512
+    except OSError:
+        return 0
 
 
 def _record_index(dataset: Path, names: dict[str, str]) -> None:

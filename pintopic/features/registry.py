@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any
 
 from pintopic.errors import PintopicError
 
@@ -151,3 +153,31 @@ def backbone_names(backbones: str | Sequence[str], run_dir: str | os.PathLike | 
     names = [name.strip() for item in names for name in str(item).split(",") if name.strip()]
     names = list(dict.fromkeys(part for name in names for part in (fusion_components(name) or [name])))
     return [qualify_backbone(name, run_dir) for name in names]
+
+
+def weights_fingerprint(name: str, pretrained: bool, weights: str | os.PathLike | None = None) -> dict:
+    """Where a backbone name's weights come from, told without building the model (no torch import):
+    the file's path, size and mtime when it is a local file (``--weights``, a Lite package, a fine-tune),
+    else the hub tag the name pins. Equal fingerprints mean the same weights are loaded."""
+    from pintopic.features.finetuned import MODEL_FILE, PREFIX
+    from pintopic.features.weights import LITE_PACKAGES, lite_weights_file
+
+    def stat_of(path) -> dict:
+        try:
+            info = os.stat(path)
+        except OSError:  # no such file: loading it says so, clearly
+            return {"file": str(path), "missing": True}
+        return {"file": str(Path(path).resolve()), "size": info.st_size, "mtime_ns": info.st_mtime_ns}
+
+    if weights:
+        return stat_of(weights)
+    if name.startswith(PREFIX):
+        return stat_of(Path(name[len(PREFIX):]) / MODEL_FILE)
+    if not pretrained:
+        return {"random": "seed 0"}
+    base = name.split("@", 1)[0].split(":", 1)[-1]
+    model = PRESETS[base][0] if base in PRESETS else base
+    if model in LITE_PACKAGES:
+        path = lite_weights_file(model)
+        return stat_of(path) if path is not None else {"missing": model}
+    return {"hub": model}

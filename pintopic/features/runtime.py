@@ -73,7 +73,7 @@ class TorchRunner:
             return self.network(x).float().cpu().numpy()
 
 
-def onnx_cache_path(backbone) -> "os.PathLike":
+def onnx_cache_path(backbone) -> os.PathLike:
     """Where the exported graph of this exact model (weights checksum, input size, versions) is cached."""
     import timm
     import torch
@@ -85,7 +85,7 @@ def onnx_cache_path(backbone) -> "os.PathLike":
     return cache_dir("onnx") / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.onnx"
 
 
-def export_onnx_graph(network, input_size, path, output_name: str = "features") -> "os.PathLike":
+def export_onnx_graph(network, input_size, path, output_name: str = "features") -> os.PathLike:
     """Export ``network`` (uint8 NCHW pixels in) to ``path`` with a dynamic batch axis, atomically."""
     import torch
 
@@ -116,7 +116,7 @@ def ort_sessions(path, threads: int | None = None, sessions: int = 1) -> list:
     return [ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]) for _ in range(count)]
 
 
-def export_onnx(backbone) -> "os.PathLike":
+def export_onnx(backbone) -> os.PathLike:
     """Export a backbone once (dynamic batch) into the cache; later calls reuse the file."""
     from pintopic.features.preprocess import pixels_to_features
 
@@ -190,7 +190,8 @@ def make_runner(backbone, *, runtime: str = "auto", device: str = "auto", tta: s
         except Exception as error:  # noqa: BLE001 - some models do not export; auto falls back to PyTorch
             if runtime == "onnx":
                 raise PintopicError(f"ONNX export of {backbone.spec.name} failed: {error}") from None
-            warnings.warn(f"ONNX export of {backbone.spec.name} failed ({error}); using PyTorch", RuntimeWarning)
+            warnings.warn(f"ONNX export of {backbone.spec.name} failed ({error}); using PyTorch", RuntimeWarning,
+                          stacklevel=2)
     if runner is None:
         runner = TorchRunner(backbone, device)
     if tta not in (None, "none", "flip"):

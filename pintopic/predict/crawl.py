@@ -33,6 +33,7 @@ from pintopic.runio import (
     write_json,
     write_parquet,
 )
+from pintopic.safeio import require_regular
 
 DEFAULT_SHARD_ROWS = 4096
 #: Key of the JSON record in the output file's Parquet metadata.
@@ -131,8 +132,8 @@ def _part(parts: Path, index: int) -> Path:
 def _finished(path: Path, rows: int) -> bool:
     import pyarrow.parquet as pq
 
-    try:
-        return path.exists() and pq.read_metadata(path).num_rows == rows
+    try:  # a part that is not a regular file (never opened: a pipe would block) is computed again
+        return path.exists() and (require_regular(path) or pq.read_metadata(path).num_rows == rows)
     except (OSError, ValueError):
         return False
 
@@ -216,10 +217,13 @@ def predict_crawl(model_dir: str | os.PathLike, source: str | os.PathLike, out: 
         raise PintopicError(f"source {source_path} does not exist")
     if out.suffix.lower() not in (".parquet", ".pq"):
         raise PintopicError(f"--out {out}: give a .parquet file name")
+    if out.exists() or out.is_symlink():
+        require_regular(out, "--out")  # never read a pipe or a folder as an earlier output
     predictor = Predictor.load(model_dir)
     resolved = detect_layout(source_path) if layout == "auto" else layout
     started = time.perf_counter()
-    listing = scan(source_path, resolved)
+    parts = out.with_name(out.name + ".parts")
+    listing = scan(source_path, resolved, skip_folders=[parts])  # parts inside the source never become input
     plan = {"version": __version__, "model": {"folder": str(Path(model_dir).resolve()), "info": settings_hash(predictor.info, 16)},
             "source": display(os.fsencode(source_path)), "layout": resolved, "listing": listing.fingerprint(),
             "top_k": int(top_k), "shard_rows": int(shard_rows)}
@@ -227,7 +231,6 @@ def predict_crawl(model_dir: str | os.PathLike, source: str | os.PathLike, out: 
     if previous and previous.get("plan") == plan:
         print(f"predict: {out} is up to date (same model, source listing and settings); nothing computed", file=sys.stdout)
         return previous
-    parts = out.with_name(out.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
     with RunLock(parts):
         _open_parts(parts, plan)
@@ -251,7 +254,8 @@ def _predict_shards(predictor, model_dir, entries, parts: Path, *, top_k: int, b
     """Write every missing part; return the statuses of all rows and what computed them."""
     import pyarrow.parquet as pq
 
-    from pintopic.engine.interface import Step, open_engine
+    from pintopic.engine.factory import open_engine
+    from pintopic.engine.interface import Step
     from pintopic.features.decoding import default_workers
 
     workers = default_workers() if workers is None else workers

@@ -21,7 +21,9 @@ from pintopic.report.collect import (
     pretty_json,
 )
 from pintopic.report.html import figure_html, key_values_html, page_html, table_html
+from pintopic.report.noise import noise_sections
 from pintopic.runio import RunLock, run_paths, settings_hash, write_if_changed
+from pintopic.safeio import open_regular
 
 #: The study's best macro-F1 (ConvNext_B features + KNN, Table 4.1), the number to beat.
 STUDY_BEST_F1 = 0.115
@@ -53,6 +55,7 @@ def _write_report(run_dir: str | os.PathLike) -> Path:
         ("results", "Results", _results_section(contents, best)),
         ("best-model", "Best model", _best_model_section(contents, best)),
         ("thumbnails", "Test images", _thumbnails_section(contents, best)),
+        *noise_sections(contents),
         ("timings", "Timings", _timings_section(contents)),
         ("environment", "Configuration & environment", _environment_section(contents)),
     ]
@@ -70,7 +73,7 @@ def _write_report(run_dir: str | os.PathLike) -> Path:
 
 
 FINGERPRINT_META = "pintopic-inputs"
-_INPUT_PATTERNS = ("dataset/*", "features/*/meta.json", "results/*.json", "results/confusion/*.csv",
+_INPUT_PATTERNS = ("dataset/*", "features/*/meta.json", "results/*.json", "results/*.parquet", "results/confusion/*.csv",
                    "results/predictions/*.parquet", "config.resolved.toml", "run.json")
 
 
@@ -95,9 +98,9 @@ def inputs_fingerprint(run_dir: str | os.PathLike) -> str:
 def _recorded_fingerprint(report_path: Path) -> str | None:
     """The inputs fingerprint stored in an existing report's head, if any."""
     try:
-        with open(report_path, encoding="utf-8", errors="replace") as handle:
-            head = handle.read(4096)
-    except OSError:
+        with open_regular(report_path) as handle:
+            head = handle.read(4096).decode("utf-8", "replace")
+    except (OSError, ValueError):
         return None
     match = re.search(rf'<meta name="{FINGERPRINT_META}" content="([0-9a-f]+)">', head)
     return match.group(1) if match else None
@@ -252,22 +255,19 @@ def _params_text(params) -> str:
 def _results_section(contents: RunContents, best: dict | None) -> str:
     if contents.results is None:
         return _missing("No results yet: run `pintopic evaluate RUN`.")
+    from pintopic.classify.tables import AVERAGE, results_table, row_key
+
     rows = contents.results["rows"]
-    backbones = list(dict.fromkeys(str(row.get("key") or row.get("backbone")) for row in rows))
-    classifiers = list(dict.fromkeys(str(row.get("classifier")) for row in rows))
-    label_of = {str(row.get("key") or row.get("backbone")): str(row.get("backbone")) for row in rows}
-    cell = {(str(row.get("key") or row.get("backbone")), str(row.get("classifier"))): row for row in rows}
+    backbones, classifiers, means = results_table(rows)
+    spec_of = {row_key(row): str(row.get("backbone")) for row in rows}
+    cell = {(row_key(row), str(row.get("classifier"))): row for row in rows}
 
     def test_score(backbone, classifier):
         row = cell.get((backbone, classifier))
         return _number(row.get("test_f1_macro")) if row else None
 
-    def mean(values):
-        values = [v for v in values if v is not None]
-        return sum(values) / len(values) if values else None
-
-    row_means = {b: mean(test_score(b, c) for c in classifiers) for b in backbones}
-    column_means = {c: mean(test_score(b, c) for b in backbones) for c in classifiers}
+    row_means = {b: _number(means[(b, AVERAGE)]) for b in backbones}
+    column_means = {c: _number(means[(AVERAGE, c)]) for c in classifiers}
     every = [v for v in [test_score(b, c) for b in backbones for c in classifiers] if v is not None]
     low, high = (min(every), max(every)) if every else (0.0, 1.0)
     best_cell = max(every) if every else None
@@ -296,8 +296,8 @@ def _results_section(contents: RunContents, best: dict | None) -> str:
                      f'<div class="params">{escape(_params_text(row.get("best_params")))}</div>')
             cells.append(colored(score, inner, "best" if row is best else ""))
         cells.append(colored(row_means[backbone], f'<div class="score">{_fmt(row_means[backbone])}</div>', "avg"))
-        key_note = f'<div class="muted">{escape(backbone)}</div>' if label_of[backbone] != backbone else ""
-        body.append(f"<tr><th>{escape(label_of[backbone])}{key_note}</th>{''.join(cells)}</tr>")
+        key_note = f'<div class="muted">{escape(backbone)}</div>' if spec_of[backbone] != backbone else ""
+        body.append(f"<tr><th>{escape(spec_of[backbone])}{key_note}</th>{''.join(cells)}</tr>")
     average_cells = "".join(colored(column_means[c], f'<div class="score">{_fmt(column_means[c])}</div>') for c in classifiers)
     body.append(f"<tr><th>average</th>{average_cells}<td class=\"cell avg\"></td></tr>")
     table = (f'<div class="scroll"><table class="heat" id="results-table"><thead><tr><th>features \\ classifier</th>{head}'

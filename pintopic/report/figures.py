@@ -1,90 +1,27 @@
 """Report figures: matplotlib (Agg, no pyplot state) charts sized by category count, returned as PNG bytes.
 
-The style helpers (:data:`OKABE_ITO`, :func:`category_axis_inches`, :func:`new_figure`, :func:`to_png`,
-:func:`horizontal_bars`) are shared with the dataset stage's distribution chart so every figure of a run
-looks alike and stays legible with 32 categories.
+The style (palette, sizes, :func:`~pintopic.charts.horizontal_bars`) comes from :mod:`pintopic.charts`, which
+the dataset stage's distribution chart uses too, so every figure of a run looks alike and stays legible
+with 32 categories.
 """
 from __future__ import annotations
 
-import io
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-#: Okabe & Ito's colour-blind-safe qualitative palette (blue, orange, bluish green, vermillion, ...).
-OKABE_ITO: tuple[str, ...] = (
-    "#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#F0E442", "#000000",
+from pintopic.charts import (
+    FONT_SIZE,
+    OKABE_ITO,
+    category_axis_inches,
+    horizontal_bars,
+    new_figure,
+    to_png,  # noqa: F401 - re-exported for the report builder
 )
+
 #: Sequential colour map for scores and counts: perceptually uniform and colour-blind safe.
 SEQUENTIAL_CMAP = "cividis"
 #: Colour map for the confusion matrix (many cells near zero, a bright diagonal).
 CONFUSION_CMAP = "viridis"
-
-#: Vertical space per category label, in inches, at :data:`FONT_SIZE` (leaves a gap between labels).
-INCHES_PER_CATEGORY = 0.24
-FONT_SIZE = 9
-DPI = 110
-
-
-def category_axis_inches(n_categories: int, minimum: float = 2.5) -> float:
-    """Length of an axis that lists ``n_categories`` names one per tick without overlap."""
-    return max(minimum, INCHES_PER_CATEGORY * n_categories)
-
-
-def new_figure(width: float, height: float):
-    """A pyplot-free matplotlib Figure (safe in threads and servers) whose layout keeps labels inside it."""
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-
-
-def to_png(figure) -> bytes:
-    """Render a Figure to PNG bytes."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, facecolor="white", metadata={"Software": None})
-    return buffer.getvalue()
-
-
-def horizontal_bars(
-    values: Mapping[str, float], *, xlabel: str, title: str, labels: Mapping[str, str] | None = None,
-    sort: bool = True, value_format: str = "{:g}", color: str = OKABE_ITO[0], reference: float | None = None,
-    reference_label: str | None = None, xlim: tuple[float, float] | None = None,
-):
-    """One horizontal bar per category (largest on top), value printed at the bar end; names stay legible.
-
-    ``labels`` maps a key to the text shown on the axis; ``reference`` draws a dashed vertical line
-    (e.g. chance level).
-    """
-    keys = list(values)
-    if sort:
-        keys.sort(key=lambda key: (-float(values[key]), key))
-    label_text = [(labels or {}).get(key, key) for key in keys]
-    longest = max((len(text) for text in label_text), default=8)
-    width = 3.6 + 0.07 * longest
-    height = category_axis_inches(len(keys)) + 0.9
-    figure = new_figure(width, height)
-    axes = figure.add_subplot()
-    positions = range(len(keys))
-    numbers = [float(values[key]) for key in keys]
-    axes.barh(positions, numbers, color=color, height=0.7)
-    axes.set_yticks(list(positions), label_text, fontsize=FONT_SIZE)
-    axes.invert_yaxis()
-    axes.set_ylim(len(keys) - 0.5, -0.5)
-    top = max(numbers, default=1.0) or 1.0
-    for position, number in zip(positions, numbers):
-        axes.text(number + top * 0.01, position, value_format.format(number), va="center", fontsize=FONT_SIZE - 1)
-    if reference is not None:
-        axes.axvline(reference, color=OKABE_ITO[3], linestyle="--", linewidth=1.2, label=reference_label)
-        if reference_label:
-            axes.legend(loc="lower right", fontsize=FONT_SIZE, frameon=False)
-    axes.set_xlim(*(xlim or (0, top * 1.15)))
-    axes.set_xlabel(xlabel, fontsize=FONT_SIZE + 1)
-    axes.set_ylabel("category", fontsize=FONT_SIZE + 1)
-    axes.set_title(title, fontsize=FONT_SIZE + 2, loc="left")
-    axes.tick_params(axis="x", labelsize=FONT_SIZE)
-    axes.spines[["top", "right"]].set_visible(False)
-    axes.grid(axis="x", color="#dddddd", linewidth=0.6)
-    axes.set_axisbelow(True)
-    return figure
 
 
 def per_category_f1_figure(per_category: Mapping[str, Mapping[str, float]], *, title: str, chance: float | None = None,
@@ -114,8 +51,8 @@ def confusion_figure(matrix, categories: Sequence[str], *, title: str, labels: M
     # with 32 categories and weak models every share is small; a 0-1 scale would paint the matrix black
     top = max(0.1, math.ceil(float(share.max(initial=0.0)) * 10) / 10)
     image = axes.imshow(share, cmap=CONFUSION_CMAP, vmin=0.0, vmax=top, aspect="equal", interpolation="nearest")
-    axes.set_xticks(range(n), names, rotation=90, fontsize=FONT_SIZE)
-    axes.set_yticks(range(n), names, fontsize=FONT_SIZE)
+    axes.set_xticks(range(n), names, rotation=90, fontsize=FONT_SIZE, parse_math=False)  # names are text, not TeX
+    axes.set_yticks(range(n), names, fontsize=FONT_SIZE, parse_math=False)
     axes.set_xlabel("predicted category", fontsize=FONT_SIZE + 1)
     axes.set_ylabel("true category", fontsize=FONT_SIZE + 1)
     axes.set_title(title, fontsize=FONT_SIZE + 2, loc="left")
@@ -141,3 +78,49 @@ def score_colors(value: float, low: float, high: float) -> tuple[str, str]:
     red, green, blue, _ = colormaps[SEQUENTIAL_CMAP](min(1.0, max(0.0, (value - low) / span)))
     luminance = 0.2126 * red + 0.7152 * green + 0.0722 * blue
     return to_hex((red, green, blue)), ("#000000" if luminance > 0.45 else "#ffffff")
+
+
+def profile_figure(shares: Mapping[str, float], low: Mapping[str, float], high: Mapping[str, float], *, title: str,
+                   labels: Mapping[str, str] | None = None, truth: Mapping[str, float] | None = None):
+    """A user's interest profile: one bar per category (largest on top) with its 95 % interval, and the
+    true share as a tick when known."""
+    keys = sorted(shares, key=lambda key: (-float(shares[key]), key))
+    names = [(labels or {}).get(key, key) for key in keys]
+    figure = new_figure(3.8 + 0.07 * max((len(n) for n in names), default=8), category_axis_inches(len(keys)) + 0.9)
+    axes = figure.add_subplot()
+    values = [float(shares[key]) for key in keys]
+    errors = [[v - float(low[k]) for k, v in zip(keys, values)], [float(high[k]) - v for k, v in zip(keys, values)]]
+    axes.barh(range(len(keys)), values, xerr=errors, color=OKABE_ITO[0], height=0.7, ecolor="#444444", capsize=2)
+    if truth:
+        axes.scatter([float(truth.get(k, 0.0)) for k in keys], range(len(keys)), marker="|", s=160, color=OKABE_ITO[3],
+                     label="true share", zorder=3)
+        axes.legend(loc="lower right", fontsize=FONT_SIZE, frameon=False)
+    axes.set_yticks(list(range(len(keys))), names, fontsize=FONT_SIZE)
+    axes.set_ylim(len(keys) - 0.5, -0.5)
+    axes.set_xlim(0, min(1.0, max(float(high[k]) for k in keys) * 1.1 + 0.02))
+    axes.set_xlabel("share of the user's pins (95 % interval)", fontsize=FONT_SIZE + 1)
+    axes.set_title(title, fontsize=FONT_SIZE + 2, loc="left")
+    axes.spines[["top", "right"]].set_visible(False)
+    axes.grid(axis="x", color="#dddddd", linewidth=0.6)
+    axes.set_axisbelow(True)
+    return figure
+
+
+def board_curve_figure(curves: Mapping[str, Sequence[Mapping[str, float]]], *, title: str, goal: float | None = None):
+    """Board accuracy against the number of pins a board is seen through, one line per setting."""
+    figure = new_figure(5.2, 3.2)
+    axes = figure.add_subplot()
+    for index, (label, curve) in enumerate(curves.items()):
+        points = [(p["pins"], p["accuracy"]) for p in curve if p.get("accuracy") is not None]
+        axes.plot([x for x, _ in points], [y for _, y in points], marker="o", color=OKABE_ITO[index % len(OKABE_ITO)],
+                  label=label)
+    if goal is not None:
+        axes.axhline(goal, color=OKABE_ITO[3], linestyle="--", linewidth=1, label=f"goal {goal}")
+    axes.set_xscale("log")
+    axes.set_xlabel("pins per board (random subsets)", fontsize=FONT_SIZE + 1)
+    axes.set_ylabel("board category = true category", fontsize=FONT_SIZE + 1)
+    axes.set_ylim(0, 1.02)
+    axes.set_title(title, fontsize=FONT_SIZE + 2, loc="left")
+    axes.legend(fontsize=FONT_SIZE, frameon=False, loc="lower right")
+    axes.grid(color="#dddddd", linewidth=0.6)
+    return figure

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable, Sequence
 from html import escape
-from typing import Iterable, Sequence
 
 CSS = """
 :root { --ink:#1d2330; --muted:#5b6475; --line:#e3e6ec; --card:#ffffff; --bg:#f4f5f8; --accent:#0072B2;

@@ -197,7 +197,7 @@ def _load_cache(folder: Path, n_chunks: int, views: int) -> np.ndarray:
 
 # -- training -----------------------------------------------------------------------------------------
 
-def _augment_maps(maps, generator, min_scale: float = 0.6):
+def augment_maps(maps, generator, min_scale: float = 0.6):
     """Feature-level augmentation: a random resized crop of each map (back to full size) and a random flip."""
     import torch
     import torch.nn.functional as F
@@ -261,60 +261,219 @@ def _predict(tail, head, maps: np.ndarray, device: str, batch_size: int) -> np.n
     return np.concatenate(outputs) if outputs else np.zeros(0, dtype=int)
 
 
-def finetune(run_dir: str | os.PathLike, *, backbone: str = "lite0", stages: int = 1, epochs: int = 8,
-             batch_size: int = 64, lr: float = 1e-3, tail_lr_scale: float = 0.1, weight_decay: float = 1e-4,
-             patience: int = 2, views: int = 2, val_fraction: float = 0.15, label_smoothing: float = 0.1,
-             device: str = "auto", runtime: str = "auto", seed: int = 0, name: str | None = None,
-             test_size: float = 0.2, split: str = "stratified", workers: int | None = None,
-             progress: bool = True) -> Path:
-    """Fine-tune the last ``stages`` stages of ``backbone`` on the run's training part; returns ``RUN/finetune/<name>/``.
-
-    The folder's ``finetune.json`` (written last) marks it finished; a rerun with the same settings is a
-    no-op, and a killed run resumes from its trunk cache and last epoch checkpoint.
-    """
-    import pyarrow as pa
-    import torch
-
-    from pintopic.dataset.manifest import image_file, load_sample
-    from pintopic.dataset.split import load_or_make_split
-    from pintopic.environment import library_versions, machine
-    from pintopic.features.builder import build_backbone
-    from pintopic.features.decoding import default_workers
-    from pintopic.features.registry import slug
-    from pintopic.features.runtime import resolve_device
-    from pintopic.runio import (
-        RunLock,
-        read_json,
-        run_paths,
-        settings_hash,
-        stage_is_complete,
-        write_json,
-        write_parquet,
-    )
-
-    run_dir = Path(run_dir)
+def _check_settings(backbone: str, epochs: int, batch_size: int, views: int, patience: int, val_fraction: float,
+                    lr: float) -> None:
     if backbone.startswith(PREFIX):
         raise PintopicError("fine-tune a base backbone (e.g. lite0), not an already fine-tuned one")
     if epochs < 1 or batch_size < 1 or views < 1 or patience < 1 or not 0 < val_fraction < 0.5 or lr <= 0:
         raise PintopicError("epochs, batch size, views and patience must be positive, lr > 0, val fraction in (0, 0.5)")
+
+
+def _training_part(run_dir: Path, *, test_size: float | None, split: str | None, seed: int):
+    """``(tasks [(image_id, path)], {image_id: category}, split settings)`` of the run's training part.
+
+    The run's own split (the one evaluate scores on) is used whenever one exists, so a fine-tune never
+    trains on images held out for testing; asking for other split settings then is an error.
+    """
+    from pintopic.dataset.manifest import image_file, load_sample
+    from pintopic.dataset.split import training_split
+    from pintopic.runio import run_paths
+
+    sample = load_sample(run_dir)
+    sample["image_id"] = sample["image_id"].astype(str)
+    split_frame, split_info = training_split(run_paths(run_dir)["results"], sample, test_size=test_size, split=split,
+                                             seed=seed)
+    train_ids = set(split_frame.loc[split_frame["part"] == "train", "image_id"])
+    train_rows = sample[sample["image_id"].isin(train_ids)].sort_values("image_id", kind="stable")
+    tasks = [(str(row["image_id"]), image_file(row)) for _, row in train_rows.iterrows()]
+    return tasks, dict(zip(train_rows["image_id"], train_rows["category"].astype(str))), split_info
+
+
+def _cached_maps(folder: Path, base, tail_trunk, tasks, cache_settings: dict, *, views: int, seed: int, device: str,
+                 runtime: str, workers: int | None, progress: bool):
+    """The frozen trunk's outputs of every training image and view (computed once, kept in ``cache/``):
+    ``(maps (views, n, C, H, W), ids that decoded, failures, seconds)``."""
+    from pintopic.features.decoding import default_workers
+    from pintopic.runio import settings_hash, stage_is_complete, write_json
+
+    cache = folder / "cache"
+    if not stage_is_complete(cache / "cache.json", cache_settings):
+        for stale in cache.glob("*"):
+            stale.unlink()
+    cache.mkdir(parents=True, exist_ok=True)
+    write_json(cache / "cache.json", {"settings": cache_settings, "settings_hash": settings_hash(cache_settings)})
+    trunk_runner = TrunkRunner(tail_trunk, base.preprocessing, device=device, runtime=runtime,
+                               export_path=cache / "trunk.onnx")
+    started = time.perf_counter()
+    ids, failures = _cache_trunk(cache, tasks, trunk_runner, base.preprocessing, views=views, seed=seed, batch_size=32,
+                                 workers=default_workers() if workers is None else workers, progress=progress)
+    seconds = time.perf_counter() - started
+    del trunk_runner
+    return _load_cache(cache, -(-len(tasks) // CACHE_CHUNK_ROWS), views), ids, failures, seconds
+
+
+class _Training:
+    """The trainable tail and head with their optimiser, schedule and loss; checkpointed after every epoch."""
+
+    def __init__(self, tail, dim: int, n_classes: int, *, device: str, seed: int, lr: float, tail_lr_scale: float,
+                 weight_decay: float, epochs: int, label_smoothing: float):
+        import torch
+
+        torch.manual_seed(seed)
+        self.tail, self.device = tail, device
+        self.head = torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(dim, n_classes))
+        tail.to(device)
+        self.head.to(device)
+        self.optimizer = torch.optim.AdamW([
+            {"params": list(tail.parameters()), "lr": lr * tail_lr_scale},
+            {"params": list(self.head.parameters()), "lr": lr}], weight_decay=weight_decay)
+        self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=epochs)
+        self.loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.history, self.best_f1, self.best_epoch, self.next_epoch, self.resumed_from = [], -1.0, -1, 0, None
+
+    def tensors(self) -> dict:
+        return {**{f"tail.{k}": v for k, v in self.tail.state_dict().items()},
+                **{f"head.{k}": v for k, v in self.head.state_dict().items()}}
+
+    def load(self, tensors: dict) -> None:
+        self.tail.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("tail.")})
+        self.head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
+
+    def resume(self, folder: Path, settings: dict) -> None:
+        """Continue from the last epoch's checkpoint when it was made with these settings; else start afresh."""
+        from safetensors.torch import load_file
+
+        from pintopic.runio import read_json, stage_is_complete
+
+        if stage_is_complete(folder / CHECKPOINT_JSON, settings) and (folder / CHECKPOINT_FILE).exists():
+            record = read_json(folder / CHECKPOINT_JSON)
+            tensors = load_file(str(folder / CHECKPOINT_FILE))
+            self.load(tensors)
+            _restore_optimizer_state(self.optimizer, tensors)
+            self.history, self.best_f1, self.best_epoch = record["history"], record["best_f1"], record["best_epoch"]
+            self.next_epoch = self.resumed_from = record["epoch"] + 1
+            self.schedule.load_state_dict(record["schedule"])
+            for group, group_lr in zip(self.optimizer.param_groups, record["lrs"]):
+                group["lr"] = group_lr
+            return
+        for stale in (folder / CHECKPOINT_JSON, folder / CHECKPOINT_FILE, folder / "best.safetensors"):
+            stale.unlink(missing_ok=True)
+
+    def epoch(self, epoch: int, maps, y, fit_rows, val_rows, *, seed: int, views: int, batch_size: int,
+              progress: bool, epochs: int) -> float:
+        """One epoch over the fitting rows (random view, feature-level augmentation); returns validation macro-F1."""
+        import torch
+        from sklearn.metrics import f1_score
+
+        started = time.perf_counter()
+        generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+        order = fit_rows[torch.randperm(len(fit_rows), generator=generator).numpy()]
+        view_of = torch.randint(0, views, (len(order),), generator=generator).numpy()
+        self.tail.train()
+        self.head.train()
+        total_loss = 0.0
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(order), unit="img", desc=f"finetune epoch {epoch + 1}/{epochs}", dynamic_ncols=True,
+                       leave=False)
+        for start in range(0, len(order), batch_size):
+            rows, batch_views = order[start:start + batch_size], view_of[start:start + batch_size]
+            x = augment_maps(torch.from_numpy(maps[batch_views, rows].astype(np.float32)), generator).to(self.device)
+            loss = self.loss_fn(self.head(self.tail(x)), torch.from_numpy(y[rows]).to(self.device))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total_loss += float(loss.detach()) * len(rows)
+            if bar is not None:
+                bar.update(len(rows))
+        if bar is not None:
+            bar.close()
+        self.schedule.step()
+        val_f1 = float(f1_score(y[val_rows], _predict(self.tail, self.head, maps[0, val_rows], self.device,
+                                                      batch_size * 2), average="macro"))
+        self.history.append({"epoch": epoch + 1, "train_loss": round(total_loss / len(order), 5),
+                             "val_f1_macro": round(val_f1, 5), "seconds": round(time.perf_counter() - started, 2)})
+        if progress:
+            print(f"epoch {epoch + 1}/{epochs}: loss {self.history[-1]['train_loss']:.4f}, validation macro-F1 "
+                  f"{val_f1:.4f}", flush=True)
+        return val_f1
+
+    def checkpoint(self, folder: Path, epoch: int, val_f1: float, settings: dict) -> None:
+        """Keep the best epoch's weights, and everything needed to resume after this one (atomically)."""
+        from pintopic.runio import settings_hash, write_json
+
+        tensors = self.tensors()
+        if val_f1 > self.best_f1:
+            self.best_f1, self.best_epoch = val_f1, epoch
+            _save_tensors(folder / "best.safetensors", tensors)
+        _save_tensors(folder / CHECKPOINT_FILE, {**tensors, **_flat_optimizer_state(self.optimizer)})
+        write_json(folder / CHECKPOINT_JSON, {
+            "epoch": epoch, "history": self.history, "best_f1": self.best_f1, "best_epoch": self.best_epoch,
+            "schedule": self.schedule.state_dict(), "lrs": [g["lr"] for g in self.optimizer.param_groups],
+            "settings": settings, "settings_hash": settings_hash(settings)})
+
+    def run(self, folder: Path, settings: dict, maps, y, fit_rows, val_rows, *, epochs: int, patience: int,
+            **epoch_settings) -> None:
+        """Train until ``epochs`` or ``patience`` epochs without improvement, then load the best epoch's weights."""
+        from safetensors.torch import load_file
+
+        start = self.next_epoch
+        stop = start > 0 and (start >= epochs or start - 1 - self.best_epoch >= patience)
+        for epoch in range(start, epochs if not stop else start):
+            val_f1 = self.epoch(epoch, maps, y, fit_rows, val_rows, epochs=epochs, **epoch_settings)
+            self.checkpoint(folder, epoch, val_f1, settings)
+            if epoch - self.best_epoch >= patience:
+                break
+        self.load(load_file(str(folder / "best.safetensors")))
+
+
+def _validation_rows(ids: list[str], label_of: dict, val_fraction: float, seed: int):
+    """``(categories, y, fitting rows, validation rows)``: a stratified validation fold carved from the training part."""
+    from sklearn.model_selection import train_test_split
+
+    categories = sorted({label_of[i] for i in ids})
+    y = np.array([categories.index(label_of[i]) for i in ids])
+    if len(categories) < 2 or np.bincount(y).min() < 2:
+        raise PintopicError("fine-tuning needs at least 2 categories with 2 decodable training images each")
+    fit_rows, val_rows = train_test_split(np.arange(len(ids)), test_size=val_fraction, stratify=y, random_state=seed)
+    return categories, y, np.sort(fit_rows), np.sort(val_rows)
+
+
+def finetune(run_dir: str | os.PathLike, *, backbone: str = "lite0", stages: int = 1, epochs: int = 8,
+             batch_size: int = 64, lr: float = 1e-3, tail_lr_scale: float = 0.1, weight_decay: float = 1e-4,
+             patience: int = 2, views: int = 2, val_fraction: float = 0.15, label_smoothing: float = 0.1,
+             device: str = "auto", runtime: str = "auto", seed: int = 0, name: str | None = None,
+             test_size: float | None = None, split: str | None = None, workers: int | None = None,
+             progress: bool = True) -> Path:
+    """Fine-tune the last ``stages`` stages of ``backbone`` on the run's training part; returns ``RUN/finetune/<name>/``.
+
+    The training part is that of the run's split (``results/split.parquet``) when one exists; ``split`` and
+    ``test_size`` only make one (default stratified, 0.2) where there is none. The folder's ``finetune.json``
+    (written last) marks it finished; a rerun with the same settings is a no-op, and a killed run resumes
+    from its trunk cache and last epoch checkpoint.
+    """
+    import pyarrow as pa
+
+    from pintopic.environment import library_versions, machine
+    from pintopic.features.builder import build_backbone
+    from pintopic.features.registry import slug
+    from pintopic.features.runtime import resolve_device
+    from pintopic.runio import RunLock, run_paths, settings_hash, stage_is_complete, write_json, write_parquet
+
+    run_dir = Path(run_dir)
+    _check_settings(backbone, epochs, batch_size, views, patience, val_fraction, lr)
     name = name or f"{slug(backbone)}-s{stages}"
     if slug(name) != name:
         raise PintopicError(f"--out must be a plain folder name (letters, digits, ._-), got {name!r}")
-    paths = run_paths(run_dir)
-    if not (paths["dataset"] / "sample.parquet").exists():
-        raise PintopicError(f"{paths['dataset']} has no sample.parquet; run `pintopic ingest SOURCE {run_dir}` first")
+    if not (run_paths(run_dir)["dataset"] / "sample.parquet").exists():
+        raise PintopicError(f"{run_paths(run_dir)['dataset']} has no sample.parquet; run `pintopic ingest SOURCE {run_dir}` first")
     folder = finetune_root(run_dir) / name
     device = resolve_device(device)
     started = time.perf_counter()
     with RunLock(run_dir):
-        sample = load_sample(run_dir)
-        sample["image_id"] = sample["image_id"].astype(str)
-        split_frame, split_info = load_or_make_split(paths["results"], sample, test_size=test_size, split=split, seed=seed)
-        train_ids = set(split_frame.loc[split_frame["part"] == "train", "image_id"])
-        train_rows = sample[sample["image_id"].isin(train_ids)].sort_values("image_id", kind="stable")
-        tasks = [(str(row["image_id"]), image_file(row)) for _, row in train_rows.iterrows()]
-        label_of = dict(zip(train_rows["image_id"], train_rows["category"].astype(str)))
-
+        tasks, label_of, split_info = _training_part(run_dir, test_size=test_size, split=split, seed=seed)
         base = build_backbone(backbone, pretrained=True)
         cache_settings = {"backbone": base.describe(), "stages": stages, "views": views, "seed": seed,
                           "preprocessing": base.preprocessing.to_dict(), "split": settings_hash(split_info),
@@ -325,129 +484,32 @@ def finetune(run_dir: str | os.PathLike, *, backbone: str = "lite0", stages: int
         if stage_is_complete(folder / FINETUNE_JSON, settings) and (folder / MODEL_FILE).exists():
             return folder
         (folder / FINETUNE_JSON).unlink(missing_ok=True)
-
         trunk, tail = split_model(base.model, stages)
-        cache = folder / "cache"
-        if not stage_is_complete(cache / "cache.json", cache_settings):
-            for stale in cache.glob("*"):
-                stale.unlink()
-        cache.mkdir(parents=True, exist_ok=True)
-        write_json(cache / "cache.json", {"settings": cache_settings, "settings_hash": settings_hash(cache_settings)})
-        trunk_runner = TrunkRunner(trunk, base.preprocessing, device=device, runtime=runtime, export_path=cache / "trunk.onnx")
-        workers = default_workers() if workers is None else workers
-        cache_started = time.perf_counter()
-        ids, failures = _cache_trunk(cache, tasks, trunk_runner, base.preprocessing, views=views, seed=seed,
-                                     batch_size=32, workers=workers, progress=progress)
-        cache_seconds = time.perf_counter() - cache_started
-        del trunk_runner
-        maps = _load_cache(cache, -(-len(tasks) // CACHE_CHUNK_ROWS), views)
-
-        categories = sorted({label_of[i] for i in ids})
-        y = np.array([categories.index(label_of[i]) for i in ids])
-        from sklearn.model_selection import train_test_split
-
-        if len(categories) < 2 or np.bincount(y).min() < 2:
-            raise PintopicError("fine-tuning needs at least 2 categories with 2 decodable training images each")
-        fit_rows, val_rows = train_test_split(np.arange(len(ids)), test_size=val_fraction, stratify=y, random_state=seed)
-        fit_rows, val_rows = np.sort(fit_rows), np.sort(val_rows)
-
-        torch.manual_seed(seed)
-        head = torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(base.dim, len(categories)))
-        tail.to(device)
-        head.to(device)
-        optimizer = torch.optim.AdamW([
-            {"params": list(tail.parameters()), "lr": lr * tail_lr_scale},
-            {"params": list(head.parameters()), "lr": lr}], weight_decay=weight_decay)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-        loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-
-        from safetensors.torch import load_file
-        from sklearn.metrics import f1_score
-
-        history, best_f1, best_epoch, start_epoch, resumed_from = [], -1.0, -1, 0, None
-        checkpoint_json = folder / CHECKPOINT_JSON
-        if stage_is_complete(checkpoint_json, settings) and (folder / CHECKPOINT_FILE).exists():
-            record = read_json(checkpoint_json)
-            tensors = load_file(str(folder / CHECKPOINT_FILE))
-            tail.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("tail.")})
-            head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
-            _restore_optimizer_state(optimizer, tensors)
-            history, best_f1, best_epoch = record["history"], record["best_f1"], record["best_epoch"]
-            start_epoch = resumed_from = record["epoch"] + 1
-            schedule.load_state_dict(record["schedule"])
-            for group, group_lr in zip(optimizer.param_groups, record["lrs"]):
-                group["lr"] = group_lr
-        else:
-            for stale in (checkpoint_json, folder / CHECKPOINT_FILE, folder / "best.safetensors"):
-                stale.unlink(missing_ok=True)
-
-        stop = start_epoch > 0 and (start_epoch >= epochs or start_epoch - 1 - best_epoch >= patience)
-        for epoch in range(start_epoch, epochs if not stop else start_epoch):
-            epoch_started = time.perf_counter()
-            generator = torch.Generator().manual_seed(seed * 1000 + epoch)
-            order = fit_rows[torch.randperm(len(fit_rows), generator=generator).numpy()]
-            view_of = torch.randint(0, views, (len(order),), generator=generator).numpy()
-            tail.train()
-            head.train()
-            total_loss = 0.0
-            steps = range(0, len(order), batch_size)
-            bar = None
-            if progress:
-                from tqdm import tqdm
-
-                bar = tqdm(total=len(order), unit="img", desc=f"finetune epoch {epoch + 1}/{epochs}", dynamic_ncols=True, leave=False)
-            for start in steps:
-                rows, batch_views = order[start:start + batch_size], view_of[start:start + batch_size]
-                x = torch.from_numpy(maps[batch_views, rows].astype(np.float32))
-                x = _augment_maps(x, generator).to(device)
-                target = torch.from_numpy(y[rows]).to(device)
-                loss = loss_fn(head(tail(x)), target)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total_loss += float(loss.detach()) * len(rows)
-                if bar is not None:
-                    bar.update(len(rows))
-            if bar is not None:
-                bar.close()
-            schedule.step()
-            predicted = _predict(tail, head, maps[0, val_rows], device, batch_size * 2)
-            val_f1 = float(f1_score(y[val_rows], predicted, average="macro"))
-            history.append({"epoch": epoch + 1, "train_loss": round(total_loss / len(order), 5), "val_f1_macro": round(val_f1, 5),
-                            "seconds": round(time.perf_counter() - epoch_started, 2)})
-            if progress:
-                print(f"epoch {epoch + 1}/{epochs}: loss {history[-1]['train_loss']:.4f}, validation macro-F1 {val_f1:.4f}", flush=True)
-            tensors = {**{f"tail.{k}": v for k, v in tail.state_dict().items()},
-                       **{f"head.{k}": v for k, v in head.state_dict().items()}}
-            if val_f1 > best_f1:
-                best_f1, best_epoch = val_f1, epoch
-                _save_tensors(folder / "best.safetensors", tensors)
-            _save_tensors(folder / CHECKPOINT_FILE, {**tensors, **_flat_optimizer_state(optimizer)})
-            write_json(checkpoint_json, {"epoch": epoch, "history": history, "best_f1": best_f1, "best_epoch": best_epoch,
-                                         "schedule": schedule.state_dict(), "lrs": [g["lr"] for g in optimizer.param_groups],
-                                         "settings": settings, "settings_hash": settings_hash(settings)})
-            if epoch - best_epoch >= patience:
-                break
-
-        best = load_file(str(folder / "best.safetensors"))
-        tail.load_state_dict({k[5:]: v for k, v in best.items() if k.startswith("tail.")})
-        head.load_state_dict({k[5:]: v for k, v in best.items() if k.startswith("head.")})
+        maps, ids, failures, cache_seconds = _cached_maps(folder, base, trunk, tasks, cache_settings, views=views,
+                                                          seed=seed, device=device, runtime=runtime, workers=workers,
+                                                          progress=progress)
+        categories, y, fit_rows, val_rows = _validation_rows(ids, label_of, val_fraction, seed)
+        training = _Training(tail, base.dim, len(categories), device=device, seed=seed, lr=lr,
+                             tail_lr_scale=tail_lr_scale, weight_decay=weight_decay, epochs=epochs,
+                             label_smoothing=label_smoothing)
+        training.resume(folder, settings)
+        training.run(folder, settings, maps, y, fit_rows, val_rows, epochs=epochs, patience=patience, seed=seed,
+                     views=views, batch_size=batch_size, progress=progress)
         base.model.cpu().eval()
         _save_tensors(folder / MODEL_FILE, base.model.state_dict())
-        _save_tensors(folder / HEAD_FILE, {k: v for k, v in head.state_dict().items()})
+        _save_tensors(folder / HEAD_FILE, dict(training.head.state_dict()))
         write_parquet(folder / "validation.parquet", pa.table({"image_id": pa.array([ids[i] for i in val_rows], pa.string())}))
-        info = {
+        write_json(folder / FINETUNE_JSON, {
             "format": "pintopic-finetune", "base": base.spec.name, "base_model": base.spec.model,
             "base_weights_sha256": base.weights_sha256, "base_weights_source": base.weights_source,
             "preprocessing": {k: v for k, v in base.preprocessing.to_dict().items() if k not in ("draft_size", "decoder")},
             "dim": base.dim, "stages": stages, "trainable_parameters": sum(p.numel() for p in tail.parameters()),
             "categories": categories, "n_train": len(fit_rows), "n_validation": len(val_rows), "failed": failures,
-            "best_epoch": best_epoch + 1, "best_val_f1_macro": best_f1, "history": history, "resumed_from_epoch": resumed_from,
-            "device": device, "trunk_cache_seconds": round(cache_seconds, 2),
+            "best_epoch": training.best_epoch + 1, "best_val_f1_macro": training.best_f1, "history": training.history,
+            "resumed_from_epoch": training.resumed_from, "device": device, "trunk_cache_seconds": round(cache_seconds, 2),
             "seconds_this_invocation": round(time.perf_counter() - started, 2),
             "weights": MODEL_FILE, "head": HEAD_FILE, "spec": PREFIX + str(folder.resolve()),
             "versions": library_versions(), "machine": machine(),
             "settings": settings, "settings_hash": settings_hash(settings),
-        }
-        write_json(folder / FINETUNE_JSON, info)
+        })
     return folder
