@@ -10,6 +10,26 @@ def _csv_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+def _engine(args: argparse.Namespace):
+    """The engine settings of ``--engine`` and ``--ray-address`` (checked here, so a bad address fails at once)."""
+    from pintopic.engine import EngineSettings
+
+    return EngineSettings(kind=args.engine, address=args.ray_address, actors=args.ray_actors,
+                          actor_threads=args.ray_actor_threads)
+
+
+def _add_engine_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--engine", default="local", choices=["local", "ray"],
+                         help="where the work runs: this machine, or a Ray cluster (pip install 'pintopic[ray]')")
+    command.add_argument("--ray-address", default="auto", metavar="ADDRESS",
+                         help="with --engine ray: auto (RAY_ADDRESS or the cluster `ray start` left here), local "
+                              "(a private one-machine Ray), HOST:PORT of the head, or ray://HOST:10001")
+    command.add_argument("--ray-actors", type=int, default=0, metavar="N",
+                         help="with --engine ray: model actors (default 0: one per GPU, else one per --ray-actor-threads CPUs)")
+    command.add_argument("--ray-actor-threads", type=int, default=2, metavar="T",
+                         help="with --engine ray: inference threads of each CPU model actor (default 2)")
+
+
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from pintopic.dataset import ingest
 
@@ -18,7 +38,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         per_category=args.per_category, min_per_category=args.min_per_category, seed=args.seed,
         max_pixels=args.max_pixels, workers=args.workers, progress=not args.quiet,
         decode_cache=not args.no_decode_cache, categories=args.categories,
-        max_metadata_bytes=args.max_metadata_bytes,
+        max_metadata_bytes=args.max_metadata_bytes, engine=_engine(args),
     )
     if args.pixel_cache:
         from pintopic.features.pixel_cache import build_pixel_caches
@@ -81,7 +101,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     folders = extract(
         args.run, args.backbone, batch_size=args.batch_size, workers=args.workers,
         device=args.device, dtype=args.dtype, all_rows=args.all, pretrained=not args.no_pretrained,
-        weights=args.weights, runtime=args.runtime, tta=args.tta, progress=not args.quiet,
+        weights=args.weights, runtime=args.runtime, tta=args.tta, progress=not args.quiet, engine=_engine(args),
     )
     for folder in folders:
         print(f"features: {folder}")
@@ -159,10 +179,21 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from pintopic.errors import PintopicError
     from pintopic.predict import format_predictions, predict
 
+    if args.out:
+        if args.zero_shot or len(args.inputs) != 1:
+            raise PintopicError("--out predicts a whole source: give a model folder and one crawl, folders dataset or table")
+        from pintopic.predict.crawl import predict_crawl
+
+        record = predict_crawl(args.model_dir, args.inputs[0], args.out, layout=args.layout, top_k=args.top_k,
+                               batch_size=args.batch_size, engine=_engine(args), workers=args.workers,
+                               progress=not args.quiet)
+        return 1 if record["images"] and not record["by_status"].get("ok") else 0
+    if args.engine != "local":
+        raise PintopicError("--engine ray runs crawl-wide prediction: add --out predictions.parquet")
     if args.zero_shot:  # no model folder: the first positional is an image too
-        from pintopic.errors import PintopicError
         from pintopic.predict import zero_shot_predict
 
         if not args.categories:
@@ -170,8 +201,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         predictions = zero_shot_predict(args.zero_shot, args.categories, [args.model_dir, *args.inputs], top_k=args.top_k)
     else:
         if not args.inputs:
-            from pintopic.errors import PintopicError
-
             raise PintopicError("give a model folder and at least one image or folder")
         predictions = predict(args.model_dir, args.inputs, top_k=args.top_k)
     print(format_predictions(predictions, args.format))
@@ -246,6 +275,7 @@ def _ingest_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pixel-cache", type=_csv_list, default=[], metavar="BACKBONES",
                    help="store the sample's exact model inputs for these backbones (comma-separated), decoded once for "
                         "all, so extract skips decoding (RUN/dataset/pixels/; N x 150 KB per 224x224 input size)")
+    _add_engine_options(p)
 
 def _collect_arguments(p: argparse.ArgumentParser) -> None:
     from pintopic.collect.api import DEFAULT_API_BASE, DEFAULT_IMAGE_HOSTS, IMAGE_SIZES
@@ -291,6 +321,7 @@ def _extract_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-pretrained", action="store_true", help="random weights (for tests and speed checks)")
     p.add_argument("--weights", default=None, help="a local weights file for the (single) backbone")
     p.add_argument("--tta", default=None, choices=[None, "flip"], help="test-time augmentation averaged into each vector")
+    _add_engine_options(p)
 
 def _finetune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run")
@@ -337,12 +368,19 @@ def _profile_arguments(p: argparse.ArgumentParser) -> None:
 
 def _predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir", help="a model folder (RUN/results/models/...), or with --zero-shot the first image")
-    p.add_argument("inputs", nargs="*", help="images or folders")
+    p.add_argument("inputs", nargs="*", help="images or folders; with --out, one source (crawl, folders dataset, table)")
+    p.add_argument("--out", metavar="PARQUET", help="predict every image of the source into this Parquet file "
+                   "(one row per image: image_id, path, user, board, pin, status, reason, top-k)")
+    p.add_argument("--layout", default="auto", choices=["auto", "crawl", "gallery-dl", "folders", "table"],
+                   help="with --out: the source's layout")
+    p.add_argument("--batch-size", type=int, default=32, help="with --out: images per model batch")
+    p.add_argument("--workers", type=int, default=None, help="with --out and the local engine: decoding processes")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--zero-shot", metavar="OPENCLIP_BACKBONE", help="no model: classify by category names with "
                    "this openclip:<arch>/<tag> backbone's text tower")
     p.add_argument("--categories", type=_csv_list, help="with --zero-shot: the categories to choose from")
     p.add_argument("--format", default="table", choices=["table", "json", "csv"])
+    _add_engine_options(p)
 
 def _report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run")
@@ -395,7 +433,8 @@ COMMANDS = [
     ("profile", _cmd_profile, "A category per board and an interest profile per user from pin probabilities: "
                               "boards.parquet, users.parquet, profile.json.",
      _profile_arguments),
-    ("predict", _cmd_predict, "Top-k categories for images with a fitted model folder.",
+    ("predict", _cmd_predict, "Top-k categories for images with a fitted model folder; with --out, for every image of "
+                              "a crawl, folders dataset or table (streamed, resumable).",
      _predict_arguments),
     ("report", _cmd_report, "Write RUN/report.html, a self-contained report of the run.",
      _report_arguments),

@@ -93,6 +93,10 @@ DEFAULTS: dict[str, Any] = {
         "max_top_k": 50,
         "retry_after_s": 1,  # the Retry-After of a 503
     },
+    # where ingest's decode-verify, extract and crawl-wide predict run: "local" (this machine) or "ray" (a Ray
+    # cluster at address: auto, local, HOST:PORT or ray://HOST:10001); actors = embedding actors (0: one per GPU,
+    # else one per actor_threads cluster CPUs), actor_threads = inference threads per CPU actor
+    "engine": {"kind": "local", "address": "auto", "actors": 0, "actor_threads": 2},
 }
 
 
@@ -108,15 +112,16 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "serve.port": (1, 65535), "serve.workers": (0, None), "serve.max_batch": (1, None), "serve.max_wait_ms": (0, None),
     "serve.queue": (1, None), "serve.max_upload_bytes": (1, None), "serve.max_files": (1, None),
     "serve.max_pixels": (0, None), "serve.max_top_k": (1, None), "serve.retry_after_s": (0, None),
+    "engine.actors": (0, None), "engine.actor_threads": (1, None),
 }
 #: Bounds that the value may not equal.
 EXCLUSIVE = ("finetune.lr", "classify.test_size")
 #: Keys whose value may not be empty.
-NON_EMPTY = ("run.folder", "dataset.source", "features.backbones", "classify.classifiers", "serve.host")
+NON_EMPTY = ("run.folder", "dataset.source", "features.backbones", "classify.classifiers", "serve.host", "engine.address")
 #: Keys with a fixed set of values.
 CHOICES = {"features.runtime": ("auto", "torch", "onnx"), "features.device": ("auto", "cpu", "cuda", "mps"),
            "features.dtype": ("float32", "float16"), "features.tta": ("", "none", "flip"),
-           "classify.knn_metric": ("euclidean", "cosine")}
+           "classify.knn_metric": ("euclidean", "cosine"), "engine.kind": ("local", "ray")}
 
 
 def _merge(base: dict, override: dict, where: str = "") -> dict:

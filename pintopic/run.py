@@ -61,9 +61,15 @@ def _ingest(run: Path, config: dict, progress: bool) -> None:
         per_category=_none_if_zero(data["per_category"]), min_per_category=data["min_per_category"],
         seed=data["seed"], max_pixels=_none_if_zero(data["max_pixels"]),
         workers=_none_if_zero(data["workers"]), progress=progress, decode_cache=data["decode_cache"],
-        categories=data["categories"] or None, max_metadata_bytes=data["max_metadata_bytes"],
+        categories=data["categories"] or None, max_metadata_bytes=data["max_metadata_bytes"], engine=_engine(config),
     )
     _pixel_caches(run, data, config["features"], progress)
+
+
+def _engine(config: dict):
+    from pintopic.engine import EngineSettings
+
+    return EngineSettings.from_config(config["engine"])
 
 
 def _finetune(run: Path, config: dict, progress: bool) -> None:
@@ -86,7 +92,7 @@ def _extract(run: Path, config: dict, progress: bool) -> list[Path]:
         run, feats["backbones"], batch_size=feats["batch_size"], workers=_none_if_zero(feats["workers"]),
         device=feats["device"], dtype=feats["dtype"], pretrained=feats["pretrained"],
         runtime=feats["runtime"], tta=feats["tta"] or None, progress=progress, weights=feats["weights"] or None,
-        all_rows=feats["all_rows"],
+        all_rows=feats["all_rows"], engine=_engine(config),
     )
 
 
@@ -157,6 +163,12 @@ def check_names(config: dict) -> None:
         resolve_grids(clf["classifiers"], clf["grids"] or None)
     except PintopicError as error:
         raise PintopicError(f"config key classify.classifiers / classify.grids: {error}") from None
+    from pintopic.engine.settings import host_and_port
+
+    try:  # a malformed address is a mistake even while engine.kind is local
+        host_and_port(config["engine"]["address"])
+    except PintopicError as error:
+        raise PintopicError(f"config key engine.address: {error}") from None
 
 
 def _remove_empty_run_folders(created: list[Path]) -> None:

@@ -127,6 +127,38 @@ def tiny_study(tmp_path: Path, tiny_folders: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def ray_cluster():
+    """A Ray cluster of two nodes (one CPU, a 150 MB object store each) on 127.0.0.1 only; its address.
+
+    Started once per test session (about 15 s) and shut down at the end. Ray is an optional extra: without
+    it the tests that need it skip, except under CI=true, where requirements.txt installs it.
+    """
+    previous = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    # Ray's switch for a loopback-only node: every Ray process of this session (and of drivers started from
+    # it) then binds and connects on 127.0.0.1, never the machine's network address
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    if IN_CI:
+        import ray
+    else:
+        ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'pintopic[ray]')")
+    from ray.cluster_utils import Cluster
+
+    node = {"num_cpus": 1, "object_store_memory": 150 * 1024**2, "node_ip_address": "127.0.0.1"}
+    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
+    cluster.add_node(**node)
+    cluster.wait_for_nodes()
+    try:
+        yield cluster.address
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        if previous is None:
+            os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+        else:
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = previous
+
+
+@pytest.fixture(scope="session")
 def serve_models_dir(tmp_path_factory) -> Path:
     """``RUN/results/models`` of a tiny fitted run (knn, logreg, ensemble on the untrained test_efficientnet), built
     once per session for the service tests; read-only."""

@@ -15,6 +15,9 @@ CLI_TO_CONFIG = {
     ("ingest", "max_pixels"): "dataset.max_pixels", ("ingest", "workers"): "dataset.workers",
     ("ingest", "no_decode_cache"): "dataset.decode_cache", ("ingest", "pixel_cache"): "dataset.pixel_cache",
     ("ingest", "max_metadata_bytes"): "dataset.max_metadata_bytes",
+    **{(command, dest): f"engine.{key}" for command in ("ingest", "extract")
+       for dest, key in (("engine", "kind"), ("ray_address", "address"), ("ray_actors", "actors"),
+                         ("ray_actor_threads", "actor_threads"))},
     ("extract", "backbone"): "features.backbones", ("extract", "batch_size"): "features.batch_size",
     ("extract", "workers"): "features.workers", ("extract", "device"): "features.device",
     ("extract", "dtype"): "features.dtype", ("extract", "runtime"): "features.runtime",
@@ -64,7 +67,7 @@ def test_every_stage_option_has_a_config_key(command):
 def test_every_config_key_of_a_stage_has_a_cli_option():
     reachable = set(CLI_TO_CONFIG.values())
     run_only = {"name", "run.folder", "finetune.enabled", "report.enabled", "profile.enabled"}
-    for section in ("dataset", "features", "finetune", "classify", "profile", "report"):
+    for section in ("dataset", "features", "finetune", "classify", "profile", "report", "engine"):
         for key in DEFAULTS[section]:
             dotted = f"{section}.{key}"
             assert dotted in reachable or dotted in run_only, f"config key {dotted} has no CLI option"
@@ -90,12 +93,14 @@ def test_run_passes_every_configured_option(tmp_path, tiny_folders, monkeypatch)
     config = tmp_path / "c.toml"
     config.write_text(f'''[run]\nfolder = "run"\n[dataset]\nsource = "{tiny_folders}"\ndecode_cache = false\n
 [features]\nbackbones = ["lite0"]\nruntime = "torch"\nweights = "{weights}"\nall_rows = true\n
-[finetune]\nenabled = true\n[classify]\nknn_metric = "cosine"\nsplit = "group:user"\n[report]\nenabled = false\n''')
+[finetune]\nenabled = true\n[classify]\nknn_metric = "cosine"\nsplit = "group:user"\n[report]\nenabled = false\n
+[engine]\nactor_threads = 3\n''')
     run_study(config, progress=False)
     assert calls["ingest"]["decode_cache"] is False
     assert calls["finetune"]["runtime"] == "torch" and calls["finetune"]["split"] == "group:user"
     assert calls["extract"]["weights"] == str(weights) and calls["extract"]["all_rows"] is True
     assert calls["evaluate"]["metric"] == "cosine"
+    assert calls["ingest"]["engine"].actor_threads == calls["extract"]["engine"].actor_threads == 3
 
 
 def test_cli_evaluate_reaches_metric_and_grids(monkeypatch, tmp_path):

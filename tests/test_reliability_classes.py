@@ -291,6 +291,9 @@ def test_a_symlink_chain_lists_each_real_folder_once(tmp_path):
     ("classify.split=\"group:nobody\"", "classify.split must be one of"),
     ("dataset.pixel_cache=[\"nonesuch\"]", "dataset.pixel_cache: unknown backbone"),
     ("dataset.source=\"/nonexistent/photos\"", "dataset.source: /nonexistent/photos does not exist"),
+    ("engine.kind=\"spark\"", "engine.kind must be one of 'local', 'ray'"),
+    ("engine.actor_threads=0", "engine.actor_threads must be at least 1"),
+    ("engine.address=\"head-without-port\"", "engine.address: bad Ray address 'head-without-port'"),
 ])
 def test_a_bad_config_is_refused_before_any_work_naming_the_key(tmp_path, tiny_study, override, message):
     from pintopic.run import run_study

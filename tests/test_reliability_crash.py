@@ -21,8 +21,9 @@ from pintopic.runio import read_json
 BACKBONE = "timm:test_efficientnet"
 KILLS = 5
 
-#: Keys whose values record how long (or how much of the work) one particular process took, not what it made.
-RUN_HISTORY_KEYS = {"seconds", "fit_seconds", "images_per_second", "images_computed", "images_reused", "time"}
+#: Keys whose values record how long (or how much of the work, on which engine) one particular process took, not
+#: what it made.
+RUN_HISTORY_KEYS = {"seconds", "fit_seconds", "images_per_second", "images_computed", "images_reused", "time", "engine"}
 #: Files that describe a run rather than make up its outputs (compared by the run tests, not here).
 NOT_COMPARED = {".lock", "run.log", "run.json", "report.html"}
 

@@ -21,7 +21,8 @@ from pintopic.errors import AlignmentError, PintopicError
 
 #: Store meta.json fields a model keeps so predict can re-extract features the same way.
 BACKBONE_FIELDS_DROPPED = ("failed", "ids_sha256", "n_rows", "shard_rows", "settings_hash",
-                           "seconds", "images_per_second", "images_computed", "images_reused")  # timings: not the model
+                           "seconds", "images_per_second", "images_computed", "images_reused",
+                           "engine")  # timings and where they ran: not the model
 #: Bumped when a change here changes results, so recorded rows are recomputed.
 PROTOCOL_VERSION = 1
 KNN_METRICS = ("euclidean", "cosine")

@@ -30,6 +30,7 @@ from pintopic.dataset.layouts import LAYOUTS, Listing, detect_layout, display, s
 from pintopic.dataset.manifest import manifest_schema
 from pintopic.dataset.sampling import select_sample
 from pintopic.dataset.verify import Verified, verify_files
+from pintopic.engine.factory import open_engine
 from pintopic.environment import usable_cores
 from pintopic.errors import PintopicError
 from pintopic.imageio import DEFAULT_MAX_PIXELS, STATUSES
@@ -95,14 +96,17 @@ def _check_settings(layout, per_category, min_per_category, seed, max_pixels, wo
 def ingest(source, run_dir, *, layout: str = "auto", exclude: Iterable[str] | str | None = ("none", "other"),
            per_category: int | None = None, min_per_category: int = 5, seed: int = 0, max_pixels: int | None = None,
            workers: int | None = None, progress: bool = True, decode_cache: bool = True,
-           categories: str | os.PathLike | None = None, max_metadata_bytes: int = MAX_METADATA_BYTES) -> dict:
+           categories: str | os.PathLike | None = None, max_metadata_bytes: int = MAX_METADATA_BYTES,
+           engine=None) -> dict:
     """Scan ``source``, verify every image, clean, sample; write ``run_dir/dataset/``; return dataset.json's content.
 
     ``categories`` is a CSV mapping boards to categories (``categories.read_category_map``), for crawl and
     gallery-dl boards that carry no category of their own. ``decode_cache`` keeps small decoded copies of
     costly files for extraction (:mod:`pintopic.dataset.decode_cache`). Metadata files over
     ``max_metadata_bytes`` are ``bad_metadata``. A run folder inside the source is not scanned (its outputs
-    never become input).
+    never become input). ``engine`` (:class:`~pintopic.engine.EngineSettings`; default: this machine) runs
+    the decode-verify; it does not change any output, so a run ingested on a cluster is up to date for a
+    single machine and back.
     """
     _check_settings(layout, per_category, min_per_category, seed, max_pixels, workers, max_metadata_bytes)
     source_path = Path(os.path.abspath(os.path.expanduser(os.fsdecode(source))))
@@ -136,7 +140,7 @@ def ingest(source, run_dir, *, layout: str = "auto", exclude: Iterable[str] | st
             record = previous
         else:
             record = _build(listing, arguments, resolved_layout, fingerprint, stage_hash, dataset_dir, previous,
-                            workers, progress, started)
+                            workers, progress, started, engine)
         return record
 
 
@@ -193,8 +197,8 @@ def _reusable(verified: Verified, previous_max: int | None, max_pixels: int) -> 
 
 
 def _decode(listing: Listing, arguments: dict, dataset_dir: Path, previous: dict | None, workers: int | None,
-            progress: bool) -> tuple[list[Verified | None], dict]:
-    """Decode-verify every file the previous manifest cannot answer for; ``(results per entry, timing)``."""
+            progress: bool, engine=None) -> tuple[list[Verified | None], dict]:
+    """Decode-verify (on ``engine``) every file the previous manifest cannot answer for; ``(results per entry, timing)``."""
     max_pixels = arguments["max_pixels"]
     entries = listing.entries
     cache, previous_max = _load_cache(dataset_dir, previous)
@@ -211,12 +215,14 @@ def _decode(listing: Listing, arguments: dict, dataset_dir: Path, previous: dict
     workers = usable_cores() if workers is None else int(workers)
     started = time.perf_counter()
     cache_dir = dataset_dir / CACHE_FOLDER if arguments["decode_cache_side"] else None
+    runner = open_engine(engine) if todo else None
     results = verify_files([entries[i].abspath for i in todo], max_pixels=max_pixels, workers=workers,
-                           sizes=[entries[i].size for i in todo], progress=progress, cache_dir=cache_dir)
+                           sizes=[entries[i].size for i in todo], progress=progress, cache_dir=cache_dir, engine=runner)
     for index, result in zip(todo, results):
         decoded[index] = result
     timing = {"decoded": len(todo), "reused": sum(1 for item in decoded if item is not None) - len(todo),
-              "decode_seconds": time.perf_counter() - started, "workers": workers}
+              "decode_seconds": time.perf_counter() - started, "workers": workers,
+              "engine": runner.describe() if runner is not None else None}
     return decoded, timing
 
 
@@ -237,8 +243,8 @@ def _counts(rows: list[dict], exclude) -> tuple[dict, dict, dict]:
 
 
 def _build(listing: Listing, arguments: dict, layout: str, fingerprint: str, stage_hash: str, dataset_dir: Path,
-           previous: dict | None, workers: int | None, progress: bool, started: float) -> dict:
-    decoded, timing = _decode(listing, arguments, dataset_dir, previous, workers, progress)
+           previous: dict | None, workers: int | None, progress: bool, started: float, engine=None) -> dict:
+    decoded, timing = _decode(listing, arguments, dataset_dir, previous, workers, progress, engine)
     rows = assign_statuses(listing.entries, decoded, arguments["exclude"])
     rows.sort(key=lambda row: row["image_id"])
     selected, left_out, sampled = select_sample(
@@ -320,5 +326,8 @@ def _print_summary(record: dict, listing: Listing, timing: dict | None, *, up_to
     for note in record.get("notes", [])[:10]:
         print(f"  note: {note}", file=out)
     if timing:
-        print(f"  decoded {timing['decoded']:,} files in {timing['decode_seconds']:.1f} s with {timing['workers']} "
-              f"worker(s); {timing['reused']:,} decode results reused from the previous scan", file=out)
+        engine = timing["engine"] or {"kind": "local"}
+        where = (f"{timing['workers']} worker(s)" if engine["kind"] == "local"
+                 else f"Ray ({engine['nodes']} node(s), {engine['cpus']} CPUs)")
+        print(f"  decoded {timing['decoded']:,} files in {timing['decode_seconds']:.1f} s with {where}; "
+              f"{timing['reused']:,} decode results reused from the previous scan", file=out)

@@ -6,11 +6,13 @@ part, failed, ids, so a shard whose ids file matches the plan is finished and ne
 kill, the rerun continues at the first unfinished shard. ``meta.json`` comes last and marks the store
 complete. Vectors already in the folder (same key = same vector-changing settings) are reused by id
 when the sample changes. Images whose exact model input is in the run's pixel cache
-(:mod:`pintopic.features.pixel_cache`) are read from it instead of decoded; the rest are decoded in
-worker processes (:mod:`pintopic.features.decoding`).
+(:mod:`pintopic.features.pixel_cache`) are read from it instead of decoded; the rest are decoded. The work
+runs on an engine (:mod:`pintopic.engine`): this machine (decoding worker processes beside the runtime) or
+a Ray cluster (decoding tasks and an actor pool of runtimes), as the steps of :mod:`pintopic.features.steps`.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -57,6 +59,19 @@ class _Shards:
     def to_compute(self, i: int) -> list[ImageTask]:
         return [t for t in self.shards[i] if t.image_id not in self.reusable]
 
+    def add(self, i: int, tasks: list[ImageTask], output: dict) -> None:
+        """Keep an engine output batch (:class:`~pintopic.features.steps.EmbedStep`'s) of shard ``i``'s ``tasks``."""
+        for task, status, detail, vector in zip(tasks, output["status"], output["detail"], output["vector"]):
+            vector = vector.astype(self.dtype) if status == "ok" else None
+            if vector is not None and not np.isfinite(vector).all():
+                # never stored: a store holds finite vectors only (a NaN row marks damage on disk)
+                status, detail = "truncated", "the backbone gave NaN or infinite values for this image"
+            if status == "ok":
+                self.computed[i][task.image_id] = vector
+            else:
+                self.failures[i].append({"image_id": task.image_id, "status": str(status), "reason": str(detail),
+                                         "path": task.path})
+
     def write(self, i: int) -> None:
         failed_ids = {entry["image_id"] for entry in self.failures[i]}
         ids = [t.image_id for t in self.shards[i] if t.image_id not in failed_ids]
@@ -78,24 +93,25 @@ class _Shards:
         return ids, failed
 
 
-def _batch_plan(shards: _Shards, pixel_cache, batch_size: int):
-    """Batches in shard order: ``(shard, cached tasks)`` read from the pixel cache, or ``(shard, None)`` for the
-    next decoded batch; also the tasks to decode and their batches (indices into that list)."""
-    plan: list[tuple[int, list[ImageTask] | None]] = []
-    decode_tasks: list[ImageTask] = []
-    decode_batches: list[range] = []
+def _batch_plan(shards: _Shards, pixel_cache, batch_size: int) -> list[tuple[int, list[ImageTask], bool]]:
+    """Batches in shard order, each inside one shard: ``(shard, tasks, cached)``, the pixel cache serving the
+    cached ones, the others decoded. A resumed run plans a shard's batches exactly as a fresh one does."""
+    plan = []
     for i in shards.todo:
         pending = shards.to_compute(i)
         served = [pixel_cache is not None and pixel_cache.covers(t.image_id, t.sha256) for t in pending]
-        cached = [t for t, hit in zip(pending, served) if hit]
-        to_decode = [t for t, hit in zip(pending, served) if not hit]
-        plan.extend((i, cached[start:start + batch_size]) for start in range(0, len(cached), batch_size))
-        for start in range(0, len(to_decode), batch_size):
-            chunk = to_decode[start:start + batch_size]
-            decode_batches.append(range(len(decode_tasks), len(decode_tasks) + len(chunk)))
-            decode_tasks.extend(chunk)
-            plan.append((i, None))
-    return plan, decode_tasks, decode_batches
+        for cached in (True, False):
+            chosen = [t for t, hit in zip(pending, served) if hit == cached]
+            plan.extend((i, chosen[start:start + batch_size], cached) for start in range(0, len(chosen), batch_size))
+    return plan
+
+
+def _rows(tasks: list[ImageTask], cached: bool) -> dict:
+    """One planned batch as the engine's columns (:class:`~pintopic.features.steps.DecodeStep`'s rows)."""
+    return {"image_id": np.array([t.image_id for t in tasks], dtype=object),
+            "path": np.array([os.fsencode(t.decode_path) for t in tasks], dtype=object),
+            "original": np.array([os.fsencode(t.path) for t in tasks], dtype=object),
+            "cached": np.full(len(tasks), cached)}
 
 
 def _open_store(folder: Path, key: str, plan: dict, shards: _Shards) -> bool:
@@ -121,67 +137,64 @@ def _open_store(folder: Path, key: str, plan: dict, shards: _Shards) -> bool:
     return False
 
 
-def _compute(run_dir: Path, spec: str, shards: _Shards, backbone, runner, *, batch_size: int, workers: int | None,
-             progress: bool, runner_settings: dict) -> dict:
-    """Compute every missing vector (pixel cache first, then decoding workers), writing each shard as it completes."""
-    from pintopic.features.decoding import decoded_batches, default_workers
-    from pintopic.features.embed import prepared_backbone
+def _compute(run_dir: Path, spec: str, shards: _Shards, backbone, engine_settings, *, batch_size: int,
+             workers: int | None, progress: bool, runner_settings: dict) -> dict:
+    """Compute every missing vector on the engine (pixel cache first, then decoding), writing each shard as it
+    completes; the engine is started only when there is something to compute."""
+    from pintopic.engine.factory import open_engine
+    from pintopic.engine.interface import Step
+    from pintopic.features.decoding import default_workers
     from pintopic.features.pixel_cache import open_pixel_cache
-    from pintopic.features.preprocess import ImagePreprocessor
     from pintopic.features.runtime import cpu_threads
+    from pintopic.features.steps import DecodeStep, EmbedStep
 
     total = sum(len(shards.to_compute(i)) for i in shards.todo)
     rows = sum(len(shards.shards[i]) for i in shards.todo)
     ensure_free_space(shards.folder, rows * shards.dim * np.dtype(shards.dtype).itemsize)
     pixel_cache = open_pixel_cache(run_dir, backbone.preprocessing) if total else None
-    plan, decode_tasks, decode_batches = _batch_plan(shards, pixel_cache, batch_size)
-    pending = {i: sum(1 for owner, _ in plan if owner == i) for i in shards.todo}
-    from_pixel_cache = total - len(decode_tasks)
-    if from_pixel_cache and not decode_tasks and runner.name == "onnxruntime" and cpu_threads() > 1:
-        # nothing to decode: every core runs its own single-threaded session (measured ~10% faster under load)
-        _, runner = prepared_backbone(spec, **runner_settings, sessions=cpu_threads())
+    plan = _batch_plan(shards, pixel_cache, batch_size)
+    decoded = [t for _, tasks, cached in plan if not cached for t in tasks]
+    workers = default_workers() if workers is None else workers
+    if total and not decoded and engine_settings.kind == "local":
+        # the pixel cache serves every row: read in this process, and each core runs its own single-threaded
+        # ONNX Runtime session (measured ~10% faster under load; PyTorch runners ignore it)
+        workers = 0
+        if cpu_threads() > 1:
+            runner_settings = {**runner_settings, "sessions": cpu_threads()}
+    pending = {i: sum(1 for owner, _, _ in plan if owner == i) for i in shards.todo}
+    for i in shards.todo:
+        if pending[i] == 0:
+            shards.write(i)
     bar = None
     if progress and total:
         from tqdm import tqdm
 
         bar = tqdm(total=total, unit="img", desc=f"extract {spec}", dynamic_ncols=True)
-    for i in shards.todo:
-        if pending[i] == 0:
-            shards.write(i)
-    workers = default_workers() if workers is None else workers
+    prepare = Step(DecodeStep([backbone.preprocessing], str(pixel_cache.folder) if pixel_cache is not None else None),
+                   task_rows=4 * batch_size)
+    model = Step(EmbedStep, (spec, runner_settings), stateful=True)
+    engine = open_engine(engine_settings) if plan else None
+    runner = None
     started = time.perf_counter()
-    decoded = decoded_batches([t.decode_path for t in decode_tasks], ImagePreprocessor(backbone.preprocessing),
-                              decode_batches, workers, originals=[t.path for t in decode_tasks])
-    for i, cached in plan:
-        if cached is not None:
-            done, arrays, failures = cached, pixel_cache.get([t.image_id for t in cached]), []
-        else:
-            indices, arrays, failures = next(decoded)
-            done = [decode_tasks[index] for index in indices]
-            shards.failures[i].extend({"image_id": decode_tasks[index].image_id, "status": status, "reason": detail,
-                                       "path": decode_tasks[index].path} for index, status, detail in failures)
-        if done:
-            vectors = runner(arrays).astype(shards.dtype, copy=False)
-            for task, vector in zip(done, vectors):
-                if np.isfinite(vector).all():
-                    shards.computed[i][task.image_id] = vector
-                else:  # never stored: a store holds finite vectors only (a NaN row marks damage on disk)
-                    shards.failures[i].append({"image_id": task.image_id, "status": "truncated", "path": task.path,
-                                               "reason": "the backbone gave NaN or infinite values for this image"})
+    batches = [_rows(tasks, cached) for _, tasks, cached in plan]
+    for index, output in engine.run(batches, prepare, model, workers=workers) if engine is not None else ():
+        i, tasks, _ = plan[index]
+        shards.add(i, tasks, output)
+        runner = runner or json.loads(output["runner"][0])
         if bar is not None:
-            bar.update(len(done) + len(failures))
+            bar.update(len(tasks))
         pending[i] -= 1
         if pending[i] == 0:
             shards.write(i)
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - started
-    return {"workers": workers, "images_computed": total, "images_from_pixel_cache": from_pixel_cache,
-            "pixel_cache": pixel_cache.folder.name if pixel_cache is not None and from_pixel_cache else None,
-            "images_from_decode_cache": sum(1 for t in decode_tasks if t.read_from),
+    return {"workers": workers, "images_computed": total, "images_from_pixel_cache": total - len(decoded),
+            "pixel_cache": pixel_cache.folder.name if pixel_cache is not None and total > len(decoded) else None,
+            "images_from_decode_cache": sum(1 for t in decoded if t.read_from),
             "images_reused": sum(len(shards.shards[i]) - len(shards.to_compute(i)) for i in shards.todo),
             "seconds": round(seconds, 3), "images_per_second": round(total / seconds, 2) if total and seconds else None,
-            "runner": runner}
+            "runner": runner, "engine": engine.describe() if engine is not None else None}
 
 
 def extraction_request(spec: str, *, pretrained: bool, weights: str | None, dtype: str, tta: str | None) -> dict:
@@ -207,11 +220,11 @@ def _finished_store(features_dir: Path, tasks: list[ImageTask], request: dict, p
     return None
 
 
-def _extract_one(run_dir: Path, spec: str, tasks: list[ImageTask], *, batch_size: int, workers: int | None,
+def _extract_one(run_dir: Path, spec: str, tasks: list[ImageTask], engine_settings, *, batch_size: int, workers: int | None,
                  device: str, dtype: str, pretrained: bool, weights: str | None, runtime: str, tta: str | None,
                  progress: bool, shard_rows: int) -> Path:
     from pintopic.environment import library_versions, machine
-    from pintopic.features.embed import prepared_backbone
+    from pintopic.features.steps import describe_runner
 
     plan = {"requested_ids_sha256": ids_checksum([task.image_id for task in tasks]), "shard_rows": shard_rows}
     request = extraction_request(spec, pretrained=pretrained, weights=weights, dtype=dtype, tta=tta)
@@ -219,7 +232,15 @@ def _extract_one(run_dir: Path, spec: str, tasks: list[ImageTask], *, batch_size
     if finished is not None:
         return finished
     runner_settings = {"pretrained": pretrained, "weights": weights, "runtime": runtime, "device": device, "tta": tta}
-    backbone, runner = prepared_backbone(spec, **runner_settings)
+    if engine_settings.kind == "local":  # this process runs the model: build it once, here
+        from pintopic.features.embed import prepared_backbone
+
+        backbone, runner = prepared_backbone(spec, **runner_settings)
+        described = describe_runner(runner)
+    else:  # the workers run the model; the driver only names and plans the store (and stays light: no torch)
+        from pintopic.features.builder import described_elsewhere
+
+        backbone, described = described_elsewhere(spec, pretrained=pretrained, weights=weights), None
     key = store_key(backbone, dtype=dtype, tta=tta)
     folder = run_paths(run_dir)["features"] / key
     folder.mkdir(parents=True, exist_ok=True)
@@ -227,18 +248,17 @@ def _extract_one(run_dir: Path, spec: str, tasks: list[ImageTask], *, batch_size
     if _open_store(folder, key, plan, shards):
         _record_request(folder, request)
         return folder
-    work = _compute(run_dir, spec, shards, backbone, runner, batch_size=batch_size, workers=workers, progress=progress,
+    work = _compute(run_dir, spec, shards, backbone, engine_settings, batch_size=batch_size, workers=workers, progress=progress,
                     runner_settings=runner_settings)
-    runner = work.pop("runner")
+    described = work.pop("runner") or described or {"runtime": None, "device": None, "layout": None}
     remove_shards_from(folder, len(shards.shards))
     all_ids, all_failed = shards.all_ids_and_failures()
     settings = vector_settings(backbone, dtype=dtype, tta=tta)
-    layer = getattr(runner, "runner", runner)
     meta = {
         **backbone.describe(), **plan, "key": key, "dtype": dtype, "n_rows": len(all_ids),
         "ids_sha256": ids_checksum(all_ids), "n_shards": len(shards.shards),
-        "preprocessing": backbone.preprocessing.to_dict(), "runtime": runner.name,
-        "device": getattr(layer, "device", "cpu"), "runtime_layout": getattr(layer, "layout", None),
+        "preprocessing": backbone.preprocessing.to_dict(), "runtime": described["runtime"],
+        "device": described["device"], "runtime_layout": described["layout"],
         "tta": tta or None, "failed": all_failed, "versions": library_versions(), "settings": settings,
         "settings_hash": settings_hash(settings), "batch_size": batch_size, **work, "machine": machine(),
         "request": request,
@@ -257,11 +277,13 @@ def _record_request(folder: Path, request: dict) -> None:
 def extract(run_dir: str | os.PathLike, backbones: str | Sequence[str] = ("lite0",), *, batch_size: int = 32,
             workers: int | None = None, device: str = "auto", dtype: str = "float32", all_rows: bool = False,
             pretrained: bool = True, weights: str | None = None, runtime: str = "auto", tta: str | None = None,
-            progress: bool = True, shard_rows: int = DEFAULT_SHARD_ROWS) -> list[Path]:
+            progress: bool = True, shard_rows: int = DEFAULT_SHARD_ROWS, engine=None) -> list[Path]:
     """Write ``RUN/features/<key>/`` for each backbone from the run's sample (or every ok row with ``all_rows``).
 
     Finished shards are kept, vectors of ids already stored under the same key are reused, and a
-    complete store is left untouched. Returns the store folders, one per backbone.
+    complete store is left untouched. ``engine`` (:class:`~pintopic.engine.EngineSettings`; default: this
+    machine, ``workers`` decoding processes) runs decoding and inference; it changes no vector beyond
+    floating-point noise (< 1e-5). Returns the store folders, one per backbone.
     """
     run_dir = Path(run_dir)
     from pintopic.features.registry import backbone_names
@@ -276,12 +298,15 @@ def extract(run_dir: str | os.PathLike, backbones: str | Sequence[str] = ("lite0
     if batch_size < 1 or shard_rows < 1:
         raise PintopicError("batch size and shard rows must be positive")
     tta = None if tta in (None, "none") else tta
+    from pintopic.engine.settings import EngineSettings
+
+    engine = engine or EngineSettings()
     folders = []
     with RunLock(run_dir):
         tasks = image_tasks(run_dir, all_rows)
         for name in names:
             folders.append(_extract_one(
-                run_dir, name, tasks, batch_size=batch_size, workers=workers, device=device, dtype=dtype,
+                run_dir, name, tasks, engine, batch_size=batch_size, workers=workers, device=device, dtype=dtype,
                 pretrained=pretrained, weights=weights, runtime=runtime, tta=tta, progress=progress,
                 shard_rows=shard_rows))
     return folders
