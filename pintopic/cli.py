@@ -52,7 +52,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     folders = extract(
         args.run, args.backbone, batch_size=args.batch_size, workers=args.workers,
         device=args.device, dtype=args.dtype, all_rows=args.all, pretrained=not args.no_pretrained,
-        weights=args.weights, runtime=args.runtime, tta=args.tta, progress=not args.quiet,
+        weights=args.weights, runtime=args.runtime, tta=args.tta, progress=not args.quiet, precision=args.precision,
+        split=args.split, test_size=args.test_size, seed=args.seed,
     )
     for folder in folders:
         print(f"features: {folder}")
@@ -178,6 +179,14 @@ def _extract_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-pretrained", action="store_true", help="random weights (for tests and speed checks)")
     p.add_argument("--weights", default=None, help="a local weights file for the (single) backbone")
     p.add_argument("--tta", default=None, choices=[None, "flip"], help="test-time augmentation averaged into each vector")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
+                   help="compute precision of the backbone: int8 = ONNX Runtime static quantization calibrated on the "
+                        "run's training images (its own store; vectors are still stored as --dtype)")
+    p.add_argument("--split", default=None, help="with --precision int8, only where the run has no split yet: "
+                   "stratified | group:user | group:board (default stratified)")
+    p.add_argument("--test-size", type=float, default=None, help="with --precision int8, only where the run has no "
+                   "split yet (default 0.2)")
+    p.add_argument("--seed", type=int, default=0, help="with --precision int8, the seed of a split made now")
 
 def _finetune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run")

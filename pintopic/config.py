@@ -36,7 +36,8 @@ DEFAULTS: dict[str, Any] = {
         "pretrained": True,
         "runtime": "auto",
         "device": "auto",
-        "dtype": "float32",
+        "dtype": "float32",  # storage type of the vectors
+        "precision": "fp32",  # compute precision of the backbones: fp32 | int8 (calibrated on the training part)
         "tta": "",
         "workers": 0,
         "weights": "",  # a local weights file for the (single) backbone; "" = its own

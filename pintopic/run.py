@@ -76,12 +76,13 @@ def _finetune(run: Path, config: dict, progress: bool) -> None:
 def _extract(run: Path, config: dict, progress: bool) -> list[Path]:
     from pintopic.features import extract
 
-    feats = config["features"]
+    feats, clf = config["features"], config["classify"]
     return extract(
         run, feats["backbones"], batch_size=feats["batch_size"], workers=_none_if_zero(feats["workers"]),
         device=feats["device"], dtype=feats["dtype"], pretrained=feats["pretrained"],
         runtime=feats["runtime"], tta=feats["tta"] or None, progress=progress, weights=feats["weights"] or None,
-        all_rows=feats["all_rows"],
+        all_rows=feats["all_rows"], precision=feats["precision"], split=clf["split"], test_size=clf["test_size"],
+        seed=clf["seed"],
     )
 
 

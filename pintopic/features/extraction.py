@@ -7,7 +7,9 @@ kill, the rerun continues at the first unfinished shard. ``meta.json`` comes las
 complete. Vectors already in the folder (same key = same vector-changing settings) are reused by id
 when the sample changes. Images whose exact model input is in the run's pixel cache
 (:mod:`pintopic.features.pixel_cache`) are read from it instead of decoded; the rest are decoded in
-worker processes (:mod:`pintopic.features.decoding`).
+worker processes (:mod:`pintopic.features.decoding`). ``precision="int8"`` runs the backbone as an INT8 graph
+calibrated on the run's training images (:mod:`pintopic.features.quantize`); its store has its own key and
+records the graph and calibration ids in ``meta.json``.
 """
 from __future__ import annotations
 
@@ -33,22 +35,31 @@ from pintopic.runio import RunLock, read_json, run_paths, settings_hash, write_j
 
 DEFAULT_SHARD_ROWS = 1024
 STORAGE_DTYPES = ("float32", "float16")
+#: Compute precision of the backbone: its float32 graph, or an INT8 one (:mod:`pintopic.features.quantize`).
+#: Separate from the storage dtype: INT8 features are stored as float32 (or float16) like any others.
+PRECISIONS = ("fp32", "int8")
 
 
-def vector_settings(backbone, *, dtype: str, tta: str | None) -> dict:
-    """Everything that changes the stored vectors (and so the store key); the sample is not part of it."""
-    return {
+def vector_settings(backbone, *, dtype: str, tta: str | None, quantization: dict | None = None) -> dict:
+    """Everything that changes the stored vectors (and so the store key); the sample is not part of it.
+
+    An INT8 store adds its graph's checksum (which covers the calibration set); FP32 keys are as they always were."""
+    settings = {
         "spec": backbone.spec.name, "model": backbone.spec.model, "pretrained": backbone.pretrained,
         "weights_sha256": backbone.weights_sha256, "preprocessing": backbone.preprocessing.to_dict(),
         "tta": tta or None, "dtype": dtype,
     }
+    if quantization is not None:
+        settings.update(precision="int8", graph_sha256=quantization["graph_sha256"])
+    return settings
 
 
-def store_key(backbone, *, dtype: str = "float32", tta: str | None = None) -> str:
+def store_key(backbone, *, dtype: str = "float32", tta: str | None = None, quantization: dict | None = None) -> str:
     """Folder name of a store: the backbone's slug plus a short hash of the vector-changing settings."""
     from pintopic.features.registry import slug
 
-    return f"{slug(backbone.spec.name)}-{settings_hash(vector_settings(backbone, dtype=dtype, tta=tta), 8)}"
+    settings = vector_settings(backbone, dtype=dtype, tta=tta, quantization=quantization)
+    return f"{slug(backbone.spec.name)}-{settings_hash(settings, 8)}"
 
 
 class _Shards:
@@ -133,11 +144,13 @@ def _open_store(folder: Path, key: str, plan: dict, shards: _Shards) -> bool:
     return False
 
 
-def _compute(run_dir: Path, spec: str, shards: _Shards, backbone, runner, *, batch_size: int, workers: int | None,
-             progress: bool, runner_settings: dict) -> dict:
-    """Compute every missing vector (pixel cache first, then decoding workers), writing each shard as it completes."""
+def _compute(run_dir: Path, spec: str, shards: _Shards, backbone, make_runner, *, batch_size: int,
+             workers: int | None, progress: bool) -> dict:
+    """Compute every missing vector (pixel cache first, then decoding workers), writing each shard as it completes.
+
+    ``make_runner(sessions)`` builds the runner once the plan is known: with nothing to decode, every core runs
+    its own single-threaded ONNX Runtime session (measured ~10% faster under load)."""
     from pintopic.features.decoding import decoded_batches, default_workers
-    from pintopic.features.embed import prepared_backbone
     from pintopic.features.pixel_cache import open_pixel_cache
     from pintopic.features.preprocess import ImagePreprocessor
     from pintopic.features.runtime import cpu_threads
@@ -147,9 +160,7 @@ def _compute(run_dir: Path, spec: str, shards: _Shards, backbone, runner, *, bat
     plan, decode_tasks, decode_batches = _batch_plan(shards, pixel_cache, batch_size)
     pending = {i: sum(1 for owner, _ in plan if owner == i) for i in shards.todo}
     from_pixel_cache = total - len(decode_tasks)
-    if from_pixel_cache and not decode_tasks and runner.name == "onnxruntime" and cpu_threads() > 1:
-        # nothing to decode: every core runs its own single-threaded session (measured ~10% faster under load)
-        _, runner = prepared_backbone(spec, **runner_settings, sessions=cpu_threads())
+    runner = make_runner(cpu_threads() if from_pixel_cache and not decode_tasks else 1)
     bar = None
     if progress and total:
         from tqdm import tqdm
@@ -189,14 +200,21 @@ def _compute(run_dir: Path, spec: str, shards: _Shards, backbone, runner, *, bat
             "runner": runner}
 
 
-def extraction_request(spec: str, *, pretrained: bool, weights: str | None, dtype: str, tta: str | None) -> dict:
+def extraction_request(spec: str, *, pretrained: bool, weights: str | None, dtype: str, tta: str | None,
+                       calibration: dict | None = None) -> dict:
     """What was asked of a store, told without building the model: the name, where its weights come from, the
-    storage type, the augmentation, and the versions whose preprocessing rules the store key depends on."""
+    storage type, the augmentation, and the versions whose preprocessing rules the store key depends on; for
+    INT8, the calibration set and the quantizer's recipe."""
     from pintopic.environment import library_versions
     from pintopic.features.registry import weights_fingerprint
 
-    return {"spec": spec, "weights": weights_fingerprint(spec, pretrained, weights), "pretrained": bool(pretrained),
-            "dtype": dtype, "tta": tta or None, "versions": library_versions(("pintopic", "timm", "open_clip_torch"))}
+    request = {"spec": spec, "weights": weights_fingerprint(spec, pretrained, weights), "pretrained": bool(pretrained),
+               "dtype": dtype, "tta": tta or None, "versions": library_versions(("pintopic", "timm", "open_clip_torch"))}
+    if calibration is not None:
+        from pintopic.features.quantize import recipe
+
+        request.update(precision="int8", calibration=calibration["sha256"], quantizer=recipe())
+    return request
 
 
 def _finished_store(features_dir: Path, tasks: list[ImageTask], request: dict, plan: dict) -> Path | None:
@@ -212,35 +230,53 @@ def _finished_store(features_dir: Path, tasks: list[ImageTask], request: dict, p
     return None
 
 
+def _int8_graph(run_dir: Path, backbone, tasks: list[ImageTask], calibration: dict) -> tuple[Path, dict]:
+    """The INT8 graph for this calibration set (quantized now unless cached) and its ``meta.json`` entry."""
+    from pintopic.features.quantize import calibration_pixels, file_sha256, quantized_graph, recipe
+    from pintopic.features.runtime import ORT_CHUNK
+
+    chosen = set(calibration["ids"])
+    images = [task for task in tasks if task.image_id in chosen]
+    graph = quantized_graph(backbone, calibration,
+                            lambda: calibration_pixels(run_dir, images, backbone.preprocessing, ORT_CHUNK))
+    return graph, {**recipe(), "calibration": calibration, "graph": graph.name, "graph_sha256": file_sha256(graph)}
+
+
 def _extract_one(run_dir: Path, spec: str, tasks: list[ImageTask], *, batch_size: int, workers: int | None,
                  device: str, dtype: str, pretrained: bool, weights: str | None, runtime: str, tta: str | None,
-                 progress: bool, shard_rows: int) -> Path:
+                 progress: bool, shard_rows: int, calibration: dict | None) -> Path:
     from pintopic.environment import library_versions, machine
-    from pintopic.features.embed import prepared_backbone
+    from pintopic.features.builder import build_backbone
+    from pintopic.features.runtime import make_runner
 
     plan = {"requested_ids_sha256": ids_checksum([task.image_id for task in tasks]), "shard_rows": shard_rows}
-    request = extraction_request(spec, pretrained=pretrained, weights=weights, dtype=dtype, tta=tta)
+    request = extraction_request(spec, pretrained=pretrained, weights=weights, dtype=dtype, tta=tta,
+                                 calibration=calibration)
     finished = _finished_store(run_paths(run_dir)["features"], tasks, request, plan)
     if finished is not None:
         return finished
-    runner_settings = {"pretrained": pretrained, "weights": weights, "runtime": runtime, "device": device, "tta": tta}
-    backbone, runner = prepared_backbone(spec, **runner_settings)
-    key = store_key(backbone, dtype=dtype, tta=tta)
+    # built for this store only (not kept for the process): one backbone's sessions at a time stay in memory
+    backbone = build_backbone(spec, pretrained=pretrained, weights=weights)
+    graph, quantization = _int8_graph(run_dir, backbone, tasks, calibration) if calibration else (None, None)
+    key = store_key(backbone, dtype=dtype, tta=tta, quantization=quantization)
     folder = run_paths(run_dir)["features"] / key
     folder.mkdir(parents=True, exist_ok=True)
     shards = _Shards(folder, tasks, shard_rows, backbone.dim, dtype)
     if _open_store(folder, key, plan, shards):
         _record_request(folder, request)
         return folder
-    work = _compute(run_dir, spec, shards, backbone, runner, batch_size=batch_size, workers=workers, progress=progress,
-                    runner_settings=runner_settings)
+    work = _compute(run_dir, spec, shards, backbone,
+                    lambda sessions: make_runner(backbone, runtime=runtime, device=device, tta=tta, sessions=sessions,
+                                                 graph=graph),
+                    batch_size=batch_size, workers=workers, progress=progress)
     runner = work.pop("runner")
     remove_shards_from(folder, len(shards.shards))
     all_ids, all_failed = shards.all_ids_and_failures()
-    settings = vector_settings(backbone, dtype=dtype, tta=tta)
+    settings = vector_settings(backbone, dtype=dtype, tta=tta, quantization=quantization)
     layer = getattr(runner, "runner", runner)
     meta = {
-        **backbone.describe(), **plan, "key": key, "dtype": dtype, "n_rows": len(all_ids),
+        **backbone.describe(), **plan, "key": key, "dtype": dtype, "precision": "int8" if graph else "fp32",
+        **({"quantization": quantization} if quantization else {}), "n_rows": len(all_ids),
         "ids_sha256": ids_checksum(all_ids), "n_shards": len(shards.shards),
         "preprocessing": backbone.preprocessing.to_dict(), "runtime": runner.name,
         "device": getattr(layer, "device", "cpu"), "runtime_layout": getattr(layer, "layout", None),
@@ -262,11 +298,15 @@ def _record_request(folder: Path, request: dict) -> None:
 def extract(run_dir: str | os.PathLike, backbones: str | Sequence[str] = ("lite0",), *, batch_size: int = 32,
             workers: int | None = None, device: str = "auto", dtype: str = "float32", all_rows: bool = False,
             pretrained: bool = True, weights: str | None = None, runtime: str = "auto", tta: str | None = None,
-            progress: bool = True, shard_rows: int = DEFAULT_SHARD_ROWS) -> list[Path]:
+            progress: bool = True, shard_rows: int = DEFAULT_SHARD_ROWS, precision: str = "fp32",
+            split: str | None = None, test_size: float | None = None, seed: int = 0) -> list[Path]:
     """Write ``RUN/features/<key>/`` for each backbone from the run's sample (or every ok row with ``all_rows``).
 
     Finished shards are kept, vectors of ids already stored under the same key are reused, and a
-    complete store is left untouched. Returns the store folders, one per backbone.
+    complete store is left untouched. ``precision="int8"`` runs each backbone as an INT8 graph calibrated on
+    training images of the run's split (``split``, ``test_size`` and ``seed`` make that split when the run has
+    none yet; see :func:`pintopic.features.quantize.calibration_set`); an INT8 store sits beside the FP32 one.
+    Returns the store folders, one per backbone.
     """
     run_dir = Path(run_dir)
     from pintopic.features.registry import backbone_names
@@ -277,16 +317,26 @@ def extract(run_dir: str | os.PathLike, backbones: str | Sequence[str] = ("lite0
     if weights and len(names) > 1:
         raise PintopicError("--weights applies to a single backbone; extract the others separately")
     if dtype not in STORAGE_DTYPES:
-        raise PintopicError(f"unknown dtype {dtype!r}; use float32 or float16")
+        raise PintopicError(f"unknown dtype {dtype!r}; use float32 or float16 (the compute precision is --precision)")
+    if precision not in PRECISIONS:
+        raise PintopicError(f"unknown precision {precision!r}; use fp32 or int8")
+    if precision == "int8" and (runtime == "torch" or device not in ("auto", "cpu")):
+        raise PintopicError("--precision int8 runs on ONNX Runtime on the CPU; use --runtime auto or onnx and "
+                            "--device auto or cpu")
     if batch_size < 1 or shard_rows < 1:
         raise PintopicError("batch size and shard rows must be positive")
     tta = None if tta in (None, "none") else tta
     folders = []
     with RunLock(run_dir):
         tasks = image_tasks(run_dir, all_rows)
+        calibration = None
+        if precision == "int8":
+            from pintopic.features.quantize import calibration_set
+
+            calibration = calibration_set(run_dir, tasks, split=split, test_size=test_size, seed=seed)
         for name in names:
             folders.append(_extract_one(
                 run_dir, name, tasks, batch_size=batch_size, workers=workers, device=device, dtype=dtype,
                 pretrained=pretrained, weights=weights, runtime=runtime, tta=tta, progress=progress,
-                shard_rows=shard_rows))
+                shard_rows=shard_rows, calibration=calibration))
     return folders

@@ -3,7 +3,7 @@ saved ensemble ``RUN/results/models/ensemble/``).
 
 A :class:`Predictor` holds the loaded members (a pair has one, an ensemble several) and the distinct
 backbones they need; each backbone embeds an image once, with the model's own backbone settings (spec,
-pretrained, tta, recorded from the feature store it was trained on), through
+pretrained, tta, and the INT8 graph of INT8 features, recorded from the feature store it was trained on), through
 :func:`pintopic.features.embed.embed_images`. The CLI's ``predict``, the service and crawl-wide
 prediction all score through it, so they give the same answer for the same image.
 """
@@ -17,8 +17,27 @@ import numpy as np
 
 
 def backbone_key(backbone: dict) -> str:
-    """What makes two members' features the same: spec, pretrained weights or not, test-time augmentation."""
-    return json.dumps([backbone.get("spec"), bool(backbone.get("pretrained", True)), backbone.get("tta")])
+    """What makes two members' features the same: spec, pretrained weights or not, test-time augmentation, and the
+    INT8 graph(s) of a model trained on INT8 features."""
+    return json.dumps([backbone.get("spec"), bool(backbone.get("pretrained", True)), backbone.get("tta"),
+                       *[graph.get("graph_sha256") for graph in _quantizations(backbone) if graph]])
+
+
+def _quantizations(backbone: dict) -> list:
+    """The INT8 graph entry of each component (one for a plain backbone), None where it ran in FP32."""
+    parts = backbone.get("component_backbones") or [backbone]
+    return [part.get("quantization") for part in parts]
+
+
+def _embed_settings(backbone: dict) -> dict:
+    """:func:`~pintopic.features.embed.embed_images` settings that reproduce a store's features: its weights, TTA and
+    INT8 graph (per component for a fusion)."""
+    settings = {"pretrained": bool(backbone.get("pretrained", True)), "tta": backbone.get("tta")}
+    if backbone.get("component_backbones"):
+        settings["component_settings"] = [{"quantization": graph} for graph in _quantizations(backbone)]
+    else:
+        settings["quantization"] = backbone.get("quantization")
+    return settings
 
 
 @dataclass
@@ -59,8 +78,7 @@ class Predictor:
         features: dict[str, np.ndarray] = {}
         failed: dict[int, str] = {}
         for key, backbone in self.backbones.items():
-            features[key], errors = embed_images(backbone["spec"], paths, pretrained=bool(backbone.get("pretrained", True)),
-                                                 tta=backbone.get("tta"), batch_size=batch_size)
+            features[key], errors = embed_images(backbone["spec"], paths, batch_size=batch_size, **_embed_settings(backbone))
             for index, status, detail in errors:
                 failed.setdefault(index, f"{status}: {detail}")
         return features, failed
