@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -40,6 +41,8 @@ FORMAT_VERSION = 1
 
 #: ``pintopic run`` caches its backbones' inputs by default (``dataset.pixel_cache = "auto"``) up to this size.
 AUTO_LIMIT_BYTES = 2 * 1024**3
+#: A cache is built only when this much disk stays free after it (else extract decodes; the run never fails for it).
+DISK_RESERVE_BYTES = 1024**3
 
 #: Images decoded per batch while building, and how often (in rows) progress is saved.
 BUILD_BATCH = 32
@@ -217,21 +220,47 @@ class _PartialCache:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "meta.json").unlink(missing_ok=True)  # incomplete from here until the new meta.json
         self.done, self.failed = 0, []
+        self.offset = self._resumed_offset()
+        if self.offset is None:
+            (folder / "progress.json").unlink(missing_ok=True)
+            pixels = np.lib.format.open_memmap(self.partial, mode="w+", dtype=np.uint8, shape=self.shape)
+            self.offset = pixels.offset
+            del pixels
+        # rows are written with pwrite, not through a memory map: written mapped pages count as this process's
+        # resident memory until unmapped, so building a large cache would hold it all in RSS
+        self.fd = os.open(self.partial, os.O_RDWR)
+
+    def _resumed_offset(self) -> int | None:
+        """The data offset of the partial file a killed build left for this plan (its progress restored), or None."""
         try:
-            progress = read_json(folder / "progress.json")
+            progress = read_json(self.folder / "progress.json")
             if progress.get("plan") == self.plan:
-                self.pixels = np.load(self.partial, mmap_mode="r+", allow_pickle=False)
-                if self.pixels.shape == self.shape and self.pixels.dtype == np.uint8:
+                pixels = np.load(self.partial, mmap_mode="r", allow_pickle=False)
+                if pixels.shape == self.shape and pixels.dtype == np.uint8:
                     self.done, self.failed = int(progress["rows_done"]), list(progress["failed"])
-                    return
+                    return pixels.offset
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
-        (folder / "progress.json").unlink(missing_ok=True)
-        self.pixels = np.lib.format.open_memmap(self.partial, mode="w+", dtype=np.uint8, shape=self.shape)
+        return None
+
+    def __del__(self):
+        if getattr(self, "fd", None) is not None:  # a build stopped midway: its progress is saved, the file stays
+            os.close(self.fd)
+            self.fd = None
+
+    def write(self, rows: np.ndarray, block: np.ndarray) -> None:
+        """Write ``block`` (one flattened row per entry of the ascending ``rows``), one pwrite per run of consecutive rows."""
+        start = 0
+        while start < len(rows):
+            stop = start + 1
+            while stop < len(rows) and rows[stop] == rows[stop - 1] + 1:
+                stop += 1
+            os.pwrite(self.fd, np.ascontiguousarray(block[start:stop]).data, self.offset + int(rows[start]) * self.row_size)
+            start = stop
 
     def save_progress(self, rows_done: int) -> None:
         """Flush the pixels, then record the prefix of rows they hold."""
-        self.pixels.flush()
+        os.fdatasync(self.fd)
         self.done = max(self.done, rows_done)
         write_json(self.folder / "progress.json", {"plan": self.plan, "rows_done": self.done, "failed": self.failed})
 
@@ -239,10 +268,9 @@ class _PartialCache:
         """Publish the cache: pixels.npy, rows.parquet, then meta.json; returns its summary."""
         import pyarrow as pa
 
-        self.pixels.flush()
-        with open(self.partial, "rb+") as handle:
-            os.fsync(handle.fileno())
-        del self.pixels
+        os.fsync(self.fd)
+        os.close(self.fd)
+        self.fd = None
         os.replace(self.partial, self.folder / "pixels.npy")
         failed = {entry["image_id"]: entry for entry in self.failed}
         write_parquet(self.folder / "rows.parquet", pa.table({
@@ -345,13 +373,16 @@ def _build(run_dir, dataset: Path, names: list[str], tasks, plan: dict, max_byte
         print(f"  pixel cache: not built ({size / 1e9:.1f} GB for {len(tasks):,} images would exceed "
               f"{max_bytes / 1e9:.1f} GB; extract decodes the images instead)", file=sys.stdout)
         return []
-    summaries, jobs = [], []
+    summaries, todo = [], []
     for folder, (preprocessing, owners) in wanted.items():
         complete = load_cache(folder, preprocessing)
         if complete is not None and complete.meta.get("rows_sha256") == plan["rows_sha256"]:
             summaries.append(_summary(folder, complete.meta, built=False))
         else:
-            jobs.append(_PartialCache(folder, preprocessing, owners, plan))
+            todo.append((folder, preprocessing, owners))
+    if todo and not _room_for(dataset, todo, len(tasks)):
+        return summaries
+    jobs = [_PartialCache(folder, preprocessing, owners, plan) for folder, preprocessing, owners in todo]
     if jobs:
         started = time.perf_counter()
         _fill(jobs, tasks, workers, progress)
@@ -359,6 +390,22 @@ def _build(run_dir, dataset: Path, names: list[str], tasks, plan: dict, max_byte
     if not any(name.startswith("finetuned:") for name in names):  # a fine-tune's geometry can change under its name
         _record_index(Path(dataset), {name: folder.name for folder, (_, owners) in wanted.items() for name in owners})
     return summaries
+
+
+def _room_for(dataset: Path, todo: list[tuple], rows: int) -> bool:
+    """Whether the run's disk keeps :data:`DISK_RESERVE_BYTES` free after these caches are written (a killed
+    build's partial file counts as written); if not, says so: extract then decodes, the run goes on."""
+    need = 0
+    for folder, preprocessing, _ in todo:
+        partial = folder / "pixels.partial.npy"
+        written = partial.stat().st_blocks * 512 if partial.exists() else 0
+        need += max(0, rows * int(np.prod(preprocessing.input_size)) - written)
+    free = shutil.disk_usage(dataset).free
+    if need + DISK_RESERVE_BYTES <= free:
+        return True
+    print(f"  pixel cache: not built ({need / 1e9:.1f} GB needed, {free / 1e9:.1f} GB free on {dataset}, "
+          f"{DISK_RESERVE_BYTES / 1e9:.1f} GB kept free; extract decodes the images instead)", file=sys.stdout)
+    return False
 
 
 def _record_index(dataset: Path, names: dict[str, str]) -> None:
@@ -394,7 +441,7 @@ def _fill(jobs: list[_PartialCache], tasks, workers: int, progress: bool) -> Non
         for job in jobs:
             keep = rows >= job.done
             if keep.any():
-                job.pixels[rows[keep]] = arrays[keep, offset:offset + job.row_size].reshape(-1, *job.shape[1:])
+                job.write(rows[keep], arrays[keep, offset:offset + job.row_size])
             job.failed.extend({"image_id": todo[index].image_id, "status": status, "reason": detail}
                               for index, status, detail in failures if start + index >= job.done)
             offset += job.row_size
