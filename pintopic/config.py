@@ -36,7 +36,7 @@ DEFAULTS: dict[str, Any] = {
         "pretrained": True,
         "runtime": "auto",
         "device": "auto",
-        "dtype": "float32",  # storage type of the vectors
+        "dtype": "float32",  # storage type of the vectors: float32 | float16 | int8 (INT8 compute, float32 vectors)
         "precision": "fp32",  # compute precision of the backbones: fp32 | int8 (calibrated on the training part)
         "tta": "",
         "workers": 0,

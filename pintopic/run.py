@@ -24,12 +24,15 @@ def _none_if_zero(value):
 
 
 def _pixel_caches(run: Path, data: dict, feats: dict, progress: bool) -> None:
-    """The sample's pixel caches for the backbones to extract ("auto": all, unless they exceed the size limit)."""
-    from pintopic.features.pixel_cache import AUTO_LIMIT_BYTES, build_pixel_caches
+    """The sample's pixel caches for the backbones to extract ("auto": all of them when there are at least
+    ``AUTO_MIN_BACKBONES``, unless they exceed the size limit or the free disk)."""
+    from pintopic.features.pixel_cache import AUTO_LIMIT_BYTES, AUTO_MIN_BACKBONES, build_pixel_caches
+    from pintopic.features.registry import backbone_names
 
     backbones, limit = data["pixel_cache"], None
     if backbones == "auto":  # fine-tuned backbones do not exist yet at this point: they decode
-        backbones = [name for name in feats["backbones"] if "finetuned:" not in name]
+        backbones = [name for name in backbone_names(feats["backbones"]) if "finetuned:" not in name]
+        backbones = backbones if len(backbones) >= AUTO_MIN_BACKBONES else []
         limit = AUTO_LIMIT_BYTES
     if backbones:
         build_pixel_caches(run, backbones, workers=_none_if_zero(data["workers"]), progress=progress, max_bytes=limit)

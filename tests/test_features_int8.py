@@ -42,6 +42,7 @@ def test_int8_store_is_deterministic_calibrated_on_training_images_and_sits_besi
     assert not np.array_equal(vectors, reference) and cosine.mean() > 0.9
 
     assert extract(run, TINY, precision="int8", **FAST) == [int8]  # a rerun finds it
+    assert extract(run, TINY, dtype="int8", **FAST) == [int8]  # --dtype int8 names the same store
     shutil.rmtree(int8)
     assert extract(run, TINY, precision="int8", **FAST) == [int8]  # same graph, same key ...
     again_ids, again = load_features(int8)
@@ -86,5 +87,32 @@ def test_a_model_trained_on_int8_features_predicts_with_the_int8_graph(run, tmp_
 def test_int8_is_refused_on_torch_and_unknown_precisions_are_clear(run):
     with pytest.raises(PintopicError, match="ONNX Runtime on the CPU"):
         extract(run, TINY, precision="int8", runtime="torch", **FAST)
+    with pytest.raises(PintopicError, match="ONNX Runtime on the CPU"):
+        extract(run, TINY, dtype="int8", runtime="torch", **FAST)
     with pytest.raises(PintopicError, match="unknown precision"):
         extract(run, TINY, precision="int4", **FAST)
+    with pytest.raises(PintopicError, match="float32, float16 or int8"):
+        extract(run, TINY, dtype="int4", **FAST)
+
+
+def test_static_padding_keeps_the_numbers_of_tensorflow_same_padding():
+    """timm's Conv2dSame (pads computed from the input shape at run time) becomes a constant pad: same outputs."""
+    import copy
+    import importlib
+
+    import torch
+
+    from pintopic.features.builder import build_backbone
+    from pintopic.features.preprocess import pixels_to_features
+    from pintopic.features.quantize import static_padding
+
+    backbone = build_backbone("lite0", pretrained=False)
+    network = pixels_to_features(backbone.model, backbone.preprocessing)
+    same = importlib.import_module("timm.layers.conv2d_same").Conv2dSame
+    assert any(isinstance(module, same) for module in network.modules())
+    static = copy.deepcopy(network)
+    static_padding(static, backbone.preprocessing.input_size)
+    assert not any(isinstance(module, same) for module in static.modules())
+    pixels = torch.randint(0, 256, (2, *backbone.preprocessing.input_size), dtype=torch.uint8)
+    with torch.inference_mode():
+        torch.testing.assert_close(static(pixels), network(pixels), rtol=0, atol=1e-6)

@@ -61,16 +61,15 @@ def supported(estimator, y) -> bool:
     """Whether :func:`train_networks` reproduces this MLPClassifier's fit (else scikit-learn fits it)."""
     sizes = estimator.hidden_layer_sizes
     sizes = [sizes] if np.isscalar(sizes) else list(sizes)
-    classes, counts = np.unique(np.asarray(y), return_counts=True)
+    n_classes = len(np.unique(np.asarray(y)))  # two classes: a single logistic output, left to scikit-learn
     return (estimator.solver == "adam" and estimator.activation == "relu" and estimator.early_stopping
             and estimator.shuffle and len(sizes) == 1 and isinstance(estimator.random_state, (int, np.integer))
-            and estimator.batch_size != "auto" and estimator.learning_rate == "constant"
-            and len(classes) >= 3 and early_stopping_possible(len(y), len(classes), estimator.validation_fraction)
-            and counts.min() >= 2)
+            and estimator.batch_size != "auto" and n_classes >= 3
+            and int(np.ceil(estimator.validation_fraction * len(y))) >= 2)
 
 
 def early_stopping_possible(n_samples: int, n_classes: int, fraction: float) -> bool:
-    """MLPClassifier's stratified validation part needs at least one row per class on each side."""
+    """Enough rows for a validation part of ``fraction`` to hold every class at least once, and the rest too."""
     return int(np.ceil(fraction * n_samples)) >= n_classes and n_samples - n_classes >= n_classes
 
 
@@ -219,7 +218,7 @@ class _Stack:
                 self.optimizer.state[p]["exp_avg"][networks] = first
                 self.optimizer.state[p]["exp_avg_sq"][networks] = second
 
-    def validation_scores(self, X, y_index) -> list[float]:
+    def validation_scores(self, X) -> list[float]:
         """Accuracy of each network on its own early-stopping rows (MLPClassifier's ``_score``)."""
         import torch
 
@@ -234,11 +233,11 @@ class _Stack:
             scores.append(float((logits.argmax(1).numpy() == net.labels[net.val]).mean()))
         return scores
 
-    def end_epoch(self, X, y_index) -> None:
+    def end_epoch(self, X) -> None:
         """Score every network, keep its best weights, drop those whose patience ran out (or that hit max_epochs)."""
         rule = self.rule
         keep = []
-        for m, (net, score) in enumerate(zip(self.networks, self.validation_scores(X, y_index))):
+        for m, (net, score) in enumerate(zip(self.networks, self.validation_scores(X))):
             net.epochs += 1
             net.scores.append(score)
             net.stale = net.stale + 1 if score < net.best_score + rule.tol else 0
@@ -308,7 +307,7 @@ def train_networks(X, y_index, row_sets, rule: Rule, *, n_classes: int, standard
                 index, counts = _epoch_plan(stack.networks, batch)
                 for s in range(len(index)):
                     stack.step(features, one_hot, index[s], counts[s])
-                stack.end_epoch(features, y_index)
+                stack.end_epoch(features)
     finally:
         torch.set_num_threads(previous)
     return [{"coefs": [net.best[0], net.best[2]], "intercepts": [net.best[1], net.best[3]], "n_iter": net.epochs,

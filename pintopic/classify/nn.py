@@ -95,19 +95,19 @@ def _rule(batch_size: int, seed: int):
                 validation_fraction=NN_VALIDATION_FRACTION, seed=seed)
 
 
-def _torch_supported(y_index, folds, context) -> bool:
-    """Every fold's training rows hold every class, enough of them for early stopping (else scikit-learn fits)."""
+def _torch_supported(y_index, folds) -> bool:
+    """Three classes or more, all in every fold's training rows, enough of them for early stopping (else
+    scikit-learn fits, as each fold's MLPClassifier would then differ: a logistic output, no early stopping)."""
     n_classes = int(y_index.max()) + 1
-    return n_classes >= 3 and all(
-        len(np.unique(y_index[train])) == n_classes and np.bincount(y_index[train]).min() >= 2
-        and nn_early_stopping_possible(len(train), n_classes) for train, _ in folds)
+    return n_classes >= 3 and all(len(np.unique(y_index[train])) == n_classes
+                                  and nn_early_stopping_possible(len(train), n_classes) for train, _ in folds)
 
 
 def fold_scores(X, y_index, folds, settings, context) -> np.ndarray:
     """The folds of each batch size trained as one stack; the batch sizes in parallel processes of one thread each."""
     from joblib import Parallel, delayed
 
-    if not _torch_supported(y_index, folds, context):
+    if not _torch_supported(y_index, folds):
         return sklearn_fold_scores(X, y_index, folds, settings, context)
     sizes = [s["batch_size"] for s in settings]
     jobs = min(context.n_jobs, len(sizes)) if X.size >= PARALLEL_MIN_VALUES else 1

@@ -38,6 +38,9 @@ STORAGE_DTYPES = ("float32", "float16")
 #: Compute precision of the backbone: its float32 graph, or an INT8 one (:mod:`pintopic.features.quantize`).
 #: Separate from the storage dtype: INT8 features are stored as float32 (or float16) like any others.
 PRECISIONS = ("fp32", "int8")
+#: ``dtype="int8"`` (``--dtype int8``, ``features.dtype = "int8"``) is the user-facing name of INT8 extraction:
+#: ``precision="int8"`` with the vectors stored as float32.
+INT8_DTYPE = "int8"
 
 
 def vector_settings(backbone, *, dtype: str, tta: str | None, quantization: dict | None = None) -> dict:
@@ -316,12 +319,14 @@ def extract(run_dir: str | os.PathLike, backbones: str | Sequence[str] = ("lite0
         raise PintopicError("no backbone given")
     if weights and len(names) > 1:
         raise PintopicError("--weights applies to a single backbone; extract the others separately")
+    if dtype == INT8_DTYPE:
+        dtype, precision = "float32", "int8"
     if dtype not in STORAGE_DTYPES:
-        raise PintopicError(f"unknown dtype {dtype!r}; use float32 or float16 (the compute precision is --precision)")
+        raise PintopicError(f"unknown dtype {dtype!r}; use float32, float16 or int8")
     if precision not in PRECISIONS:
         raise PintopicError(f"unknown precision {precision!r}; use fp32 or int8")
     if precision == "int8" and (runtime == "torch" or device not in ("auto", "cpu")):
-        raise PintopicError("--precision int8 runs on ONNX Runtime on the CPU; use --runtime auto or onnx and "
+        raise PintopicError("--dtype int8 runs on ONNX Runtime on the CPU; use --runtime auto or onnx and "
                             "--device auto or cpu")
     if batch_size < 1 or shard_rows < 1:
         raise PintopicError("batch size and shard rows must be positive")

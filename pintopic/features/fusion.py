@@ -41,7 +41,7 @@ def component_stores(features_dir: Path, name: str, tta: str | None | bool = Tru
             raise PintopicError(f"fusion {name!r}: no complete store for component {part!r} in {features_dir}; "
                                 f"run `pintopic extract RUN --backbone {name}`")
         chosen.append(found[-1])
-    for setting, option in (("tta", "--tta"), ("precision", "--precision")):
+    for setting, option in (("tta", "--tta"), ("precision", "--dtype")):
         values = {meta.get(setting) or (None if setting == "tta" else "fp32") for _, meta in chosen}
         if len(values) > 1:
             raise PintopicError(f"fusion {name!r}: component stores differ in {setting} ({sorted(map(str, values))}); "

@@ -93,8 +93,14 @@ def static_padding(network, input_size) -> None:
     same = importlib.import_module("timm.layers.conv2d_same").Conv2dSame
     padding = importlib.import_module("timm.layers.padding").get_same_padding
     sizes: dict[str, tuple] = {}
-    hooks = [module.register_forward_pre_hook(lambda _, inputs, name=name: sizes.setdefault(name, inputs[0].shape[-2:]))
-             for name, module in network.named_modules() if isinstance(module, same)]
+
+    def record(name):
+        def hook(_, inputs) -> None:  # a pre-hook that returns something replaces the module's inputs
+            sizes[name] = tuple(inputs[0].shape[-2:])
+        return hook
+
+    hooks = [module.register_forward_pre_hook(record(name)) for name, module in network.named_modules()
+             if isinstance(module, same)]
     with torch.no_grad():
         network(torch.zeros(1, *input_size, dtype=torch.uint8))
     for hook in hooks:
