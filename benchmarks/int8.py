@@ -180,7 +180,10 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="end-to-end extractions per precision and backbone")
     parser.add_argument("--rounds", type=int, default=5, help="model-only rounds per variant")
     parser.add_argument("--natural-per-category", type=int, default=128)
+    parser.add_argument("--demo-per-category", type=int, default=None,
+                        help="images per category of the demo run (default: the config's; fewer for a quicker run)")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--partial", default=None, help="a file rewritten with the report so far after each backbone")
     parser.add_argument("--skip-speed", action="store_true")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(HERE))
@@ -191,9 +194,11 @@ def main(argv=None) -> int:
     report = {"benchmark": "int8", "load_average_at_start": os.getloadavg(), "goals": {
         "speedup": 2.0, "cosine": 0.98, "macro_f1_mean_difference": 0.01}}
     demo = REPO / "configs" / "demo.toml"
+    sample = [] if args.demo_per_category is None else [f"dataset.per_category={args.demo_per_category}"]
+    report["demo_per_category"] = args.demo_per_category or "the config's"
     if not args.skip_quality:
         report["quality"] = {
-            "demo": quality(demo, work / "demo", []),
+            "demo": quality(demo, work / "demo", sample),
             "natural_images": quality(demo, work / "natural", [f"dataset.source={NATURAL}",
                                                                 f"dataset.per_category={args.natural_per_category}"]),
         }
@@ -203,13 +208,15 @@ def main(argv=None) -> int:
             from pintopic.run import run_study
 
             with contextlib.redirect_stdout(sys.stderr):
-                run_study(demo, [f"run.folder={work / 'demo'}", "report.enabled=false", "classify.classifiers=[]"],
+                run_study(demo, [f"run.folder={work / 'demo'}", "report.enabled=false", "classify.classifiers=[]", *sample],
                           progress=False)
         report["speed"] = {}
         for name in [b for b in args.speed_backbones.split(",") if b]:
             report["speed"][name] = entry = speed(work / "demo", name, args.repeats, args.rounds)
             entry["load_average_after"] = os.getloadavg()
             print(f"int8 {name}: {entry['speedup_median']}x, cosine {entry['cosine_mean']}", file=sys.stderr)
+            if args.partial:  # what is measured so far, for a run stopped before its end
+                Path(args.partial).write_text(json.dumps(report, indent=2))
     report["machine"] = machine_info()
     json.dump(report, sys.stdout, indent=2)
     print()

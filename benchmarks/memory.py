@@ -68,15 +68,20 @@ def _tree(pid: int) -> list[int]:
     return found
 
 
-def _pss_bytes(pid: int) -> int:
+def proc_kb_field(path: str, field: str) -> int:
+    """The ``field`` line (``"Pss:"``, ``"VmRSS:"``; in kB) of a /proc file, in bytes; 0 once the process is gone."""
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as handle:
+        with open(path) as handle:
             for line in handle:
-                if line.startswith("Pss:"):
+                if line.startswith(field):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
     return 0
+
+
+def _pss_bytes(pid: int) -> int:
+    return proc_kb_field(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
 def run_measured(command: list[str], *, cap: float | None, progress=None, interval: float = 1.0) -> dict:

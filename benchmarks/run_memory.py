@@ -87,14 +87,9 @@ def _stage_windows(run: Path) -> list[tuple[str, float, float]]:
 
 
 def _rss_bytes(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    from memory import proc_kb_field
+
+    return proc_kb_field(f"/proc/{pid}/status", "VmRSS:")
 
 
 def measure_run(config: str, size: int, work: Path, source: Path, extra: list[str], startup_seconds: float) -> dict:

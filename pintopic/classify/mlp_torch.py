@@ -12,6 +12,7 @@ weights), so each one follows scikit-learn's trajectory up to float rounding. Fi
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -295,7 +296,9 @@ def train_networks(X, y_index, row_sets, rule: Rule, *, n_classes: int, standard
     torch.set_num_threads(threads or usable_cores())
     try:
         with torch.no_grad():
-            features = torch.from_numpy(X)
+            with warnings.catch_warnings():  # joblib's read-only memory map: the stack never writes to it
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                features = torch.from_numpy(X)
             one_hot = torch.nn.functional.one_hot(torch.from_numpy(np.asarray(y_index, dtype=np.int64)), n_classes).float()
             if rule.matmul == "auto":
                 rule = replace(rule, matmul="bfloat16" if native_bfloat16() else "float32")
