@@ -127,7 +127,7 @@ def load_backbone(run: Path, backbone: str, tta: str, ids_only: bool = False):
     return [folder.name] if ids_only else load_features(folder)
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default=str(ROOT / "runs" / "beyond-openclipart"), help="run folder (reused)")
     parser.add_argument("--source", default=SOURCE)
@@ -146,43 +146,18 @@ def main(argv=None) -> int:
     parser.add_argument("--note", default="", help="a sentence added to docs/results.md (e.g. what was left out and why)")
     parser.add_argument("--markdown", default=str(ROOT / "docs" / "results.md"))
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "beyond.json"))
-    args = parser.parse_args(argv)
+    return parser
 
-    import numpy as np
 
-    from pintopic.classify.catalog import default_grids, probabilistic
-    from pintopic.classify.ensemble import Candidate, fit_ensemble
-    from pintopic.classify.evaluation import search_and_score
-    from pintopic.dataset import ingest, load_sample
-    from pintopic.dataset.split import cv_folds, load_or_make_split
-    from pintopic.environment import library_versions as _library_versions
-    from pintopic.features import extract
-
-    run = Path(args.run)
-    configurations_tried = configurations([b.strip() for b in args.backbones.split(",") if b.strip()], args.quick,
-                                          view=args.view)
-    started_all = time.perf_counter()
-    if not (run / "dataset" / "sample.parquet").exists():
-        ingest(args.source, run, per_category=None, min_per_category=40, seed=args.seed, progress=False)
-    if args.no_extract:
-        configurations_tried = [c for c in configurations_tried if _available(run, c[0], args.tta)]
-    else:
-        extract(run, backbones_needed(configurations_tried), tta=args.tta, progress=True)
-
-    sample = load_sample(run)
-    sample["image_id"] = sample["image_id"].astype(str)
-    split_frame, split_info = load_or_make_split(run / "results", sample, test_size=0.2, split="stratified", seed=args.seed)
-    part_of = dict(zip(split_frame["image_id"], split_frame["part"]))
-    label_of = dict(zip(sample["image_id"], sample["category"].astype(str)))
-    loaded = {b: load_backbone(run, b, args.tta) for b in dict.fromkeys(c[0] for c in configurations_tried)}
-    train_ids, test_ids, rows_of = aligned_split(loaded, part_of)
-    y_train = np.array([label_of[i] for i in train_ids])
-    y_test = np.array([label_of[i] for i in test_ids])
-    folds = cv_folds(y_train, n_splits=args.cv, seed=args.seed)
-    categories = sorted(set(label_of.values()))
-
+def _configuration_rows(args, run: Path, configurations_tried, rows_of, train_ids, test_ids, y_train, y_test, folds,
+                        categories) -> tuple[list[dict], list]:
+    """One row per configuration (grid search by CV, refit, test scores), each cached by its settings; and the
+    ensemble candidates among them."""
     from sklearn.metrics import accuracy_score, f1_score
 
+    from pintopic.classify.catalog import default_grids, probabilistic
+    from pintopic.classify.ensemble import Candidate
+    from pintopic.classify.evaluation import search_and_score
     from pintopic.classify.persist import load_model, save_model
     from pintopic.features.store import ids_checksum
     from pintopic.runio import read_json, settings_hash, stage_is_complete, write_json
@@ -222,6 +197,47 @@ def main(argv=None) -> int:
         if classifier in probabilistic() and classifier in args.ensemble_from.split(","):
             candidates.append(Candidate(label, classifier, search["best_params"], X_train, X_test, search["model"],
                                         metric or "euclidean"))
+    return rows, candidates
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+
+    import numpy as np
+
+    from pintopic.classify.ensemble import fit_ensemble
+    from pintopic.dataset import ingest, load_sample
+    from pintopic.dataset.split import cv_folds, load_or_make_split
+    from pintopic.environment import library_versions as _library_versions
+    from pintopic.features import extract
+
+    run = Path(args.run)
+    configurations_tried = configurations([b.strip() for b in args.backbones.split(",") if b.strip()], args.quick,
+                                          view=args.view)
+    started_all = time.perf_counter()
+    if not (run / "dataset" / "sample.parquet").exists():
+        ingest(args.source, run, per_category=None, min_per_category=40, seed=args.seed, progress=False)
+    if args.no_extract:
+        configurations_tried = [c for c in configurations_tried if _available(run, c[0], args.tta)]
+    else:
+        extract(run, backbones_needed(configurations_tried), tta=args.tta, progress=True)
+
+    sample = load_sample(run)
+    sample["image_id"] = sample["image_id"].astype(str)
+    split_frame, split_info = load_or_make_split(run / "results", sample, test_size=0.2, split="stratified", seed=args.seed)
+    part_of = dict(zip(split_frame["image_id"], split_frame["part"]))
+    label_of = dict(zip(sample["image_id"], sample["category"].astype(str)))
+    loaded = {b: load_backbone(run, b, args.tta) for b in dict.fromkeys(c[0] for c in configurations_tried)}
+    train_ids, test_ids, rows_of = aligned_split(loaded, part_of)
+    y_train = np.array([label_of[i] for i in train_ids])
+    y_test = np.array([label_of[i] for i in test_ids])
+    folds = cv_folds(y_train, n_splits=args.cv, seed=args.seed)
+    categories = sorted(set(label_of.values()))
+
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rows, candidates = _configuration_rows(args, run, configurations_tried, rows_of, train_ids, test_ids, y_train,
+                                           y_test, folds, categories)
     if not args.no_ensemble and len(candidates) > 1:
         started = time.perf_counter()
         ensemble = fit_ensemble(candidates, y_train, folds, seed=args.seed)

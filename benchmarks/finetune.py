@@ -71,7 +71,25 @@ def validation_scores(run: Path, finetune_folder: Path, backbones: dict[str, str
     return {"n_fit": len(fit_ids), "n_validation": len(val_ids), "scores": scores}
 
 
-def main() -> int:
+def _comparison(classifiers: list[str], rows: dict, validation: dict) -> dict:
+    """Per classifier: frozen vs fine-tuned CV, test and validation macro-F1, and which is better on CV and validation."""
+    comparison = {}
+    for name in classifiers:
+        frozen, tuned_row = rows[("frozen", name)], rows[("finetuned", name)]
+        comparison[name] = {
+            "frozen": {"cv_f1_macro": round(frozen["cv_f1_macro"], 4), "test_f1_macro": round(frozen["test_f1_macro"], 4),
+                       "validation_f1_macro": validation["scores"]["frozen"][name]},
+            "finetuned": {"cv_f1_macro": round(tuned_row["cv_f1_macro"], 4), "test_f1_macro": round(tuned_row["test_f1_macro"], 4),
+                          "validation_f1_macro": validation["scores"]["finetuned"][name]},
+        }
+        comparison[name]["finetuned_beats_frozen_in_cv"] = tuned_row["cv_f1_macro"] > frozen["cv_f1_macro"]
+        comparison[name]["finetuned_beats_frozen_on_validation"] = (
+            validation["scores"]["finetuned"][name] > validation["scores"]["frozen"][name])
+
+    return comparison
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default="/usr/share/openclipart/png")
     parser.add_argument("--work", default=None, help="run folder to keep (default: a fresh temp folder)")
@@ -85,7 +103,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit-s", type=float, default=1800.0, help="the fine-tune's time budget")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "finetune.json"))
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = _parser().parse_args()
 
     from pintopic.classify import evaluate
     from pintopic.dataset import ingest
@@ -130,18 +152,7 @@ def main() -> int:
     validation = validation_scores(run, folder, {"frozen": args.backbone, "finetuned": tuned}, classifiers, args.seed)
     timings["validation_check_s"] = round(time.perf_counter() - started, 1)
 
-    comparison = {}
-    for name in classifiers:
-        frozen, tuned_row = rows[("frozen", name)], rows[("finetuned", name)]
-        comparison[name] = {
-            "frozen": {"cv_f1_macro": round(frozen["cv_f1_macro"], 4), "test_f1_macro": round(frozen["test_f1_macro"], 4),
-                       "validation_f1_macro": validation["scores"]["frozen"][name]},
-            "finetuned": {"cv_f1_macro": round(tuned_row["cv_f1_macro"], 4), "test_f1_macro": round(tuned_row["test_f1_macro"], 4),
-                          "validation_f1_macro": validation["scores"]["finetuned"][name]},
-        }
-        comparison[name]["finetuned_beats_frozen_in_cv"] = tuned_row["cv_f1_macro"] > frozen["cv_f1_macro"]
-        comparison[name]["finetuned_beats_frozen_on_validation"] = (
-            validation["scores"]["finetuned"][name] > validation["scores"]["frozen"][name])
+    comparison = _comparison(classifiers, rows, validation)
 
     import importlib.metadata as metadata
 

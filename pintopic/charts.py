@@ -70,9 +70,9 @@ def horizontal_bars(
         if key in apart:
             bar.set_hatch("//")
             bar.set_edgecolor("#444444")
-    axes.set_yticks(list(positions), label_text, fontsize=FONT_SIZE)
-    axes.invert_yaxis()
-    axes.set_ylim(len(keys) - 0.5, -0.5)
+    axes.set_yticks(list(positions), label_text, fontsize=FONT_SIZE, parse_math=False)  # names are text, not TeX
+    if keys:
+        axes.set_ylim(len(keys) - 0.5, -0.5)  # largest on top
     top = max(numbers, default=1.0) or 1.0
     for position, number in zip(positions, numbers):
         axes.text(number + top * 0.01, position, value_format.format(number), va="center", fontsize=FONT_SIZE - 1)

@@ -10,15 +10,22 @@ import platform
 
 #: Libraries whose versions are recorded beside results.
 LIBRARIES = ("pintopic", "torch", "torchvision", "timm", "onnxruntime", "onnx", "numpy", "pillow", "scikit-learn",
-             "pandas", "pyarrow", "matplotlib", "open_clip_torch")
+             "pandas", "pyarrow", "matplotlib", "open_clip_torch", "cleanlab")
+
+
+#: Set by an engine for the processes it starts with a share of a machine (a Ray actor's inference threads).
+CPUS_VARIABLE = "PINTOPIC_CPUS"
 
 
 def usable_cores() -> int:
-    """Cores this process may use (respects affinity masks and container CPU sets)."""
+    """Cores this process may use (respects affinity masks and container CPU sets, and the share ``PINTOPIC_CPUS``
+    an engine gave it)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    share = os.environ.get(CPUS_VARIABLE, "")
+    return min(cores, int(share)) if share.isdigit() and int(share) > 0 else cores
 
 
 def library_versions(names=LIBRARIES) -> dict[str, str]:

@@ -65,11 +65,49 @@ def _unsupported_kind(head: bytes, suffix: str) -> str | None:
     return None
 
 
-def _unidentified(head: bytes) -> ImageError:
-    """The error for a file no decoder recognised: an undecodable image format, or not an image at all."""
+def _unidentified(head: bytes, stream: BinaryIO) -> ImageError:
+    """The error for a file no decoder accepted: a damaged file of a known format, an undecodable format, or not an image."""
     if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"):
         return ImageError("unsupported", "HEIF/HEIC images are not decoded (convert them to JPEG or PNG)")
+    known = next((name for name, magic in _SIGNATURES if head.startswith(magic)), None)
+    if known == "WEBP" and head[8:12] != b"WEBP":
+        known = None
+    if known is not None:
+        return ImageError("truncated", f"a damaged {known} file: {_header_problem(known, head, stream)}")
     return ImageError("not_an_image", _not_an_image_detail(head))
+
+
+#: Magic bytes of the common formats: a file that starts like one but does not open is damaged, not "not an image".
+_SIGNATURES = (("PNG", b"\x89PNG\r\n\x1a\n"), ("JPEG", b"\xff\xd8\xff"), ("GIF", b"GIF87a"), ("GIF", b"GIF89a"),
+               ("WEBP", b"RIFF"), ("BMP", b"BM"), ("TIFF", b"II*\x00"), ("TIFF", b"MM\x00*"))
+
+
+def _header_problem(fmt: str, head: bytes, stream: BinaryIO) -> str:
+    """Why that format's own decoder refused the header (bad checksum, 0x0 size ...), in its words."""
+    import struct
+
+    from PIL import Image
+
+    from pintopic.safeio import one_line
+
+    if fmt == "PNG" and head[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", head[16:24])
+        if width < 1 or height < 1:
+            return f"invalid size {width}x{height}"
+    factory = Image.OPEN.get(fmt, (None,))[0]
+    if factory is None:
+        return "its header cannot be read"
+    try:
+        stream.seek(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            factory(stream, "")
+        return "its header cannot be read"
+    except Exception as error:  # noqa: BLE001 - decoders raise many types; each only names the damage
+        text = one_line(error)
+        if "not identified by this driver" in text or not text:
+            return "invalid header (size or mode)"
+        return text
 
 
 def _not_an_image_detail(head: bytes) -> str:
@@ -81,23 +119,30 @@ def _not_an_image_detail(head: bytes) -> str:
     return "no image format recognised"
 
 
+def status_of(error) -> ImageError:
+    """The image status of a file :func:`pintopic.safeio.open_regular` refused (one rule for every stage):
+    missing or a symlink loop -> ``missing_image``; a pipe, device, socket or folder -> ``not_an_image``."""
+    status = {"missing": "missing_image", "loop": "missing_image", "not_regular": "not_an_image",
+              "too_large": "too_large"}.get(error.kind, "truncated")
+    return ImageError(status, error.reason)
+
+
 def load_rgb(path: str | os.PathLike | bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, draft_size: int | None = None):
     """Decode ``path`` fully into an RGB :class:`PIL.Image.Image`.
 
     EXIF orientation is applied, transparency is composited on white, palette/CMYK/16-bit/grey
     become 8-bit RGB, animations give their first frame. ``draft_size`` lets JPEG decode at a
     reduced scale (1/2, 1/4 or 1/8, dividing both sides exactly) that still covers ``draft_size``
-    pixels on both sides. Raises :class:`ImageError`.
+    pixels on both sides. Only a regular file is opened (a pipe or device would block or never end).
+    Raises :class:`ImageError`.
     """
+    from pintopic.safeio import UnreadableFileError, open_regular
+
     name = os.fsdecode(path) if isinstance(path, bytes) else str(path)
     try:
-        handle = open(path, "rb")
-    except IsADirectoryError:
-        raise ImageError("not_an_image", "a directory, not an image file") from None
-    except FileNotFoundError:
-        raise ImageError("missing_image", "file not found") from None
-    except OSError as error:
-        raise ImageError("truncated", f"cannot be read: {error.strerror or error}") from None
+        handle = open_regular(path)
+    except UnreadableFileError as error:
+        raise status_of(error) from None
     with handle:
         return load_rgb_from(handle, name=name, max_pixels=max_pixels, draft_size=draft_size)
 
@@ -128,7 +173,7 @@ def load_rgb_from(stream: BinaryIO, *, name: str = "", max_pixels: int | None = 
                 finally:
                     Image.MAX_IMAGE_PIXELS = previous_limit
         except UnidentifiedImageError:
-            raise _unidentified(head) from None
+            raise _unidentified(head, stream) from None
         width, height = image.size
         if max_pixels is not None and width * height > max_pixels:
             raise ImageError("too_large", f"{width}x{height} = {width * height:,} pixels > {max_pixels:,}", (width, height))

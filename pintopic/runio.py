@@ -1,7 +1,10 @@
-"""Run-folder plumbing shared by every stage: atomic writes, settings hashes, the run lock.
+"""Run-folder plumbing shared by every stage: atomic writes, settings hashes, the run lock, the run marker.
 
-Every output file is written to a temporary name in the same folder and renamed into place, so a
-killed process never leaves a half-written file under its final name.
+Every output file is written to a temporary name in the same folder (``.pintopic-NAME.XXXX.tmp``) and
+renamed into place, so a killed process never leaves a half-written file under its final name. A run
+folder carries a marker file (:data:`RUN_MARKER`) from its creation on; the run lock refuses any other
+non-empty folder, and leftover temporaries are deleted only inside a marked folder and only when their
+names are pintopic's own, so no other program's file is ever touched.
 """
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pintopic.errors import RunLockedError
+from pintopic.errors import PintopicError, RunLockedError
+from pintopic.safeio import disk_full, is_disk_full, read_json_file, read_regular
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -41,41 +45,126 @@ def settings_hash(settings: Any, length: int = 10) -> str:
     return hashlib.sha256(canonical_json(settings).encode()).hexdigest()[:length]
 
 
+#: Prefix of every temporary file pintopic writes; :func:`remove_stale_temporaries` deletes nothing else.
+TEMP_PREFIX = ".pintopic-"
+TEMP_SUFFIX = ".tmp"
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+def atomic_path(path: str | os.PathLike, size: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    A full disk becomes one :class:`~pintopic.safeio.DiskFullError` (``size``: the bytes being written, if known)
+    and the partial temporary file is removed.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         yield tmp_path
         with open(tmp_path, "rb+") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs are meant to be shared
         os.replace(tmp_path, path)
+    except OSError as error:
+        if is_disk_full(error):
+            raise disk_full(path.parent, size) from None
+        raise
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> int:
-    """Delete the temporary files of writers killed mid-write (``.NAME.XXXX.tmp``); returns how many.
+#: How deep below a run folder :func:`remove_stale_temporaries` looks (its deepest outputs are 4 levels down).
+TEMPORARIES_DEPTH = 6
 
-    Called by the run lock's holder: every writer into a run folder holds its lock, so any temporary
-    file found then belongs to a dead process.
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Delete the temporary files of writers killed mid-write (``.pintopic-NAME.XXXX.tmp``); returns how many.
+
+    Called by the run lock's holder: every writer into a run folder holds its lock, so any such file found
+    then belongs to a dead process. Only inside a marked run folder, never following symlinks, and only
+    files with pintopic's own prefix: another program's temporaries are never touched.
     """
+    if not is_run_folder(folder):
+        return 0
     removed = 0
-    for path in Path(folder).rglob(".*.tmp"):
-        with contextlib.suppress(OSError):
-            path.unlink()
-            removed += 1
+    stack = [(os.fspath(folder), 0)]
+    while stack:
+        directory, depth = stack.pop()
+        try:
+            with os.scandir(directory) as entries:
+                children = list(entries)
+        except OSError:
+            continue
+        for entry in children:
+            if entry.is_dir(follow_symlinks=False):
+                if depth < TEMPORARIES_DEPTH:
+                    stack.append((entry.path, depth + 1))
+            elif entry.name.startswith(TEMP_PREFIX) and entry.name.endswith(TEMP_SUFFIX) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed += 1
     return removed
 
 
+#: The file that makes a folder a pintopic run folder (written when a stage first claims the folder).
+RUN_MARKER = ".pintopic-run"
+#: Everything pintopic writes at the top of a run folder: a folder holding only these is a run from before markers.
+RUN_NAMES = frozenset({RUN_MARKER, ".lock", "dataset", "features", "results", "finetune", "report.html", "run.json",
+                       "run.log", "config.resolved.toml"})
+
+
+def is_run_folder(folder: str | os.PathLike) -> bool:
+    """True when ``folder`` carries the run marker."""
+    folder = os.fspath(folder)
+    return os.path.isfile(os.path.join(folder, os.fsencode(RUN_MARKER) if isinstance(folder, bytes) else RUN_MARKER))
+
+
+def claim_run_folder(folder: str | os.PathLike) -> Path:
+    """Check that ``folder`` can be a run folder (creating it): new, empty, marked, or holding only pintopic's names.
+
+    A folder that holds only names pintopic writes (:data:`RUN_NAMES`) is a run made before markers
+    existed. Raises :class:`PintopicError` for a file, or a non-empty folder that is not a run. The marker
+    itself is written by :func:`mark_run_folder`, under the run lock (the lock's holder deletes temporaries).
+    """
+    folder = Path(folder)
+    if is_run_folder(folder):
+        return folder
+    if folder.exists() and not folder.is_dir():
+        raise PintopicError(f"run folder {folder} exists and is not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    foreign = sorted(name for name in os.listdir(folder) if name not in RUN_NAMES
+                     and not (name.startswith(".") and name.endswith(TEMP_SUFFIX)))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise PintopicError(f"{folder} is not a pintopic run folder (it holds {shown} and has no {RUN_MARKER} marker); "
+                            "give a new or empty folder for a run")
+    return folder
+
+
+def mark_run_folder(folder: str | os.PathLike) -> None:
+    """Write the run marker where it is missing; call it holding the run lock."""
+    if not is_run_folder(folder):
+        write_bytes(Path(folder) / RUN_MARKER, b"pintopic run folder: every file here is written by pintopic\n")
+
+
+def csv_text(rows) -> str:
+    """Rows as CSV text, every field quoted where it must be (commas, quotes, newlines in category names):
+    the one CSV writer of every table pintopic writes; read them back with :func:`pintopic.safeio.read_csv_text`."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, len(data)) as tmp:
         tmp.write_bytes(data)
 
 
@@ -88,7 +177,9 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """A JSON file's value; a pipe, an oversized file or a parser failure is one :class:`~pintopic.safeio.UnreadableFileError`
+    (a :class:`PintopicError`, and a ``ValueError`` for callers that treat a damaged file as absent)."""
+    return read_json_file(path)
 
 
 def write_parquet(path: str | os.PathLike, table) -> None:
@@ -106,7 +197,8 @@ def write_parquet(path: str | os.PathLike, table) -> None:
 def write_npy(path: str | os.PathLike, array) -> None:
     import numpy as np
 
-    with atomic_path(path) as tmp:
+    array = np.asarray(array)
+    with atomic_path(path, array.nbytes) as tmp:
         with open(tmp, "wb") as handle:
             np.save(handle, array, allow_pickle=False)
 
@@ -114,8 +206,11 @@ def write_npy(path: str | os.PathLike, array) -> None:
 def write_if_changed(path: str | os.PathLike, data: bytes) -> bool:
     """Write only when the content differs, so reruns leave files (and mtimes) untouched."""
     path = Path(path)
-    if path.exists() and path.read_bytes() == data:
-        return False
+    try:
+        if os.stat(path).st_size == len(data) and read_regular(path) == data:
+            return False
+    except (OSError, ValueError):  # absent, or not a regular file: replaced by the new one
+        pass
     write_bytes(path, data)
     return True
 
@@ -145,12 +240,12 @@ class RunLock:
     _held: dict[str, int] = {}
 
     def __enter__(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         key = str(self.path.resolve())
         if key in RunLock._held:
             RunLock._held[key] += 1
             return self
-        handle = open(self.path, "a+")
+        claim_run_folder(self.path.parent)
+        handle = _open_lock_file(self.path)
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -166,6 +261,7 @@ class RunLock:
         RunLock._held[key] = 1
         _LOCK_FDS.add(handle.fileno())
         remove_stale_temporaries(self.path.parent)
+        mark_run_folder(self.path.parent)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -179,6 +275,19 @@ class RunLock:
             fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
             self._handle.close()
             self._handle = None
+
+
+def _open_lock_file(path: Path):
+    """The lock file, opened for reading and writing without blocking; anything but a regular file is refused."""
+    from pintopic.safeio import check_regular
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o666 & ~_UMASK)
+    try:
+        check_regular(os.fstat(fd), path, what="run lock")
+    except PintopicError:
+        os.close(fd)
+        raise PintopicError(f"{path} is not a regular file; remove it so the run folder can be locked") from None
+    return os.fdopen(fd, "a+")
 
 
 def _command_line(pid: str = "self") -> list[str]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,14 +49,35 @@ def make_image(path: Path, color=(200, 30, 30), size=(48, 40), fmt: str | None =
     return path
 
 
+#: The colours of the tiny folders dataset's three categories.
+TINY_COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+
+
+def write_tiny_folders(root: Path, per_category: int = 12) -> Path:
+    """3 categories x ``per_category`` distinct noisy images of clearly different colours under ``root``."""
+    for c_index, (name, color) in enumerate(TINY_COLORS.items()):
+        for i in range(per_category):
+            make_image(root / name / f"img_{i:02d}.png", color=color, seed=c_index * 100 + i)
+    return root
+
+
 @pytest.fixture
 def tiny_folders(tmp_path: Path) -> Path:
     """A folders dataset: 3 categories x 12 distinct noisy images of clearly different colours."""
-    root = tmp_path / "folders"
-    colors = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
-    for c_index, (name, color) in enumerate(colors.items()):
-        for i in range(12):
-            make_image(root / name / f"img_{i:02d}.png", color=color, seed=c_index * 100 + i)
+    return write_tiny_folders(tmp_path / "folders")
+
+
+#: Four categories of clearly different colours, for noisy crawls.
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "grey": (128, 128, 128)}
+
+
+@pytest.fixture(scope="session")
+def colour_folders(tmp_path_factory) -> Path:
+    """A folders dataset: 4 categories x 45 tiny (8 x 8) distinct images, enough for a few boards of 10-16 pins."""
+    root = tmp_path_factory.mktemp("colour-folders")
+    for c_index, (name, color) in enumerate(COLOURS.items()):
+        for i in range(45):
+            make_image(root / name / f"img_{i:02d}.png", color=color, size=(8, 8), seed=c_index * 1000 + i)
     return root
 
 
@@ -102,3 +124,74 @@ def tiny_study(tmp_path: Path, tiny_folders: Path) -> Path:
     config = tmp_path / "tiny.toml"
     config.write_text(TINY_STUDY.format(source=tiny_folders))
     return config
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A Ray cluster of two nodes (one CPU, a 150 MB object store each) on 127.0.0.1 only; its address.
+
+    Started once per test session (about 15 s) and shut down at the end. Ray is an optional extra: without
+    it the tests that need it skip, except under CI=true, where requirements.txt installs it.
+    """
+    previous = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    # Ray's switch for a loopback-only node: every Ray process of this session (and of drivers started from
+    # it) then binds and connects on 127.0.0.1, never the machine's network address
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    if IN_CI:
+        import ray
+    else:
+        ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'pintopic[ray]')")
+    from ray.cluster_utils import Cluster
+
+    node = {"num_cpus": 1, "object_store_memory": 150 * 1024**2, "node_ip_address": "127.0.0.1"}
+    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
+    cluster.add_node(**node)
+    cluster.wait_for_nodes()
+    try:
+        yield cluster.address
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        if previous is None:
+            os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+        else:
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = previous
+
+
+@pytest.fixture(scope="session")
+def serve_models_dir(tmp_path_factory) -> Path:
+    """``RUN/results/models`` of a tiny fitted run (knn, logreg, ensemble on the untrained test_efficientnet), built
+    once per session for the service tests; read-only."""
+    from servekit import fitted_run
+
+    base = tmp_path_factory.mktemp("serve-run")
+    return fitted_run(write_tiny_folders(base / "folders"), base / "run", backbone="timm:test_efficientnet",
+                      pretrained=False)
+
+
+@pytest.fixture
+def read_audit(monkeypatch):
+    """A list that records every path opened from Python (audit hook) or read as parquet (pyarrow reads in C++,
+    out of the hook's sight) while the test runs: to prove that a stage never reads a file."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    opened: list[str] = []
+    active = [True]
+
+    def hook(event, args):
+        if active[0] and event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
+            opened.append(os.fsdecode(args[0]))
+
+    sys.addaudithook(hook)  # hooks cannot be removed: ``active`` switches it off after the test
+    def recording(original):
+        def recorder(source, *args, **kwargs):
+            opened.append(str(source))
+            return original(source, *args, **kwargs)
+
+        return recorder
+
+    for module, name in ((pq, "read_table"), (pd, "read_parquet")):
+        monkeypatch.setattr(module, name, recording(getattr(module, name)))
+    yield opened
+    active[0] = False

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pintopic.classify.estimators import build_classifier, class_scores
-from pintopic.classify.persist import MODEL_ARRAYS, MODEL_JSON, load_model, save_model
+from pintopic.classify.persist import MODEL_ARRAYS, MODEL_JSON, description_checksum, load_model, save_model
 from pintopic.errors import PintopicError
 
 
@@ -57,6 +57,7 @@ def test_pickle_payload_renamed_as_model_files_is_refused_and_never_runs(tmp_pat
 
     info = json.loads((tampered / MODEL_JSON).read_text())
     info["arrays_sha256"] = hashlib.sha256(payload).hexdigest()
+    info["description_sha256"] = description_checksum(info)  # a deliberate attacker forges both checksums
     (tampered / MODEL_JSON).write_text(json.dumps(info))
     with pytest.raises(PintopicError, match="not a valid array archive"):
         load_model(tampered)
@@ -74,6 +75,10 @@ def test_disallowed_class_and_truncated_files_are_refused(tmp_path):
     save_model(model, folder, {"classifier": "lsvm"})
     info = json.loads((folder / MODEL_JSON).read_text())
     info["steps"][1]["class"] = "os.system"
+    (folder / MODEL_JSON).write_text(json.dumps(info))
+    with pytest.raises(PintopicError, match="does not match its checksum"):
+        load_model(folder)
+    info["description_sha256"] = description_checksum(info)
     (folder / MODEL_JSON).write_text(json.dumps(info))
     with pytest.raises(PintopicError, match="allow-list"):
         load_model(folder)

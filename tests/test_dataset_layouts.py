@@ -92,12 +92,13 @@ def test_crawl_symlinked_board_inside_and_outside(tmp_path: Path):
     (root / "u" / "boards.json").write_text(json.dumps([{"slug": "a", "category": "art"}, {"slug": "b", "category": "art"},
                                                         {"slug": "far", "category": "art"}]))
     pin(root / "u" / "a", "1")
-    os.symlink("a", root / "u" / "b")  # a board folder symlinked inside the root: followed
+    os.symlink("a", root / "u" / "b")  # a board folder symlinked inside the root: the same folder, listed once
     pin(tmp_path / "elsewhere", "9")
     os.symlink(tmp_path / "elsewhere", root / "u" / "far")
-    ingest(root, tmp_path / "run", workers=1, min_per_category=1, progress=False)
+    record = ingest(root, tmp_path / "run", workers=1, min_per_category=1, progress=False)
     status = load_manifest(tmp_path / "run").set_index("path")["status"].to_dict()
-    assert status == {"u/a/1/image.jpg": "ok", "u/b/1/image.jpg": "duplicate", "u/far": "outside_root"}
+    assert status == {"u/a/1/image.jpg": "ok", "u/far": "outside_root"}
+    assert record["ignored_dirs"] == ["u/b (same folder as u/a, listed once)"]
 
 
 def _table_source(tmp_path: Path) -> tuple[Path, list[dict]]:

@@ -139,8 +139,10 @@ def test_a_worker_crash_is_isolated_to_its_file(tmp_path, monkeypatch):
             os._exit(3)
         return real(path, max_pixels, *rest)
 
+    import pintopic.engine.local
+
     # fork, so the workers inherit the patched function
-    monkeypatch.setattr(verify, "_context", lambda: multiprocessing.get_context("fork"))
+    monkeypatch.setattr(pintopic.engine.local, "_context", lambda: multiprocessing.get_context("fork"))
     monkeypatch.setattr(verify, "verify_file", crashing)
     results = verify.verify_files(paths, workers=2, progress=False)
     assert [r.status for r in results] == ["ok"] * 5 + ["truncated"] + ["ok"] * 6

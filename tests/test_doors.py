@@ -9,10 +9,15 @@ from pintopic.config import DEFAULTS
 #: CLI option (command, dest) -> config key; None: an option with no config meaning (said why).
 CLI_TO_CONFIG = {
     ("ingest", "source"): "dataset.source", ("ingest", "layout"): "dataset.layout",
+    ("ingest", "categories"): "dataset.categories",
     ("ingest", "exclude"): "dataset.exclude", ("ingest", "per_category"): "dataset.per_category",
     ("ingest", "min_per_category"): "dataset.min_per_category", ("ingest", "seed"): "dataset.seed",
     ("ingest", "max_pixels"): "dataset.max_pixels", ("ingest", "workers"): "dataset.workers",
     ("ingest", "no_decode_cache"): "dataset.decode_cache", ("ingest", "pixel_cache"): "dataset.pixel_cache",
+    ("ingest", "max_metadata_bytes"): "dataset.max_metadata_bytes",
+    **{(command, dest): f"engine.{key}" for command in ("ingest", "extract")
+       for dest, key in (("engine", "kind"), ("ray_address", "address"), ("ray_actors", "actors"),
+                         ("ray_actor_threads", "actor_threads"))},
     ("extract", "backbone"): "features.backbones", ("extract", "batch_size"): "features.batch_size",
     ("extract", "workers"): "features.workers", ("extract", "device"): "features.device",
     ("extract", "dtype"): "features.dtype", ("extract", "runtime"): "features.runtime",
@@ -31,6 +36,9 @@ CLI_TO_CONFIG = {
     ("evaluate", "cv"): "classify.cv", ("evaluate", "test_size"): "classify.test_size",
     ("evaluate", "split"): "classify.split", ("evaluate", "seed"): "classify.seed",
     ("evaluate", "knn_metric"): "classify.knn_metric", ("evaluate", "grid"): "classify.grids",
+    ("evaluate", "label_issues"): "classify.label_issues", ("evaluate", "truth"): "classify.truth",
+    ("profile", "source"): "run.folder", ("profile", "truth"): "classify.truth", ("profile", "seed"): "classify.seed",
+    ("profile", "board_rule"): "profile.board_rule", ("profile", "user_rule"): "profile.user_rule",
     ("report", "screenshot"): "report.screenshot", ("report", "screenshot_height"): "report.screenshot_height",
 }
 #: Options that only say where to work or how to talk, not what the stage computes.
@@ -50,7 +58,7 @@ def _subparsers():
     return action.choices
 
 
-@pytest.mark.parametrize("command", ["ingest", "extract", "finetune", "evaluate", "report"])
+@pytest.mark.parametrize("command", ["ingest", "extract", "finetune", "evaluate", "profile", "report"])
 def test_every_stage_option_has_a_config_key(command):
     dests = {action.dest for action in _subparsers()[command]._actions if action.dest != "help"}
     for dest in dests - NOT_STAGE_OPTIONS:
@@ -60,8 +68,8 @@ def test_every_stage_option_has_a_config_key(command):
 
 def test_every_config_key_of_a_stage_has_a_cli_option():
     reachable = set(CLI_TO_CONFIG.values())
-    run_only = {"name", "run.folder", "finetune.enabled", "report.enabled"}
-    for section in ("dataset", "features", "finetune", "classify", "report"):
+    run_only = {"name", "run.folder", "finetune.enabled", "report.enabled", "profile.enabled"}
+    for section in ("dataset", "features", "finetune", "classify", "profile", "report", "engine"):
         for key in DEFAULTS[section]:
             dotted = f"{section}.{key}"
             assert dotted in reachable or dotted in run_only, f"config key {dotted} has no CLI option"
@@ -87,7 +95,8 @@ def test_run_passes_every_configured_option(tmp_path, tiny_folders, monkeypatch)
     config = tmp_path / "c.toml"
     config.write_text(f'''[run]\nfolder = "run"\n[dataset]\nsource = "{tiny_folders}"\ndecode_cache = false\n
 [features]\nbackbones = ["lite0"]\nruntime = "torch"\nweights = "{weights}"\nall_rows = true\nprecision = "int8"\n
-[finetune]\nenabled = true\n[classify]\nknn_metric = "cosine"\nsplit = "group:user"\n[report]\nenabled = false\n''')
+[finetune]\nenabled = true\n[classify]\nknn_metric = "cosine"\nsplit = "group:user"\n[report]\nenabled = false\n
+[engine]\nactor_threads = 3\n''')
     run_study(config, progress=False)
     assert calls["ingest"]["decode_cache"] is False
     assert calls["finetune"]["runtime"] == "torch" and calls["finetune"]["split"] == "group:user"
@@ -95,6 +104,7 @@ def test_run_passes_every_configured_option(tmp_path, tiny_folders, monkeypatch)
     # INT8 calibration images come from the split evaluate will use
     assert calls["extract"]["precision"] == "int8" and calls["extract"]["split"] == "group:user"
     assert calls["evaluate"]["metric"] == "cosine"
+    assert calls["ingest"]["engine"].actor_threads == calls["extract"]["engine"].actor_threads == 3
 
 
 def test_cli_evaluate_reaches_metric_and_grids(monkeypatch, tmp_path):

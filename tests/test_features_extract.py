@@ -104,6 +104,26 @@ def test_a_file_broken_since_ingest_is_listed_and_left_out(tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == stamps
 
 
+def test_a_non_finite_vector_is_a_failure_never_a_stored_row(tmp_path, monkeypatch):
+    import pintopic.features.steps as steps
+
+    run = tiny_run(tmp_path, per_category=2)
+    real = steps.embed_rows
+
+    def first_row_nan(*args):
+        vectors = real(*args)
+        vectors[0] = np.nan
+        return vectors
+
+    monkeypatch.setattr(steps, "embed_rows", first_row_nan)  # the local engine runs the model in this process
+    (folder,) = extract(run, "lite0", shard_rows=4, **FAST)
+    meta = read_json(folder / "meta.json")
+    assert [entry["status"] for entry in meta["failed"]] == ["truncated", "truncated"]  # row 0 of both batches
+    assert all("NaN or infinite" in entry["reason"] for entry in meta["failed"])
+    ids, X = load_features(folder)
+    assert len(ids) == 4 and np.isfinite(X).all()
+
+
 def test_a_grown_sample_reuses_stored_vectors(tmp_path, monkeypatch):
     from pintopic.features.preprocess import ImagePreprocessor
 

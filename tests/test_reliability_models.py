@@ -12,15 +12,16 @@ import numpy as np
 import pytest
 from test_classify_persist import _Payload, fitted
 
-from pintopic.classify.persist import MODEL_ARRAYS, MODEL_JSON, load_model, save_model
+from pintopic.classify.persist import MODEL_ARRAYS, MODEL_JSON, description_checksum, load_model, save_model
 from pintopic.errors import PintopicError
 
 
 def _forge(folder: Path, data: bytes) -> None:
-    """Replace model.npz with ``data`` and make model.json's checksum agree, as a deliberate attacker would."""
+    """Replace model.npz with ``data`` and make model.json's checksums agree, as a deliberate attacker would."""
     (folder / MODEL_ARRAYS).write_bytes(data)
     info = json.loads((folder / MODEL_JSON).read_text())
     info["arrays_sha256"] = hashlib.sha256(data).hexdigest()
+    info["description_sha256"] = description_checksum(info)
     (folder / MODEL_JSON).write_text(json.dumps(info))
 
 

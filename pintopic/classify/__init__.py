@@ -7,18 +7,10 @@ without pickle), ``metrics``, ``tables`` (the study's Table 4.1), ``zeroshot``.
 """
 from __future__ import annotations
 
-import importlib
+from pintopic.exports import lazy_exports
 
-_EXPORTS = {
+__getattr__, __all__ = lazy_exports(__name__, {
     "evaluate": "pintopic.classify.evaluation",
     "BelowChanceWarning": "pintopic.classify.evaluation",
     "warn_if_below_chance": "pintopic.classify.evaluation",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'pintopic.classify' has no attribute {name!r}")
+})

@@ -202,13 +202,12 @@ def save_ensemble(folder, member_folders, info: dict) -> None:
     """``model.json`` of an ensemble: its member model folders (relative to it, so the results folder can move)."""
     import os
 
-    from pintopic.classify.persist import FORMAT, FORMAT_VERSION, MODEL_JSON
-    from pintopic.runio import write_json
+    from pintopic.classify.persist import FORMAT, FORMAT_VERSION, write_model_json
 
     folder = Path(folder)
     members = [Path(os.path.relpath(Path(member), folder)).as_posix() for member in member_folders]
-    write_json(folder / MODEL_JSON, {"format": FORMAT, "format_version": FORMAT_VERSION, "classifier": "ensemble",
-                                     **info, "members": members})
+    write_model_json(folder, {"format": FORMAT, "format_version": FORMAT_VERSION, "classifier": "ensemble",
+                              **info, "members": members})
 
 
 def load_ensemble(folder, info: dict | None = None) -> list[tuple[object, dict]]:

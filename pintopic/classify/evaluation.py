@@ -20,7 +20,9 @@ import numpy as np
 from pintopic.errors import AlignmentError, PintopicError
 
 #: Store meta.json fields a model keeps so predict can re-extract features the same way.
-BACKBONE_FIELDS_DROPPED = ("failed", "ids_sha256", "n_rows", "shard_rows", "settings_hash")
+BACKBONE_FIELDS_DROPPED = ("failed", "ids_sha256", "n_rows", "shard_rows", "settings_hash",
+                           "seconds", "images_per_second", "images_computed", "images_reused",
+                           "engine")  # timings and where they ran: not the model
 #: Bumped when a change here changes results, so recorded rows are recomputed.
 PROTOCOL_VERSION = 1
 KNN_METRICS = ("euclidean", "cosine")
@@ -85,15 +87,39 @@ def _protocol(run_dir, results_dir: Path, *, classifiers, grids, cv, test_size, 
     resolved = resolve_grids(classifiers, grids)
     sample = load_sample(run_dir)
     sample["image_id"] = sample["image_id"].astype(str)
+    sample["category"] = sample["category"].astype(str)
+    counts = sample["category"].value_counts()
+    dropped = {c: f"{n} image{'s' if n != 1 else ''}, too few to split" for c, n in counts.items() if n < 2}
+    sample = sample[~sample["category"].isin(list(dropped))]
     split_frame, split_info = load_or_make_split(results_dir, sample, test_size=test_size, split=split, seed=seed)
+    sample, split_frame, too_small = _drop_small_categories(sample, split_frame, cv)
+    dropped.update(too_small)
+    for category, why in sorted(dropped.items()):
+        print(f"warning: category {category!r} has {why} for {cv}-fold cross-validation on the training part: "
+              "left out of the evaluation (sample more images or lower --cv)", file=sys.stderr)
+    if sample["category"].nunique() < 2:
+        raise PintopicError(f"fewer than 2 categories have enough images for a train/test split and {cv}-fold "
+                            f"cross-validation (left out: {', '.join(sorted(dropped)) or 'none'}); sample more images or lower --cv")
     part_of = dict(zip(split_frame["image_id"], split_frame["part"]))
     if set(part_of) != set(sample["image_id"]):
         raise AlignmentError("results/split.parquet does not cover exactly the sample's image ids")
     groups = split_groups(sample, split)
-    return Protocol(results_dir, split_frame, split_info, settings_hash(split_info), part_of,
-                    dict(zip(sample["image_id"], sample["category"].astype(str))),
+    return Protocol(results_dir, split_frame, {**split_info, "dropped_categories": dict(sorted(dropped.items()))},
+                    settings_hash(split_info), part_of, dict(zip(sample["image_id"], sample["category"])),
                     dict(zip(sample["image_id"], groups)) if groups is not None else None,
-                    sorted(sample["category"].astype(str).unique()), cv, seed, metric, n_jobs, resolved)
+                    sorted(sample["category"].unique()), cv, seed, metric, n_jobs, resolved)
+
+
+def _drop_small_categories(sample, split_frame, cv: int):
+    """The sample and split without the categories whose training part is smaller than ``cv`` (their reason)."""
+    train = set(split_frame.loc[split_frame["part"] == "train", "image_id"])
+    counts = sample.loc[sample["image_id"].isin(train), "category"].value_counts()
+    small = {c: f"{int(counts.get(c, 0))} training image{'s' if counts.get(c, 0) != 1 else ''}, too few"
+             for c in sample["category"].unique() if counts.get(c, 0) < cv}
+    if not small:
+        return sample, split_frame, {}
+    kept = sample[~sample["category"].isin(list(small))]
+    return kept, split_frame[split_frame["image_id"].isin(set(kept["image_id"]))].reset_index(drop=True), small
 
 
 class _StoreRows:
@@ -267,8 +293,13 @@ def _write_tables(protocol: Protocol, rows: list[dict], classifiers: list[str]) 
 
 def evaluate(run_dir: str | os.PathLike, *, backbones=None, classifiers=("knn", "lsvm", "nn"), cv: int = 5,
              test_size: float = 0.2, split: str = "stratified", seed: int = 0, grids: dict | None = None,
-             metric: str = "euclidean", n_jobs: int = 2, progress: bool = True) -> dict:
-    """Run the study's protocol on every (or the given) feature store; write and return results.json's content."""
+             metric: str = "euclidean", n_jobs: int = 2, progress: bool = True, label_issues: bool = False,
+             truth=None) -> dict:
+    """Run the study's protocol on every (or the given) feature store; write and return results.json's content.
+
+    ``label_issues``: also flag suspect pins and train through the noise on the first store
+    (:mod:`pintopic.classify.noise_stage`); ``truth`` (a crawl's truth.parquet) is read only to score that.
+    """
     from tqdm.auto import tqdm
 
     from pintopic.classify.catalog import probabilistic
@@ -277,6 +308,10 @@ def evaluate(run_dir: str | os.PathLike, *, backbones=None, classifiers=("knn", 
     from pintopic.runio import RunLock, run_paths
 
     paths = run_paths(run_dir)
+    if isinstance(cv, bool) or not isinstance(cv, (int, np.integer)) or cv < 2:
+        raise PintopicError(f"--cv must be a whole number of at least 2 (folds of the training part), got {cv!r}")
+    if not 0 < test_size < 1:
+        raise PintopicError(f"--test-size must be strictly between 0 and 1, got {test_size!r}")
     if not (paths["dataset"] / "sample.parquet").exists():
         raise PintopicError(f"{paths['dataset']} has no sample.parquet; run `pintopic ingest SOURCE {run_dir}` first")
     if metric not in KNN_METRICS:
@@ -306,4 +341,9 @@ def evaluate(run_dir: str | os.PathLike, *, backbones=None, classifiers=("knn", 
         bar.close()
         if "ensemble" in classifiers and len(members) > 1:
             rows.append(_ensemble(protocol, members, int(protocol.grids["ensemble"]["max_members"][0])))
-        return _write_tables(protocol, rows, classifiers)
+        results = _write_tables(protocol, rows, classifiers)
+        if label_issues and stores:
+            from pintopic.classify.noise_stage import noise_stage
+
+            noise_stage(run_dir, _StoreRows(*stores[0], protocol), protocol, truth=truth)
+        return results

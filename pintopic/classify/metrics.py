@@ -35,11 +35,12 @@ def classification_summary(y_true, y_pred, categories) -> dict:
 
 
 def confusion_csv(confusion: np.ndarray, categories) -> str:
-    """The confusion matrix as CSV with category names on both axes (rows: true, columns: predicted)."""
-    categories = list(categories)
-    lines = ["true\\predicted," + ",".join(categories)]
-    lines += [name + "," + ",".join(str(int(v)) for v in row) for name, row in zip(categories, confusion)]
-    return "\n".join(lines) + "\n"
+    """The confusion matrix as CSV with category names on both axes (rows: true, columns: predicted), quoted
+    where needed (``hats, caps``, ``say "cheese"``); read it back as text (:func:`pintopic.safeio.read_csv_text`)."""
+    from pintopic.runio import csv_text
+
+    return csv_text([["true\\predicted", *map(str, categories)],
+                     *([str(name), *(int(v) for v in row)] for name, row in zip(categories, confusion))])
 
 
 #: How many ranked categories the recorded test predictions keep.

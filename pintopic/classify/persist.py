@@ -2,13 +2,16 @@
 a ``model.json`` naming each step's class from an explicit allow-list with its plain JSON parameters.
 
 Loading therefore never executes code from the files; a file that is not exactly what was written
-(tampered, truncated, or a pickle renamed) is refused with a :class:`PintopicError`.
+(tampered, truncated, or a pickle renamed) is refused with a :class:`PintopicError`. ``model.json`` carries
+``description_sha256``, a checksum of everything else in it (the backbone, its preprocessing, the feature
+key, the categories), and its categories and dimensions are cross-checked against the arrays, so an edited
+description is refused too; ``predict`` also checks the backbone it builds against the recorded one
+(:func:`pintopic.features.embed.check_backbone`).
 """
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 import zipfile
 from pathlib import Path
 
@@ -16,9 +19,13 @@ import numpy as np
 
 from pintopic.classify import catalog
 from pintopic.errors import PintopicError
+from pintopic.safeio import UnreadableFileError, read_json_file, read_regular
 
 MODEL_JSON = "model.json"
 MODEL_ARRAYS = "model.npz"
+DESCRIPTION_SHA256 = "description_sha256"
+#: Largest model.json read (a description is a few KB; this only stops a planted giant file).
+MAX_DESCRIPTION_BYTES = 16 * 1024**2
 FORMAT = "pintopic-model"
 FORMAT_VERSION = 1
 
@@ -56,7 +63,7 @@ def _restore(kind: str, params: dict, arrays: dict[str, np.ndarray]):
 
 def save_model(pipeline, folder: str | Path, info: dict) -> None:
     """Write ``model.npz`` then ``model.json`` (written last; it holds the arrays' checksum and ``info``)."""
-    from pintopic.runio import write_bytes, write_json
+    from pintopic.runio import write_bytes
 
     folder = Path(folder)
     steps, arrays = [], {}
@@ -74,8 +81,22 @@ def save_model(pipeline, folder: str | Path, info: dict) -> None:
     np.savez(buffer, **arrays)
     data = buffer.getvalue()
     write_bytes(folder / MODEL_ARRAYS, data)
-    write_json(folder / MODEL_JSON, {"format": FORMAT, "format_version": FORMAT_VERSION, "steps": steps,
-                                     "arrays_sha256": hashlib.sha256(data).hexdigest(), **info})
+    write_model_json(folder, {"format": FORMAT, "format_version": FORMAT_VERSION, "steps": steps,
+                              "arrays_sha256": hashlib.sha256(data).hexdigest(), **info})
+
+
+def description_checksum(info: dict) -> str:
+    """sha256 of a model description without its own checksum field (canonical JSON, so key order does not matter)."""
+    from pintopic.runio import canonical_json
+
+    return hashlib.sha256(canonical_json({k: v for k, v in info.items() if k != DESCRIPTION_SHA256}).encode()).hexdigest()
+
+
+def write_model_json(folder: str | Path, info: dict) -> None:
+    """Write ``model.json`` with its :func:`description_checksum` (pairs and ensembles alike)."""
+    from pintopic.runio import write_json
+
+    write_json(Path(folder) / MODEL_JSON, {**info, DESCRIPTION_SHA256: description_checksum(info)})
 
 
 def read_model_info(folder: str | Path) -> dict:
@@ -84,11 +105,15 @@ def read_model_info(folder: str | Path) -> dict:
     if not path.exists():
         raise PintopicError(f"{folder} is not a model folder (no {MODEL_JSON}); models are under RUN/results/models/")
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as error:
-        raise PintopicError(f"{path} is not a valid pintopic model description (unreadable JSON: {error})") from None
+        info = read_json_file(path, max_bytes=MAX_DESCRIPTION_BYTES, what=MODEL_JSON)
+    except UnreadableFileError as error:
+        raise PintopicError(f"{path} is not a valid pintopic model description (unreadable JSON: {error.reason})") from None
     if not isinstance(info, dict) or info.get("format") != FORMAT or info.get("format_version") != FORMAT_VERSION:
         raise PintopicError(f"{path} is not a pintopic model description (format {FORMAT!r} v{FORMAT_VERSION})")
+    recorded = info.get(DESCRIPTION_SHA256)
+    if recorded is not None and recorded != description_checksum(info):  # models saved before the checksum have none
+        raise PintopicError(f"{path} does not match its checksum (edited or damaged): its backbone, categories or "
+                            "settings cannot be trusted; refit the model with `pintopic evaluate`")
     return info
 
 
@@ -101,9 +126,14 @@ def load_model(folder: str | Path):
     array_path = folder / MODEL_ARRAYS
     if not array_path.exists():
         raise PintopicError(f"{folder} lacks {MODEL_ARRAYS}")
-    data = array_path.read_bytes()
+    try:
+        data = read_regular(array_path)
+    except UnreadableFileError as error:
+        raise PintopicError(f"{array_path}: {error.reason}") from None
     if hashlib.sha256(data).hexdigest() != info.get("arrays_sha256"):
         raise PintopicError(f"{array_path} does not match the checksum in {MODEL_JSON} (tampered or truncated); refit the model")
+    if not data.startswith(b"PK\x03\x04"):
+        raise PintopicError(f"{array_path} is not a valid array archive (a .npz is a zip file; this one starts with {data[:8]!r})")
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
@@ -118,6 +148,17 @@ def load_model(folder: str | Path):
         n_features = getattr(steps[0][1], "n_features_in_", None)
         if n_features is not None:  # arrays of mismatched shapes fail here, not in the user's first predict
             pipeline.predict(np.zeros((1, int(n_features)), dtype=np.float32))
+        _cross_check(info, pipeline, n_features)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
         raise PintopicError(f"{folder}: model description is inconsistent with its arrays ({error!r})") from None
     return pipeline, info
+
+
+def _cross_check(info: dict, pipeline, n_features) -> None:
+    """The description's categories and feature dimension must be the arrays' (raises ValueError)."""
+    categories = info.get("categories")
+    if categories is not None and list(categories) != [str(c) for c in pipeline.classes_]:
+        raise ValueError(f"categories {categories} are not the model's classes {[str(c) for c in pipeline.classes_]}")
+    dim = (info.get("backbone") or {}).get("dim")
+    if dim is not None and n_features is not None and int(dim) != int(n_features):
+        raise ValueError(f"backbone dim {dim} is not the model's {n_features} input features")

@@ -85,18 +85,15 @@ def table_markdown(rows) -> str:
 
 def table_csv(rows) -> str:
     backbones, classifiers, cells = results_table(rows)
-    import csv
-    import io
+    from pintopic.runio import csv_text
 
     labels = row_labels(rows)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["backbone"] + classifiers + [AVERAGE])
+    lines = [["backbone"] + classifiers + [AVERAGE]]
     for backbone in backbones + [AVERAGE]:
-        writer.writerow([labels.get(backbone, backbone)] + [
+        lines.append([labels.get(backbone, backbone)] + [
             "" if math.isnan(cells.get((backbone, c), math.nan)) else f"{cells[(backbone, c)]:.6f}"
             for c in classifiers + [AVERAGE]])
-    return buffer.getvalue()
+    return csv_text(lines)
 
 
 def _tex_escape(text: str) -> str:

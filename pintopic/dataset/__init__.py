@@ -9,9 +9,9 @@ The formats are documented in ``docs/data-format.md``.
 """
 from __future__ import annotations
 
-import importlib
+from pintopic.exports import lazy_exports
 
-_EXPORTS = {
+__getattr__, __all__ = lazy_exports(__name__, {
     "ingest": "pintopic.dataset.ingestion",
     "make_crawl": "pintopic.dataset.makecrawl",
     "load_manifest": "pintopic.dataset.manifest",
@@ -20,12 +20,4 @@ _EXPORTS = {
     "image_tasks": "pintopic.dataset.manifest",
     "ImageTask": "pintopic.dataset.manifest",
     "distribution_png": "pintopic.dataset.distribution",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'pintopic.dataset' has no attribute {name!r}")
+})

@@ -6,9 +6,9 @@ One horizontal bar per category, sorted largest first, in the style every pintop
 """
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable, Mapping
+
+from pintopic.runio import csv_text
 
 CSV_COLUMNS = ("category", "count", "found", "sampled")
 
@@ -16,12 +16,8 @@ CSV_COLUMNS = ("category", "count", "found", "sampled")
 def distribution_csv(rows: Iterable[Mapping]) -> bytes:
     """CSV text with ``category,count,found,sampled`` (``count``: ok images), largest count first."""
     rows = sorted(rows, key=lambda row: (-int(row["count"]), str(row["category"])))
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for row in rows:
-        writer.writerow([row["category"], int(row["count"]), int(row.get("found", 0)), int(row.get("sampled", 0))])
-    return buffer.getvalue().encode("utf-8")
+    lines = [[row["category"], int(row["count"]), int(row.get("found", 0)), int(row.get("sampled", 0))] for row in rows]
+    return csv_text([CSV_COLUMNS, *lines]).encode("utf-8")
 
 
 def distribution_png(counts: Mapping[str, int], *, left_out: Iterable[str] = (), min_per_category: int | None = None,

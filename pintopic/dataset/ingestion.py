@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pintopic import __version__
-from pintopic.categories import normalize_category
+from pintopic.categories import normalize_category, read_category_map
 from pintopic.dataset.cleaning import assign_statuses, cached_decode
 from pintopic.dataset.decode_cache import CACHE_FOLDER, CACHE_SIDE, cache_summary
 from pintopic.dataset.distribution import distribution_csv, distribution_png
@@ -30,6 +30,7 @@ from pintopic.dataset.layouts import LAYOUTS, Listing, detect_layout, display, s
 from pintopic.dataset.manifest import manifest_schema
 from pintopic.dataset.sampling import select_sample
 from pintopic.dataset.verify import Verified, verify_files
+from pintopic.engine.factory import open_engine
 from pintopic.environment import usable_cores
 from pintopic.errors import PintopicError
 from pintopic.imageio import DEFAULT_MAX_PIXELS, STATUSES
@@ -41,6 +42,7 @@ from pintopic.runio import (
     write_if_changed,
     write_parquet,
 )
+from pintopic.safeio import MAX_METADATA_BYTES, read_regular
 
 OUTPUTS = ("manifest.parquet", "sample.parquet", "distribution.csv", "distribution.png")
 
@@ -72,7 +74,7 @@ def _normalise_exclude(exclude) -> list[str]:
     return sorted(name for name in names if name)
 
 
-def _check_settings(layout, per_category, min_per_category, seed, max_pixels, workers):
+def _check_settings(layout, per_category, min_per_category, seed, max_pixels, workers, max_metadata_bytes):
     if layout not in ("auto",) + LAYOUTS:
         raise PintopicError(f"unknown layout {layout!r}; use one of auto, {', '.join(LAYOUTS)}")
     if per_category is not None and int(per_category) < 1:
@@ -83,6 +85,8 @@ def _check_settings(layout, per_category, min_per_category, seed, max_pixels, wo
         raise PintopicError("--max-pixels must be at least 1")
     if workers is not None and int(workers) < 1:
         raise PintopicError("--workers must be at least 1")
+    if int(max_metadata_bytes) < 1:
+        raise PintopicError("--max-metadata-bytes must be at least 1")
     try:
         int(seed)
     except (TypeError, ValueError):
@@ -91,16 +95,25 @@ def _check_settings(layout, per_category, min_per_category, seed, max_pixels, wo
 
 def ingest(source, run_dir, *, layout: str = "auto", exclude: Iterable[str] | str | None = ("none", "other"),
            per_category: int | None = None, min_per_category: int = 5, seed: int = 0, max_pixels: int | None = None,
-           workers: int | None = None, progress: bool = True, decode_cache: bool = True) -> dict:
+           workers: int | None = None, progress: bool = True, decode_cache: bool = True,
+           categories: str | os.PathLike | None = None, max_metadata_bytes: int = MAX_METADATA_BYTES,
+           engine=None) -> dict:
     """Scan ``source``, verify every image, clean, sample; write ``run_dir/dataset/``; return dataset.json's content.
 
-    ``decode_cache`` keeps small decoded copies of costly files for extraction (:mod:`pintopic.dataset.decode_cache`).
+    ``categories`` is a CSV mapping boards to categories (``categories.read_category_map``), for crawl and
+    gallery-dl boards that carry no category of their own. ``decode_cache`` keeps small decoded copies of
+    costly files for extraction (:mod:`pintopic.dataset.decode_cache`). Metadata files over
+    ``max_metadata_bytes`` are ``bad_metadata``. A run folder inside the source is not scanned (its outputs
+    never become input). ``engine`` (:class:`~pintopic.engine.EngineSettings`; default: this machine) runs
+    the decode-verify; it does not change any output, so a run ingested on a cluster is up to date for a
+    single machine and back.
     """
-    _check_settings(layout, per_category, min_per_category, seed, max_pixels, workers)
+    _check_settings(layout, per_category, min_per_category, seed, max_pixels, workers, max_metadata_bytes)
     source_path = Path(os.path.abspath(os.path.expanduser(os.fsdecode(source))))
     if not source_path.exists():
         raise PintopicError(f"source {source_path} does not exist")
     resolved_layout = detect_layout(source_path) if layout == "auto" else layout
+    category_map = read_category_map(categories) if categories else None
     arguments = {
         "source": display(os.fsencode(source_path)), "layout": layout, "exclude": _normalise_exclude(exclude),
         "per_category": None if per_category is None else int(per_category),
@@ -108,12 +121,16 @@ def ingest(source, run_dir, *, layout: str = "auto", exclude: Iterable[str] | st
         "max_pixels": DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels),
         "decode_cache_side": CACHE_SIDE if decode_cache else None,
     }
+    if category_map is not None:  # only when given, so runs without a map keep their settings hash
+        arguments["categories"] = display(os.fsencode(os.path.abspath(categories)))
+    if int(max_metadata_bytes) != MAX_METADATA_BYTES:  # likewise
+        arguments["max_metadata_bytes"] = int(max_metadata_bytes)
     run = Path(run_dir)
     dataset_dir = run / "dataset"
-    run.mkdir(parents=True, exist_ok=True)
     with RunLock(run):
         started = time.perf_counter()
-        listing = scan(source_path, resolved_layout)
+        listing = scan(source_path, resolved_layout, category_map, skip_folders=[run],
+                       max_metadata_bytes=int(max_metadata_bytes))
         fingerprint = listing.fingerprint()
         key = {"version": __version__, "arguments": arguments, "layout": resolved_layout, "listing": fingerprint}
         stage_hash = settings_hash(key, length=16)
@@ -123,7 +140,7 @@ def ingest(source, run_dir, *, layout: str = "auto", exclude: Iterable[str] | st
             record = previous
         else:
             record = _build(listing, arguments, resolved_layout, fingerprint, stage_hash, dataset_dir, previous,
-                            workers, progress, started)
+                            workers, progress, started, engine)
         return record
 
 
@@ -141,8 +158,10 @@ def _read_previous(dataset_dir: Path) -> dict | None:
 def _outputs_intact(dataset_dir: Path, record: dict) -> bool:
     hashes = record.get("outputs") or {}
     for name in OUTPUTS:
-        path = dataset_dir / name
-        if name not in hashes or not path.exists() or _sha256(path.read_bytes()) != hashes[name]:
+        try:
+            if name not in hashes or _sha256(read_regular(dataset_dir / name)) != hashes[name]:
+                return False
+        except (OSError, ValueError):
             return False
     return True
 
@@ -153,7 +172,7 @@ def _load_cache(dataset_dir: Path, previous: dict | None) -> tuple[dict, int | N
     if not previous or not path.exists():
         return {}, None
     try:
-        if _sha256(path.read_bytes()) != (previous.get("outputs") or {}).get("manifest.parquet"):
+        if _sha256(read_regular(path)) != (previous.get("outputs") or {}).get("manifest.parquet"):
             return {}, None
         import pyarrow.parquet as pq
 
@@ -178,8 +197,8 @@ def _reusable(verified: Verified, previous_max: int | None, max_pixels: int) -> 
 
 
 def _decode(listing: Listing, arguments: dict, dataset_dir: Path, previous: dict | None, workers: int | None,
-            progress: bool) -> tuple[list[Verified | None], dict]:
-    """Decode-verify every file the previous manifest cannot answer for; ``(results per entry, timing)``."""
+            progress: bool, engine=None) -> tuple[list[Verified | None], dict]:
+    """Decode-verify (on ``engine``) every file the previous manifest cannot answer for; ``(results per entry, timing)``."""
     max_pixels = arguments["max_pixels"]
     entries = listing.entries
     cache, previous_max = _load_cache(dataset_dir, previous)
@@ -196,12 +215,14 @@ def _decode(listing: Listing, arguments: dict, dataset_dir: Path, previous: dict
     workers = usable_cores() if workers is None else int(workers)
     started = time.perf_counter()
     cache_dir = dataset_dir / CACHE_FOLDER if arguments["decode_cache_side"] else None
+    runner = open_engine(engine) if todo else None
     results = verify_files([entries[i].abspath for i in todo], max_pixels=max_pixels, workers=workers,
-                           sizes=[entries[i].size for i in todo], progress=progress, cache_dir=cache_dir)
+                           sizes=[entries[i].size for i in todo], progress=progress, cache_dir=cache_dir, engine=runner)
     for index, result in zip(todo, results):
         decoded[index] = result
     timing = {"decoded": len(todo), "reused": sum(1 for item in decoded if item is not None) - len(todo),
-              "decode_seconds": time.perf_counter() - started, "workers": workers}
+              "decode_seconds": time.perf_counter() - started, "workers": workers,
+              "engine": runner.describe() if runner is not None else None}
     return decoded, timing
 
 
@@ -222,8 +243,8 @@ def _counts(rows: list[dict], exclude) -> tuple[dict, dict, dict]:
 
 
 def _build(listing: Listing, arguments: dict, layout: str, fingerprint: str, stage_hash: str, dataset_dir: Path,
-           previous: dict | None, workers: int | None, progress: bool, started: float) -> dict:
-    decoded, timing = _decode(listing, arguments, dataset_dir, previous, workers, progress)
+           previous: dict | None, workers: int | None, progress: bool, started: float, engine=None) -> dict:
+    decoded, timing = _decode(listing, arguments, dataset_dir, previous, workers, progress, engine)
     rows = assign_statuses(listing.entries, decoded, arguments["exclude"])
     rows.sort(key=lambda row: row["image_id"])
     selected, left_out, sampled = select_sample(
@@ -305,5 +326,8 @@ def _print_summary(record: dict, listing: Listing, timing: dict | None, *, up_to
     for note in record.get("notes", [])[:10]:
         print(f"  note: {note}", file=out)
     if timing:
-        print(f"  decoded {timing['decoded']:,} files in {timing['decode_seconds']:.1f} s with {timing['workers']} "
-              f"worker(s); {timing['reused']:,} decode results reused from the previous scan", file=out)
+        engine = timing["engine"] or {"kind": "local"}
+        where = (f"{timing['workers']} worker(s)" if engine["kind"] == "local"
+                 else f"Ray ({engine['nodes']} node(s), {engine['cpus']} CPUs)")
+        print(f"  decoded {timing['decoded']:,} files in {timing['decode_seconds']:.1f} s with {where}; "
+              f"{timing['reused']:,} decode results reused from the previous scan", file=out)

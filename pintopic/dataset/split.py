@@ -1,7 +1,7 @@
 """The train/test split shared by every backbone x classifier, and the folds of the inner cross-validation.
 
 ``stratified``: a seeded stratified split (the study: 800/200 per category). ``group:user`` and
-``group:board`` keep every image of a user (board) on one side, via StratifiedGroupKFold, and group the
+``group:board`` keep every image of a user (board, named within its user) on one side, via StratifiedGroupKFold, and group the
 inner folds the same way, the leak-free evaluation the study did not do.
 """
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pintopic.errors import PintopicError
+from pintopic.safeio import open_regular
 
 SPLIT_MODES = ("stratified", "group:user", "group:board")
 
@@ -26,7 +27,15 @@ def split_groups(sample, split: str):
         raise PintopicError(
             f"--split {split} needs a {column} for every image, but this dataset has none (a folders layout?); "
             "use --split stratified or ingest a crawl")
+    if column == "board" and "user" in sample.columns:  # boards are named within a user
+        return board_keys(sample["user"], sample["board"])
     return sample[column].astype(str).to_numpy()
+
+
+def board_keys(users, boards) -> np.ndarray:
+    """One key per pin naming its board, ``user/board``: two users' "recipes" boards are different boards."""
+    users = ["" if u is None else str(u) for u in users]
+    return np.array([f"{u}/{b}" for u, b in zip(users, map(str, boards))], dtype=object)
 
 
 def make_split(sample, *, test_size: float = 0.2, split: str = "stratified", seed: int = 0):
@@ -83,7 +92,11 @@ def load_or_make_split(results_dir: str | Path, sample, *, test_size: float, spl
     settings = split_settings(sample, test_size=test_size, split=split, seed=seed)
     marker, table = results_dir / "split.json", results_dir / "split.parquet"
     if table.exists() and stage_is_complete(marker, settings):
-        return pd.read_parquet(table), settings
+        try:
+            with open_regular(table) as handle:
+                return pd.read_parquet(handle), settings
+        except Exception:  # noqa: BLE001 - a damaged split is made again
+            pass
     frame = make_split(sample, test_size=test_size, split=split, seed=seed)
     write_parquet(table, frame)
     counts = frame["part"].value_counts().to_dict()
@@ -123,7 +136,8 @@ def recorded_split(results_dir: str | Path, sample):
         return None
     if not stage_is_complete(results_dir / "split.json", settings) or not (results_dir / "split.parquet").exists():
         return None  # another sample (or a damaged record): not this sample's split
-    return pd.read_parquet(results_dir / "split.parquet"), settings
+    with open_regular(results_dir / "split.parquet") as handle:
+        return pd.read_parquet(handle), settings
 
 
 def training_split(results_dir: str | Path, sample, *, test_size: float | None = None, split: str | None = None,

@@ -10,11 +10,11 @@ Modules, one role each: ``registry`` (names -> specs), ``builder`` (specs -> mod
 """
 from __future__ import annotations
 
-import importlib
+from pintopic.exports import lazy_exports
 
-_EXPORTS = {
+__getattr__, __all__ = lazy_exports(__name__, {
     "extract": "pintopic.features.extraction",
-    "store_key": "pintopic.features.extraction",
+    "store_key": "pintopic.features.store",
     "embed_images": "pintopic.features.embed",
     "prepared_backbone": "pintopic.features.embed",
     "feature_store": "pintopic.features.store",
@@ -25,12 +25,4 @@ _EXPORTS = {
     "build_backbone": "pintopic.features.builder",
     "resolve_backbone": "pintopic.features.registry",
     "build_pixel_caches": "pintopic.features.pixel_cache",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'pintopic.features' has no attribute {name!r}")
+})

@@ -184,6 +184,24 @@ def build_backbone(name: str, *, pretrained: bool = True, weights: str | None = 
     return Backbone(spec, model, preprocessing, int(dim), bool(pretrained or weights), source)
 
 
+def backbone_description(name: str, *, pretrained: bool = True, weights: str | None = None) -> Backbone:
+    """The built backbone without its network (``model`` None, weights checksum kept): what names and plans a
+    feature store, small enough to hand to a driver that never imports torch."""
+    backbone = build_backbone(name, pretrained=pretrained, weights=weights)
+    described = dataclasses.replace(backbone, model=None)
+    described.__dict__["weights_sha256"] = backbone.weights_sha256  # the cached property, computed from the weights
+    return described
+
+
+def described_elsewhere(name: str, *, pretrained: bool = True, weights: str | None = None) -> Backbone:
+    """:func:`backbone_description` computed in a fresh process, so this one never loads torch (a cluster's driver)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(backbone_description, name, pretrained=pretrained, weights=weights).result()
+
+
 def weights_available(spec: BackboneSpec) -> bool:
     """Whether pretrained weights can be loaded right now without downloading."""
     from pintopic.features import weights as weight_files

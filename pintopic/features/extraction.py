@@ -6,13 +6,16 @@ part, failed, ids, so a shard whose ids file matches the plan is finished and ne
 kill, the rerun continues at the first unfinished shard. ``meta.json`` comes last and marks the store
 complete. Vectors already in the folder (same key = same vector-changing settings) are reused by id
 when the sample changes. Images whose exact model input is in the run's pixel cache
-(:mod:`pintopic.features.pixel_cache`) are read from it instead of decoded; the rest are decoded in
-worker processes (:mod:`pintopic.features.decoding`). ``precision="int8"`` runs the backbone as an INT8 graph
-calibrated on the run's training images (:mod:`pintopic.features.quantize`); its store has its own key and
-records the graph and calibration ids in ``meta.json``.
+(:mod:`pintopic.features.pixel_cache`) are read from it instead of decoded; the rest are decoded. The work
+runs on an engine (:mod:`pintopic.engine`): this machine (decoding worker processes beside the runtime) or
+a Ray cluster (decoding tasks and an actor pool of runtimes), as the steps of :mod:`pintopic.features.steps`.
+``precision="int8"`` runs the backbone as an INT8 graph calibrated on the run's training images
+(:mod:`pintopic.features.quantize`); its store has its own key and records the graph and calibration ids in
+``meta.json``.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -27,11 +30,14 @@ from pintopic.features.store import (
     ids_checksum,
     remove_shards_from,
     shard_name,
+    store_key,
     stored_vectors,
     try_read_ids,
+    vector_settings,
     write_shard,
 )
 from pintopic.runio import RunLock, read_json, run_paths, settings_hash, write_json
+from pintopic.safeio import ensure_free_space
 
 DEFAULT_SHARD_ROWS = 1024
 STORAGE_DTYPES = ("float32", "float16")
@@ -41,28 +47,6 @@ PRECISIONS = ("fp32", "int8")
 #: ``dtype="int8"`` (``--dtype int8``, ``features.dtype = "int8"``) is the user-facing name of INT8 extraction:
 #: ``precision="int8"`` with the vectors stored as float32.
 INT8_DTYPE = "int8"
-
-
-def vector_settings(backbone, *, dtype: str, tta: str | None, quantization: dict | None = None) -> dict:
-    """Everything that changes the stored vectors (and so the store key); the sample is not part of it.
-
-    An INT8 store adds its graph's checksum (which covers the calibration set); FP32 keys are as they always were."""
-    settings = {
-        "spec": backbone.spec.name, "model": backbone.spec.model, "pretrained": backbone.pretrained,
-        "weights_sha256": backbone.weights_sha256, "preprocessing": backbone.preprocessing.to_dict(),
-        "tta": tta or None, "dtype": dtype,
-    }
-    if quantization is not None:
-        settings.update(precision="int8", graph_sha256=quantization["graph_sha256"])
-    return settings
-
-
-def store_key(backbone, *, dtype: str = "float32", tta: str | None = None, quantization: dict | None = None) -> str:
-    """Folder name of a store: the backbone's slug plus a short hash of the vector-changing settings."""
-    from pintopic.features.registry import slug
-
-    settings = vector_settings(backbone, dtype=dtype, tta=tta, quantization=quantization)
-    return f"{slug(backbone.spec.name)}-{settings_hash(settings, 8)}"
 
 
 class _Shards:
@@ -83,6 +67,19 @@ class _Shards:
 
     def to_compute(self, i: int) -> list[ImageTask]:
         return [t for t in self.shards[i] if t.image_id not in self.reusable]
+
+    def add(self, i: int, tasks: list[ImageTask], output: dict) -> None:
+        """Keep an engine output batch (:class:`~pintopic.features.steps.EmbedStep`'s) of shard ``i``'s ``tasks``."""
+        for task, status, detail, vector in zip(tasks, output["status"], output["detail"], output["vector"]):
+            vector = vector.astype(self.dtype) if status == "ok" else None
+            if vector is not None and not np.isfinite(vector).all():
+                # never stored: a store holds finite vectors only (a NaN row marks damage on disk)
+                status, detail = "truncated", "the backbone gave NaN or infinite values for this image"
+            if status == "ok":
+                self.computed[i][task.image_id] = vector
+            else:
+                self.failures[i].append({"image_id": task.image_id, "status": str(status), "reason": str(detail),
+                                         "path": task.path})
 
     def write(self, i: int) -> None:
         failed_ids = {entry["image_id"] for entry in self.failures[i]}
@@ -105,24 +102,25 @@ class _Shards:
         return ids, failed
 
 
-def _batch_plan(shards: _Shards, pixel_cache, batch_size: int):
-    """Batches in shard order: ``(shard, cached tasks)`` read from the pixel cache, or ``(shard, None)`` for the
-    next decoded batch; also the tasks to decode and their batches (indices into that list)."""
-    plan: list[tuple[int, list[ImageTask] | None]] = []
-    decode_tasks: list[ImageTask] = []
-    decode_batches: list[range] = []
+def _batch_plan(shards: _Shards, pixel_cache, batch_size: int) -> list[tuple[int, list[ImageTask], bool]]:
+    """Batches in shard order, each inside one shard: ``(shard, tasks, cached)``, the pixel cache serving the
+    cached ones, the others decoded. A resumed run plans a shard's batches exactly as a fresh one does."""
+    plan = []
     for i in shards.todo:
         pending = shards.to_compute(i)
         served = [pixel_cache is not None and pixel_cache.covers(t.image_id, t.sha256) for t in pending]
-        cached = [t for t, hit in zip(pending, served) if hit]
-        to_decode = [t for t, hit in zip(pending, served) if not hit]
-        plan.extend((i, cached[start:start + batch_size]) for start in range(0, len(cached), batch_size))
-        for start in range(0, len(to_decode), batch_size):
-            chunk = to_decode[start:start + batch_size]
-            decode_batches.append(range(len(decode_tasks), len(decode_tasks) + len(chunk)))
-            decode_tasks.extend(chunk)
-            plan.append((i, None))
-    return plan, decode_tasks, decode_batches
+        for cached in (True, False):
+            chosen = [t for t, hit in zip(pending, served) if hit == cached]
+            plan.extend((i, chosen[start:start + batch_size], cached) for start in range(0, len(chosen), batch_size))
+    return plan
+
+
+def _rows(tasks: list[ImageTask], cached: bool) -> dict:
+    """One planned batch as the engine's columns (:class:`~pintopic.features.steps.DecodeStep`'s rows)."""
+    return {"image_id": np.array([t.image_id for t in tasks], dtype=object),
+            "path": np.array([os.fsencode(t.decode_path) for t in tasks], dtype=object),
+            "original": np.array([os.fsencode(t.path) for t in tasks], dtype=object),
+            "cached": np.full(len(tasks), cached)}
 
 
 def _open_store(folder: Path, key: str, plan: dict, shards: _Shards) -> bool:
@@ -135,6 +133,7 @@ def _open_store(folder: Path, key: str, plan: dict, shards: _Shards) -> bool:
             meta = read_json(meta_path)
         except ValueError:
             meta = {}
+        meta = meta if isinstance(meta, dict) else {}
         # a complete store is trusted only while every shard still checks out; a damaged one is repaired
         # from the images, since its id files can no longer be trusted to pair ids with vectors
         if meta.get("key") == key and all(meta.get(name) == value for name, value in plan.items()):
@@ -147,60 +146,64 @@ def _open_store(folder: Path, key: str, plan: dict, shards: _Shards) -> bool:
     return False
 
 
-def _compute(run_dir: Path, spec: str, shards: _Shards, backbone, make_runner, *, batch_size: int,
-             workers: int | None, progress: bool) -> dict:
-    """Compute every missing vector (pixel cache first, then decoding workers), writing each shard as it completes.
-
-    ``make_runner(sessions)`` builds the runner once the plan is known: with nothing to decode, every core runs
-    its own single-threaded ONNX Runtime session (measured ~10% faster under load)."""
-    from pintopic.features.decoding import decoded_batches, default_workers
+def _compute(run_dir: Path, spec: str, shards: _Shards, backbone, engine_settings, *, batch_size: int,
+             workers: int | None, progress: bool, runner_settings: dict) -> dict:
+    """Compute every missing vector on the engine (pixel cache first, then decoding), writing each shard as it
+    completes; the engine is started only when there is something to compute."""
+    from pintopic.engine.factory import open_engine
+    from pintopic.engine.interface import Step
+    from pintopic.features.decoding import default_workers
     from pintopic.features.pixel_cache import open_pixel_cache
-    from pintopic.features.preprocess import ImagePreprocessor
     from pintopic.features.runtime import cpu_threads
+    from pintopic.features.steps import DecodeStep, EmbedStep
 
     total = sum(len(shards.to_compute(i)) for i in shards.todo)
+    rows = sum(len(shards.shards[i]) for i in shards.todo)
+    ensure_free_space(shards.folder, rows * shards.dim * np.dtype(shards.dtype).itemsize)
     pixel_cache = open_pixel_cache(run_dir, backbone.preprocessing) if total else None
-    plan, decode_tasks, decode_batches = _batch_plan(shards, pixel_cache, batch_size)
-    pending = {i: sum(1 for owner, _ in plan if owner == i) for i in shards.todo}
-    from_pixel_cache = total - len(decode_tasks)
-    runner = make_runner(cpu_threads() if from_pixel_cache and not decode_tasks else 1)
+    plan = _batch_plan(shards, pixel_cache, batch_size)
+    decoded = [t for _, tasks, cached in plan if not cached for t in tasks]
+    workers = default_workers() if workers is None else workers
+    if total and not decoded and engine_settings.kind == "local":
+        # the pixel cache serves every row: read in this process, and each core runs its own single-threaded
+        # ONNX Runtime session (measured ~10% faster under load; PyTorch runners ignore it)
+        workers = 0
+        if cpu_threads() > 1:
+            runner_settings = {**runner_settings, "sessions": cpu_threads()}
+    pending = {i: sum(1 for owner, _, _ in plan if owner == i) for i in shards.todo}
+    for i in shards.todo:
+        if pending[i] == 0:
+            shards.write(i)
     bar = None
     if progress and total:
         from tqdm import tqdm
 
         bar = tqdm(total=total, unit="img", desc=f"extract {spec}", dynamic_ncols=True)
-    for i in shards.todo:
-        if pending[i] == 0:
-            shards.write(i)
-    workers = default_workers() if workers is None else workers
+    prepare = Step(DecodeStep([backbone.preprocessing], str(pixel_cache.folder) if pixel_cache is not None else None),
+                   task_rows=4 * batch_size)
+    model = Step(EmbedStep, (spec, runner_settings), stateful=True)
+    engine = open_engine(engine_settings) if plan else None
+    runner = None
     started = time.perf_counter()
-    decoded = decoded_batches([t.decode_path for t in decode_tasks], ImagePreprocessor(backbone.preprocessing),
-                              decode_batches, workers, originals=[t.path for t in decode_tasks])
-    for i, cached in plan:
-        if cached is not None:
-            done, arrays, failures = cached, pixel_cache.get([t.image_id for t in cached]), []
-        else:
-            indices, arrays, failures = next(decoded)
-            done = [decode_tasks[index] for index in indices]
-            shards.failures[i].extend({"image_id": decode_tasks[index].image_id, "status": status, "reason": detail,
-                                       "path": decode_tasks[index].path} for index, status, detail in failures)
-        if done:
-            for task, vector in zip(done, runner(arrays).astype(shards.dtype, copy=False)):
-                shards.computed[i][task.image_id] = vector
+    batches = [_rows(tasks, cached) for _, tasks, cached in plan]
+    for index, output in engine.run(batches, prepare, model, workers=workers) if engine is not None else ():
+        i, tasks, _ = plan[index]
+        shards.add(i, tasks, output)
+        runner = runner or json.loads(output["runner"][0])
         if bar is not None:
-            bar.update(len(done) + len(failures))
+            bar.update(len(tasks))
         pending[i] -= 1
         if pending[i] == 0:
             shards.write(i)
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - started
-    return {"workers": workers, "images_computed": total, "images_from_pixel_cache": from_pixel_cache,
-            "pixel_cache": pixel_cache.folder.name if pixel_cache is not None and from_pixel_cache else None,
-            "images_from_decode_cache": sum(1 for t in decode_tasks if t.read_from),
+    return {"workers": workers, "images_computed": total, "images_from_pixel_cache": total - len(decoded),
+            "pixel_cache": pixel_cache.folder.name if pixel_cache is not None and total > len(decoded) else None,
+            "images_from_decode_cache": sum(1 for t in decoded if t.read_from),
             "images_reused": sum(len(shards.shards[i]) - len(shards.to_compute(i)) for i in shards.todo),
             "seconds": round(seconds, 3), "images_per_second": round(total / seconds, 2) if total and seconds else None,
-            "runner": runner}
+            "runner": runner, "engine": engine.describe() if engine is not None else None}
 
 
 def extraction_request(spec: str, *, pretrained: bool, weights: str | None, dtype: str, tta: str | None,
@@ -245,12 +248,11 @@ def _int8_graph(run_dir: Path, backbone, tasks: list[ImageTask], calibration: di
     return graph, {**recipe(), "calibration": calibration, "graph": graph.name, "graph_sha256": file_sha256(graph)}
 
 
-def _extract_one(run_dir: Path, spec: str, tasks: list[ImageTask], *, batch_size: int, workers: int | None,
+def _extract_one(run_dir: Path, spec: str, tasks: list[ImageTask], engine_settings, *, batch_size: int, workers: int | None,
                  device: str, dtype: str, pretrained: bool, weights: str | None, runtime: str, tta: str | None,
                  progress: bool, shard_rows: int, calibration: dict | None) -> Path:
     from pintopic.environment import library_versions, machine
-    from pintopic.features.builder import build_backbone
-    from pintopic.features.runtime import make_runner
+    from pintopic.features.steps import describe_runner
 
     plan = {"requested_ids_sha256": ids_checksum([task.image_id for task in tasks]), "shard_rows": shard_rows}
     request = extraction_request(spec, pretrained=pretrained, weights=weights, dtype=dtype, tta=tta,
@@ -258,9 +260,23 @@ def _extract_one(run_dir: Path, spec: str, tasks: list[ImageTask], *, batch_size
     finished = _finished_store(run_paths(run_dir)["features"], tasks, request, plan)
     if finished is not None:
         return finished
-    # built for this store only (not kept for the process): one backbone's sessions at a time stay in memory
-    backbone = build_backbone(spec, pretrained=pretrained, weights=weights)
-    graph, quantization = _int8_graph(run_dir, backbone, tasks, calibration) if calibration else (None, None)
+    runner_settings = {"pretrained": pretrained, "weights": weights, "runtime": runtime, "device": device, "tta": tta}
+    quantization = None
+    if calibration:  # the INT8 graph is made (or found in the cache) here, from the FP32 model; runners load it
+        from pintopic.features.builder import build_backbone
+
+        _, quantization = _int8_graph(run_dir, build_backbone(spec, pretrained=pretrained, weights=weights), tasks,
+                                      calibration)
+        runner_settings["quantization"] = quantization
+    if engine_settings.kind == "local":  # this process runs the model: build it once, here
+        from pintopic.features.embed import prepared_backbone
+
+        backbone, runner = prepared_backbone(spec, **runner_settings)
+        described = describe_runner(runner)
+    else:  # the workers run the model; the driver only names and plans the store (and stays light: no torch)
+        from pintopic.features.builder import described_elsewhere
+
+        backbone, described = described_elsewhere(spec, pretrained=pretrained, weights=weights), None
     key = store_key(backbone, dtype=dtype, tta=tta, quantization=quantization)
     folder = run_paths(run_dir)["features"] / key
     folder.mkdir(parents=True, exist_ok=True)
@@ -268,21 +284,18 @@ def _extract_one(run_dir: Path, spec: str, tasks: list[ImageTask], *, batch_size
     if _open_store(folder, key, plan, shards):
         _record_request(folder, request)
         return folder
-    work = _compute(run_dir, spec, shards, backbone,
-                    lambda sessions: make_runner(backbone, runtime=runtime, device=device, tta=tta, sessions=sessions,
-                                                 graph=graph),
-                    batch_size=batch_size, workers=workers, progress=progress)
-    runner = work.pop("runner")
+    work = _compute(run_dir, spec, shards, backbone, engine_settings, batch_size=batch_size, workers=workers, progress=progress,
+                    runner_settings=runner_settings)
+    described = work.pop("runner") or described or {"runtime": None, "device": None, "layout": None}
     remove_shards_from(folder, len(shards.shards))
     all_ids, all_failed = shards.all_ids_and_failures()
     settings = vector_settings(backbone, dtype=dtype, tta=tta, quantization=quantization)
-    layer = getattr(runner, "runner", runner)
     meta = {
-        **backbone.describe(), **plan, "key": key, "dtype": dtype, "precision": "int8" if graph else "fp32",
+        **backbone.describe(), **plan, "key": key, "dtype": dtype, "precision": "int8" if quantization else "fp32",
         **({"quantization": quantization} if quantization else {}), "n_rows": len(all_ids),
         "ids_sha256": ids_checksum(all_ids), "n_shards": len(shards.shards),
-        "preprocessing": backbone.preprocessing.to_dict(), "runtime": runner.name,
-        "device": getattr(layer, "device", "cpu"), "runtime_layout": getattr(layer, "layout", None),
+        "preprocessing": backbone.preprocessing.to_dict(), "runtime": described["runtime"],
+        "device": described["device"], "runtime_layout": described["layout"],
         "tta": tta or None, "failed": all_failed, "versions": library_versions(), "settings": settings,
         "settings_hash": settings_hash(settings), "batch_size": batch_size, **work, "machine": machine(),
         "request": request,
@@ -301,15 +314,17 @@ def _record_request(folder: Path, request: dict) -> None:
 def extract(run_dir: str | os.PathLike, backbones: str | Sequence[str] = ("lite0",), *, batch_size: int = 32,
             workers: int | None = None, device: str = "auto", dtype: str = "float32", all_rows: bool = False,
             pretrained: bool = True, weights: str | None = None, runtime: str = "auto", tta: str | None = None,
-            progress: bool = True, shard_rows: int = DEFAULT_SHARD_ROWS, precision: str = "fp32",
+            progress: bool = True, shard_rows: int = DEFAULT_SHARD_ROWS, engine=None, precision: str = "fp32",
             split: str | None = None, test_size: float | None = None, seed: int = 0) -> list[Path]:
     """Write ``RUN/features/<key>/`` for each backbone from the run's sample (or every ok row with ``all_rows``).
 
     Finished shards are kept, vectors of ids already stored under the same key are reused, and a
-    complete store is left untouched. ``precision="int8"`` runs each backbone as an INT8 graph calibrated on
+    complete store is left untouched. ``engine`` (:class:`~pintopic.engine.EngineSettings`; default: this
+    machine, ``workers`` decoding processes) runs decoding and inference; it changes no vector beyond
+    floating-point noise (< 1e-5). ``precision="int8"`` runs each backbone as an INT8 graph calibrated on
     training images of the run's split (``split``, ``test_size`` and ``seed`` make that split when the run has
     none yet; see :func:`pintopic.features.quantize.calibration_set`); an INT8 store sits beside the FP32 one.
-    Returns the store folders, one per backbone.
+    Backbones are built one at a time (each released before the next). Returns the store folders, one per backbone.
     """
     run_dir = Path(run_dir)
     from pintopic.features.registry import backbone_names
@@ -331,17 +346,25 @@ def extract(run_dir: str | os.PathLike, backbones: str | Sequence[str] = ("lite0
     if batch_size < 1 or shard_rows < 1:
         raise PintopicError("batch size and shard rows must be positive")
     tta = None if tta in (None, "none") else tta
+    from pintopic.engine.settings import EngineSettings
+
+    engine = engine or EngineSettings()
     folders = []
     with RunLock(run_dir):
         tasks = image_tasks(run_dir, all_rows)
+        from pintopic.features.embed import release_backbones
+
         calibration = None
         if precision == "int8":
             from pintopic.features.quantize import calibration_set
 
             calibration = calibration_set(run_dir, tasks, split=split, test_size=test_size, seed=seed)
         for name in names:
-            folders.append(_extract_one(
-                run_dir, name, tasks, batch_size=batch_size, workers=workers, device=device, dtype=dtype,
-                pretrained=pretrained, weights=weights, runtime=runtime, tta=tta, progress=progress,
-                shard_rows=shard_rows, calibration=calibration))
+            try:
+                folders.append(_extract_one(
+                    run_dir, name, tasks, engine, batch_size=batch_size, workers=workers, device=device, dtype=dtype,
+                    pretrained=pretrained, weights=weights, runtime=runtime, tta=tta, progress=progress,
+                    shard_rows=shard_rows, calibration=calibration))
+            finally:  # one backbone's model and sessions in memory at a time
+                release_backbones()
     return folders

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -34,6 +33,15 @@ from pintopic.runio import (
     settings_hash,
     write_json,
     write_parquet,
+)
+from pintopic.safeio import (
+    DiskFullError,
+    disk_full,
+    ensure_free_space,
+    free_bytes,
+    is_disk_full,
+    open_regular,
+    require_regular,
 )
 
 PIXELS_FOLDER = "pixels"
@@ -105,7 +113,7 @@ class PixelCache:
         rows = [self.rows[image_id][0] for image_id in image_ids]
         out = np.empty((len(rows), *self.pixels.shape[1:]), dtype=np.uint8)
         row_bytes = out[0].nbytes if len(rows) else 0
-        with open(self.folder / "pixels.npy", "rb", buffering=0) as handle:
+        with open_regular(self.folder / "pixels.npy") as handle:
             start = 0
             while start < len(rows):  # one read per run of consecutive rows
                 stop = start + 1
@@ -131,6 +139,8 @@ def load_cache(folder: Path, preprocessing) -> PixelCache | None:
         meta = read_json(folder / "meta.json")
         if meta.get("version") != FORMAT_VERSION or meta.get("geometry") != _jsonable(pixel_geometry(preprocessing)):
             return None
+        for name in ("pixels.npy", "rows.parquet"):
+            require_regular(folder / name)
         pixels = np.load(folder / "pixels.npy", mmap_mode="r", allow_pickle=False)
         table = pq.read_table(folder / "rows.parquet", columns=["image_id", "sha256", "status"]).to_pydict()
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -179,7 +189,7 @@ class MultiPreprocessor:
         draft_sizes = [p.preprocessing.draft_size for p in self.preprocessors]
         groups: dict[int, list[int]] = {}
         try:
-            with open(path, "rb") as handle:
+            with open_regular(path) as handle:  # a pipe swapped in for an image must not block
                 if handle.read(2) == b"\xff\xd8":  # only JPEG decodes at a draft scale
                     handle.seek(0)
                     with warnings.catch_warnings():
@@ -224,21 +234,30 @@ class _PartialCache:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "meta.json").unlink(missing_ok=True)  # incomplete from here until the new meta.json
         self.done, self.failed = 0, []
+        self.fd = None
         self.offset = self._resumed_offset()
         if self.offset is None:
             (folder / "progress.json").unlink(missing_ok=True)
-            pixels = np.lib.format.open_memmap(self.partial, mode="w+", dtype=np.uint8, shape=self.shape)
+            try:
+                pixels = np.lib.format.open_memmap(self.partial, mode="w+", dtype=np.uint8, shape=self.shape)
+            except OSError as error:
+                self.discard()
+                if is_disk_full(error):
+                    raise disk_full(folder, self.shape[0] * self.row_size) from None
+                raise
             self.offset = pixels.offset
             del pixels
         # rows are written with pwrite, not through a memory map: written mapped pages count as this process's
         # resident memory until unmapped, so building a large cache would hold it all in RSS
         self.fd = os.open(self.partial, os.O_RDWR)
+        self._reserve()
 
     def _resumed_offset(self) -> int | None:
         """The data offset of the partial file a killed build left for this plan (its progress restored), or None."""
         try:
             progress = read_json(self.folder / "progress.json")
             if progress.get("plan") == self.plan:
+                require_regular(self.partial)
                 pixels = np.load(self.partial, mmap_mode="r", allow_pickle=False)
                 if pixels.shape == self.shape and pixels.dtype == np.uint8:
                     self.done, self.failed = int(progress["rows_done"]), list(progress["failed"])
@@ -247,10 +266,31 @@ class _PartialCache:
             pass
         return None
 
-    def __del__(self):
-        if getattr(self, "fd", None) is not None:  # a build stopped midway: its progress is saved, the file stays
+    def _reserve(self) -> None:
+        """Allocate every block of the partial file now: a full disk is one clear error before any row is
+        decoded, and the partial file is removed."""
+        size = os.fstat(self.fd).st_size
+        try:
+            os.posix_fallocate(self.fd, 0, size)
+        except OSError as error:
+            if not is_disk_full(error):
+                return  # a file system without fallocate: the free-space check before building has to do
+            self.discard()
+            raise disk_full(self.folder, size) from None
+
+    def discard(self) -> None:
+        """Delete the partial cache (after a failure that left it unusable, e.g. a full disk)."""
+        self._close()
+        self.partial.unlink(missing_ok=True)
+        (self.folder / "progress.json").unlink(missing_ok=True)
+
+    def _close(self) -> None:
+        if getattr(self, "fd", None) is not None:
             os.close(self.fd)
             self.fd = None
+
+    def __del__(self):
+        self._close()  # a build stopped midway: its progress is saved, the file stays
 
     def write(self, rows: np.ndarray, block: np.ndarray) -> None:
         """Write ``block`` (one flattened row per entry of the ascending ``rows``), one pwrite per run of consecutive rows."""
@@ -259,7 +299,13 @@ class _PartialCache:
             stop = start + 1
             while stop < len(rows) and rows[stop] == rows[stop - 1] + 1:
                 stop += 1
-            os.pwrite(self.fd, np.ascontiguousarray(block[start:stop]).data, self.offset + int(rows[start]) * self.row_size)
+            try:
+                os.pwrite(self.fd, np.ascontiguousarray(block[start:stop]).data,
+                          self.offset + int(rows[start]) * self.row_size)
+            except OSError as error:
+                if is_disk_full(error):
+                    raise disk_full(self.folder, self.shape[0] * self.row_size) from None
+                raise
             start = stop
 
     def save_progress(self, rows_done: int) -> None:
@@ -300,11 +346,13 @@ def _summary(folder: Path, meta: dict, *, built: bool) -> dict:
 
 
 def build_pixel_caches(run_dir: str | os.PathLike, backbones: Sequence[str] | str, *, workers: int | None = None,
-                       progress: bool = True, max_bytes: int | None = None) -> list[dict]:
+                       progress: bool = True, max_bytes: int | None = None, fallback: bool = False) -> list[dict]:
     """Write (or finish, or leave as is) the pixel cache of each distinct geometry among ``backbones``; print a line each.
 
     Reads the run's sample (``RUN/dataset/sample.parquet``, written by ingest) under the run lock. Builds nothing
-    when the caches would exceed ``max_bytes`` (``pintopic run``'s "auto"). A rerun whose caches are complete
+    when the caches would exceed ``max_bytes`` (``pintopic run``'s "auto"). Short of disk, raises
+    :class:`~pintopic.safeio.DiskFullError` before writing, or with ``fallback`` (``pintopic run``: the run never
+    fails for its cache) builds nothing and says so: extract then decodes. A rerun whose caches are complete
     is answered from ``pixels/index.json`` without building any model. Returns one summary per geometry:
     folder, backbones, shape, failed, bytes, built, seconds.
     """
@@ -324,7 +372,7 @@ def build_pixel_caches(run_dir: str | os.PathLike, backbones: Sequence[str] | st
                 "rows_sha256": rows_checksum([t.image_id for t in tasks], [t.sha256 for t in tasks])}
         summaries = _indexed_summaries(dataset, names, plan)
         if summaries is None:
-            summaries = _build(run_dir, dataset, names, tasks, plan, max_bytes,
+            summaries = _build(run_dir, dataset, names, tasks, plan, max_bytes, fallback,
                                usable_cores() if workers is None else workers, progress)
     for summary in summaries:
         state = f"built in {summary['seconds']:.1f} s" if summary["built"] else "up to date"
@@ -364,7 +412,7 @@ def _indexed_summaries(dataset: Path, names: list[str], plan: dict) -> list[dict
     return summaries
 
 
-def _build(run_dir, dataset: Path, names: list[str], tasks, plan: dict, max_bytes: int | None, workers: int,
+def _build(run_dir, dataset: Path, names: list[str], tasks, plan: dict, max_bytes: int | None, fallback: bool, workers: int,
            progress: bool) -> list[dict]:
     """Resolve each name's geometry (building its model), then write the caches that are not complete."""
     wanted: dict[Path, tuple] = {}
@@ -384,32 +432,54 @@ def _build(run_dir, dataset: Path, names: list[str], tasks, plan: dict, max_byte
             summaries.append(_summary(folder, complete.meta, built=False))
         else:
             todo.append((folder, preprocessing, owners))
-    if todo and not _room_for(dataset, todo, len(tasks)):
+    if todo and not _room_for(dataset, todo, len(tasks), fallback):
         return summaries
-    jobs = [_PartialCache(folder, preprocessing, owners, plan) for folder, preprocessing, owners in todo]
-    if jobs:
-        started = time.perf_counter()
-        _fill(jobs, tasks, workers, progress)
-        summaries.extend(job.finish(tasks, time.perf_counter() - started) for job in jobs)
+    jobs = []
+    try:
+        for folder, preprocessing, owners in todo:
+            jobs.append(_PartialCache(folder, preprocessing, owners, plan))
+        if jobs:
+            started = time.perf_counter()
+            _fill(jobs, tasks, workers, progress)
+            summaries.extend(job.finish(tasks, time.perf_counter() - started) for job in jobs)
+    except DiskFullError as error:
+        for job in jobs:
+            job.discard()
+        if not fallback:
+            raise
+        print(f"  pixel cache: not built ({error}; extract decodes the images instead)", file=sys.stdout)
+        return [summary for summary in summaries if not summary["built"]]
     if not any(name.startswith("finetuned:") for name in names):  # a fine-tune's geometry can change under its name
         _record_index(Path(dataset), {name: folder.name for folder, (_, owners) in wanted.items() for name in owners})
     return summaries
 
 
-def _room_for(dataset: Path, todo: list[tuple], rows: int) -> bool:
-    """Whether the run's disk keeps :data:`DISK_RESERVE_BYTES` free after these caches are written (a killed
-    build's partial file counts as written); if not, says so: extract then decodes, the run goes on."""
-    need = 0
-    for folder, preprocessing, _ in todo:
-        partial = folder / "pixels.partial.npy"
-        written = partial.stat().st_blocks * 512 if partial.exists() else 0
-        need += max(0, rows * int(np.prod(preprocessing.input_size)) - written)
-    free = shutil.disk_usage(dataset).free
+def _room_for(dataset: Path, todo: list[tuple], rows: int, fallback: bool) -> bool:
+    """Whether the run's disk holds these caches (a killed build's partial file counts as written). Short of room:
+    with ``fallback``, says so and answers False (extract then decodes; :data:`DISK_RESERVE_BYTES` must stay free);
+    without, raises :class:`~pintopic.safeio.DiskFullError` with the sizes."""
+    need = sum(max(0, rows * int(np.prod(preprocessing.input_size)) - _allocated(folder / "pixels.partial.npy"))
+               for folder, preprocessing, _ in todo)
+    if not fallback:
+        ensure_free_space(dataset, need)
+        return True
+    try:
+        free = free_bytes(dataset)
+    except OSError:
+        return True  # cannot tell: a full disk while writing still falls back
     if need + DISK_RESERVE_BYTES <= free:
         return True
     print(f"  pixel cache: not built ({need / 1e9:.1f} GB needed, {free / 1e9:.1f} GB free on {dataset}, "
           f"{DISK_RESERVE_BYTES / 1e9:.1f} GB kept free; extract decodes the images instead)", file=sys.stdout)
     return False
+
+
+def _allocated(path: Path) -> int:
+    """Bytes already allocated on disk to a file (0 when absent)."""
+    try:
+        return os.stat(path).st_blocks * 512
+    except OSError:
+        return 0
 
 
 def _record_index(dataset: Path, names: dict[str, str]) -> None:

@@ -75,10 +75,19 @@ class ImagePreprocessor:
                 crop_mode=p.crop_mode, mean=p.mean, std=p.std, is_training=False, use_prefetcher=True)
         return self._transform(image).numpy()
 
-    def __call__(self, path):
-        from pintopic.imageio import load_rgb
+    def decode(self, source, *, name: str = "", max_pixels: int | None = None):
+        """Decode a path, or an open binary stream (an upload; ``name`` hints at its format), with this model's
+        JPEG draft size; ``max_pixels`` defaults to the dataset stage's limit. Raises ImageError."""
+        from pintopic.imageio import DEFAULT_MAX_PIXELS, load_rgb, load_rgb_from
 
-        return self.transform(load_rgb(path, draft_size=self.preprocessing.draft_size))
+        limit = max_pixels or DEFAULT_MAX_PIXELS
+        if hasattr(source, "read"):
+            source.seek(0)
+            return load_rgb_from(source, name=name, max_pixels=limit, draft_size=self.preprocessing.draft_size)
+        return load_rgb(source, max_pixels=limit, draft_size=self.preprocessing.draft_size)
+
+    def __call__(self, path):
+        return self.transform(self.decode(path))
 
 
 def pixels_to_features(model, preprocessing: Preprocessing):

@@ -163,7 +163,10 @@ def weights_fingerprint(name: str, pretrained: bool, weights: str | os.PathLike 
     from pintopic.features.weights import LITE_PACKAGES, lite_weights_file
 
     def stat_of(path) -> dict:
-        info = os.stat(path)
+        try:
+            info = os.stat(path)
+        except OSError:  # no such file: loading it says so, clearly
+            return {"file": str(path), "missing": True}
         return {"file": str(Path(path).resolve()), "size": info.st_size, "mtime_ns": info.st_mtime_ns}
 
     if weights:

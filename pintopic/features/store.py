@@ -24,6 +24,22 @@ import numpy as np
 
 from pintopic.errors import AlignmentError, PintopicError
 from pintopic.runio import read_json
+from pintopic.safeio import require_regular
+
+#: Rows checked for non-finite values at a time (bounded memory on any store size).
+FINITE_CHECK_ROWS = 4096
+
+
+def non_finite_rows(block: np.ndarray) -> int:
+    """How many rows of a (memory-mapped) block hold NaN or infinity, read in bounded chunks."""
+    return sum(int((~np.isfinite(block[start:start + FINITE_CHECK_ROWS])).any(axis=1).sum())
+               for start in range(0, block.shape[0], FINITE_CHECK_ROWS))
+
+
+def load_block(part: Path) -> np.ndarray:
+    """A shard's vectors, memory-mapped; a planted pipe or device is refused (ValueError) without being opened."""
+    require_regular(part)
+    return np.load(part, mmap_mode="r", allow_pickle=False)
 
 
 def ids_checksum(ids: Sequence[str]) -> str:
@@ -51,6 +67,7 @@ def read_ids(id_file: Path) -> list[str]:
     import pyarrow.parquet as pq
 
     try:
+        require_regular(id_file)
         return pq.read_table(id_file, columns=["image_id"]).column("image_id").to_pylist()
     except (OSError, ValueError, KeyError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise AlignmentError(f"feature store {id_file.parent}: {id_file.name} is missing or unreadable ({error}); "
@@ -68,17 +85,23 @@ def load_features(folder: str | Path, ids: Sequence[str] | None = None) -> tuple
     if not meta_path.exists():
         raise PintopicError(f"feature store {folder} is incomplete (no meta.json); rerun `pintopic extract`")
     meta = read_json(meta_path)
+    if not isinstance(meta, dict):
+        raise PintopicError(f"feature store {folder}: meta.json is not a store description; rerun `pintopic extract`")
     all_ids: list[str] = []
     blocks = []
     for part, id_file in shard_paths(folder):
         try:
-            block = np.load(part, allow_pickle=False, mmap_mode="r")
+            block = load_block(part)
         except (OSError, ValueError) as error:
             raise PintopicError(f"feature store {folder}: {part.name} is unreadable ({error}); "
                                 "rerun `pintopic extract` to rebuild it") from None
         shard_ids = read_ids(id_file)
-        if len(shard_ids) != block.shape[0]:
-            raise AlignmentError(f"{part.name} has {block.shape[0]} rows but {id_file.name} lists {len(shard_ids)} ids")
+        if block.ndim != 2 or len(shard_ids) != block.shape[0]:
+            raise AlignmentError(f"{part.name} has shape {block.shape} but {id_file.name} lists {len(shard_ids)} ids")
+        bad = non_finite_rows(block)
+        if bad:
+            raise PintopicError(f"feature store {folder}: {part.name} holds {bad} rows with NaN or infinite values "
+                                "(damaged); rerun `pintopic extract` to repair it")
         all_ids.extend(shard_ids)
         blocks.append(block)
     if ids_checksum(all_ids) != meta.get("ids_sha256") or len(all_ids) != meta.get("n_rows"):
@@ -109,6 +132,29 @@ def store_ids(folder: Path) -> list[str]:
     for _, id_file in shard_paths(folder):
         ids += read_ids(id_file)
     return ids
+
+
+def vector_settings(backbone, *, dtype: str, tta: str | None, quantization: dict | None = None) -> dict:
+    """Everything that changes the stored vectors (and so the store key); the sample is not part of it.
+
+    An INT8 store adds its graph's checksum (which covers the calibration set); FP32 keys are as they always were."""
+    settings = {
+        "spec": backbone.spec.name, "model": backbone.spec.model, "pretrained": backbone.pretrained,
+        "weights_sha256": backbone.weights_sha256, "preprocessing": backbone.preprocessing.to_dict(),
+        "tta": tta or None, "dtype": dtype,
+    }
+    if quantization is not None:
+        settings.update(precision="int8", graph_sha256=quantization["graph_sha256"])
+    return settings
+
+
+def store_key(backbone, *, dtype: str = "float32", tta: str | None = None, quantization: dict | None = None) -> str:
+    """Folder name of a store: the backbone's slug plus a short hash of the vector-changing settings."""
+    from pintopic.features.registry import slug
+    from pintopic.runio import settings_hash
+
+    settings = vector_settings(backbone, dtype=dtype, tta=tta, quantization=quantization)
+    return f"{slug(backbone.spec.name)}-{settings_hash(settings, 8)}"
 
 
 # -- finding stores in a run ---------------------------------------------------------------------------
@@ -155,10 +201,10 @@ def finished_shard(folder: Path, index: int, planned: list[str], dim: int, dtype
     ids = try_read_ids(ids_file)
     try:
         failed = {entry["image_id"] for entry in read_json(failed_file)}
-        block = np.load(part, mmap_mode="r", allow_pickle=False)
+        block = load_block(part)
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    if ids is None or block.shape != (len(ids), dim) or block.dtype != np.dtype(dtype):
+    if ids is None or block.shape != (len(ids), dim) or block.dtype != np.dtype(dtype) or non_finite_rows(block):
         return False
     return ids == [image_id for image_id in planned if image_id not in failed] and failed <= set(planned)
 
@@ -172,13 +218,14 @@ def stored_vectors(folder: Path, dim: int, dtype: str) -> dict[str, tuple[np.nda
     for part, ids_file in shard_paths(folder):
         ids = try_read_ids(ids_file)
         try:
-            block = np.load(part, mmap_mode="r", allow_pickle=False)
+            block = load_block(part)
         except (OSError, ValueError):
             continue
         if ids is None or block.shape != (len(ids), dim) or block.dtype != np.dtype(dtype):
             continue
         for row, image_id in enumerate(ids):
-            found[image_id] = (block, row)
+            if np.isfinite(block[row]).all():
+                found[image_id] = (block, row)
     return found
 
 

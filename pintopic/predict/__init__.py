@@ -7,9 +7,9 @@ Public API (imported on first use): :func:`predict`, :class:`Predictor`, :func:`
 """
 from __future__ import annotations
 
-import importlib
+from pintopic.exports import lazy_exports
 
-_EXPORTS = {
+__getattr__, __all__ = lazy_exports(__name__, {
     "predict": "pintopic.predict.predictor",
     "load_predictor": "pintopic.predict.predictor",
     "Predictor": "pintopic.predict.predictor",
@@ -17,12 +17,4 @@ _EXPORTS = {
     "expand_inputs": "pintopic.predict.inputs",
     "format_predictions": "pintopic.predict.formats",
     "zero_shot_predict": "pintopic.predict.zeroshot",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'pintopic.predict' has no attribute {name!r}")
+})

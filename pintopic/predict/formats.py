@@ -4,10 +4,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 
 
 def format_predictions(predictions: list[dict], fmt: str = "table") -> str:
-    """Predictions as an aligned text table, JSON, or CSV (one row per image and rank)."""
+    """Predictions as an aligned text table, JSON, or CSV (one row per image and rank).
+
+    Paths that are not valid UTF-8 are shown with ``\\xNN`` escapes, so the output always prints.
+    """
+    predictions = [{**item, "path": _display(item["path"])} for item in predictions]
     if fmt == "json":
         return json.dumps(predictions, indent=2, ensure_ascii=False)
     rows = []
@@ -28,3 +33,7 @@ def format_predictions(predictions: list[dict], fmt: str = "table") -> str:
         raise PintopicError(f"unknown format {fmt!r}; choose table, json or csv")
     widths = [max(len(line[i]) for line in [header] + rows) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in [header] + rows)
+
+
+def _display(path) -> str:
+    return os.fsencode(path).decode("utf-8", "backslashreplace")

@@ -21,7 +21,9 @@ from pintopic.report.collect import (
     pretty_json,
 )
 from pintopic.report.html import figure_html, key_values_html, page_html, table_html
+from pintopic.report.noise import noise_sections
 from pintopic.runio import RunLock, run_paths, settings_hash, write_if_changed
+from pintopic.safeio import open_regular
 
 #: The study's best macro-F1 (ConvNext_B features + KNN, Table 4.1), the number to beat.
 STUDY_BEST_F1 = 0.115
@@ -53,6 +55,7 @@ def _write_report(run_dir: str | os.PathLike) -> Path:
         ("results", "Results", _results_section(contents, best)),
         ("best-model", "Best model", _best_model_section(contents, best)),
         ("thumbnails", "Test images", _thumbnails_section(contents, best)),
+        *noise_sections(contents),
         ("timings", "Timings", _timings_section(contents)),
         ("environment", "Configuration & environment", _environment_section(contents)),
     ]
@@ -70,7 +73,7 @@ def _write_report(run_dir: str | os.PathLike) -> Path:
 
 
 FINGERPRINT_META = "pintopic-inputs"
-_INPUT_PATTERNS = ("dataset/*", "features/*/meta.json", "results/*.json", "results/confusion/*.csv",
+_INPUT_PATTERNS = ("dataset/*", "features/*/meta.json", "results/*.json", "results/*.parquet", "results/confusion/*.csv",
                    "results/predictions/*.parquet", "config.resolved.toml", "run.json")
 
 
@@ -95,9 +98,9 @@ def inputs_fingerprint(run_dir: str | os.PathLike) -> str:
 def _recorded_fingerprint(report_path: Path) -> str | None:
     """The inputs fingerprint stored in an existing report's head, if any."""
     try:
-        with open(report_path, encoding="utf-8", errors="replace") as handle:
-            head = handle.read(4096)
-    except OSError:
+        with open_regular(report_path) as handle:
+            head = handle.read(4096).decode("utf-8", "replace")
+    except (OSError, ValueError):
         return None
     match = re.search(rf'<meta name="{FINGERPRINT_META}" content="([0-9a-f]+)">', head)
     return match.group(1) if match else None

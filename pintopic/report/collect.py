@@ -9,6 +9,12 @@ from typing import Any
 
 from pintopic.features.store import complete_stores
 from pintopic.runio import read_json, run_paths
+from pintopic.safeio import (
+    UnreadableFileError,
+    open_regular,
+    read_capped,
+    read_csv_text,
+)
 
 
 @dataclass
@@ -28,6 +34,12 @@ class RunContents:
     predictions: dict[str, Any] = field(default_factory=dict)
     config_text: str | None = None
     run_timings: dict | None = None
+    noise: dict | None = None  # results/noise.json (evaluate --label-issues)
+    label_issues: Any = None  # results/label_issues.parquet
+    pin_probabilities: Any = None  # results/pin_probabilities.parquet
+    profile: dict | None = None  # results/profile.json (pintopic profile)
+    boards: Any = None  # results/boards.parquet
+    users: Any = None  # results/users.parquet
     missing: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -59,26 +71,33 @@ def _read_json(path: Path, contents: RunContents) -> Any:
         return None
 
 
+def _read_bytes(path: Path, contents: RunContents, max_bytes: int = 64 * 1024**2) -> bytes | None:
+    try:
+        return read_capped(path, max_bytes)
+    except UnreadableFileError as error:
+        contents.problems.append(f"{path.relative_to(contents.run_dir)} could not be read ({error.reason})")
+        return None
+
+
 def _read_parquet(path: Path, contents: RunContents):
     import pandas as pd
 
     try:
-        return pd.read_parquet(path)
+        with open_regular(path) as handle:
+            return pd.read_parquet(handle)
     except Exception as error:  # pyarrow raises several types for damaged files
         contents.problems.append(f"{path.relative_to(contents.run_dir)} could not be read ({error})")
         return None
 
 
 def _read_distribution(dataset_dir: Path, contents: RunContents) -> dict[str, int] | None:
-    import pandas as pd
-
     csv_path = dataset_dir / "distribution.csv"
     if csv_path.exists():
         try:
-            frame = pd.read_csv(csv_path)
+            frame = read_csv_text(csv_path)
             if "sampled" in frame.columns:
-                contents.distribution_left_out = sorted(frame.loc[frame["sampled"] == 0, "category"].astype(str))
-            return {str(category): int(count) for category, count in zip(frame["category"], frame["count"])}
+                contents.distribution_left_out = sorted(frame.loc[frame["sampled"].astype(int) == 0, "category"])
+            return {category: int(count) for category, count in zip(frame["category"], frame["count"])}
         except (OSError, ValueError, KeyError) as error:
             contents.problems.append(f"dataset/distribution.csv could not be read ({error})")
     by_category = ((contents.dataset or {}).get("counts") or {}).get("by_category")
@@ -96,7 +115,7 @@ def collect(run_dir: str | os.PathLike) -> RunContents:
         contents.missing.append("dataset (run `pintopic ingest SOURCE RUN`)")
     contents.distribution = _read_distribution(dataset_dir, contents)
     if (dataset_dir / "distribution.png").exists():
-        contents.distribution_png = (dataset_dir / "distribution.png").read_bytes()
+        contents.distribution_png = _read_bytes(dataset_dir / "distribution.png", contents)
     for name in ("manifest", "sample"):
         if (dataset_dir / f"{name}.parquet").exists():
             setattr(contents, name, _read_parquet(dataset_dir / f"{name}.parquet", contents))
@@ -115,23 +134,33 @@ def collect(run_dir: str | os.PathLike) -> RunContents:
     else:
         _collect_model_files(results_dir, contents)
 
+    _collect_noise_files(results_dir, contents)
     config_path = contents.run_dir / "config.resolved.toml"
     if config_path.exists():
-        contents.config_text = config_path.read_text(encoding="utf-8", errors="replace")
+        data = _read_bytes(config_path, contents)
+        contents.config_text = data.decode("utf-8", "replace") if data is not None else None
     if (contents.run_dir / "run.json").exists():
         contents.run_timings = _read_json(contents.run_dir / "run.json", contents)
     return contents
 
 
-def _collect_model_files(results_dir: Path, contents: RunContents) -> None:
-    import pandas as pd
+def _collect_noise_files(results_dir: Path, contents: RunContents) -> None:
+    """What ``evaluate --label-issues`` and ``profile`` wrote, when they ran (nothing is missing otherwise)."""
+    for name in ("noise", "profile"):
+        if (results_dir / f"{name}.json").exists():
+            setattr(contents, name, _read_json(results_dir / f"{name}.json", contents))
+    for name in ("label_issues", "pin_probabilities", "boards", "users"):
+        if (results_dir / f"{name}.parquet").exists():
+            setattr(contents, name, _read_parquet(results_dir / f"{name}.parquet", contents))
 
+
+def _collect_model_files(results_dir: Path, contents: RunContents) -> None:
     for row in contents.results["rows"]:
         name = model_name(row)
         confusion_path = results_dir / "confusion" / f"{name}.csv"
         if confusion_path.exists():
             try:
-                contents.confusion[name] = pd.read_csv(confusion_path, index_col=0)
+                contents.confusion[name] = read_csv_text(confusion_path, index_col=0).astype(int)
             except (OSError, ValueError) as error:
                 contents.problems.append(f"results/confusion/{name}.csv could not be read ({error})")
         predictions_path = results_dir / "predictions" / f"{name}.parquet"

@@ -31,14 +31,15 @@ def choose_thumbnails(images, per_category: int = PER_CATEGORY):
     return ordered.groupby("true", sort=True).head(per_category)
 
 
-def thumbnail_grid_html(chosen) -> str:
-    """One row per category; each thumbnail captioned with its true and predicted labels, mistakes marked."""
+def thumbnail_grid_html(chosen, verb: str = "predicted") -> str:
+    """One row per category; each thumbnail captioned with its true and predicted labels, mistakes marked
+    (``verb`` names what ``pred`` is, e.g. "suggested" for label issues)."""
     rows = []
     has_predictions = "pred" in chosen.columns
     for category, group in chosen.groupby("true", sort=True):
         cells = []
         for _, row in group.iterrows():
-            cells.append(_thumbnail_cell(row, has_predictions))
+            cells.append(_thumbnail_cell(row, has_predictions, verb))
         n_wrong = int((group["pred"] != group["true"]).sum()) if has_predictions else 0
         tally = f'<span class="muted">{n_wrong} of {len(group)} wrong</span>' if has_predictions else ""
         rows.append(f'<div class="catblock"><div class="cat">{escape(display_name(str(category)))}{tally}</div>'
@@ -46,12 +47,9 @@ def thumbnail_grid_html(chosen) -> str:
     return f'<div class="thumbgrid">{"".join(rows)}</div>'
 
 
-def _thumbnail_cell(row, has_predictions: bool) -> str:
+def _thumbnail_cell(row, has_predictions: bool, verb: str = "predicted") -> str:
     true = str(row["true"])
-    try:
-        image = f'<img alt="{escape(true)} test image" src="{thumbnail_uri(image_file(row))}">'
-    except ImageError as error:  # moved or damaged since ingest: say so in place of the picture
-        image = f'<div class="noimg" title="{escape(error.detail)}">cannot show: {escape(error.status)}</div>'
+    image = thumbnail_img_html(row, f"{true} test image")
     if not has_predictions:
         return f'<figure class="thumb"><div>{image}</div><figcaption>{escape(display_name(true))}</figcaption></figure>'
     pred = str(row["pred"])
@@ -59,10 +57,18 @@ def _thumbnail_cell(row, has_predictions: bool) -> str:
         caption = f"✓ {escape(display_name(pred))}"
         kind = "right"
     else:
-        caption = f"✗ predicted <b>{escape(display_name(pred))}</b>"
+        caption = f"✗ {escape(verb)} <b>{escape(display_name(pred))}</b>"
         kind = "wrong"
     return (f'<figure class="thumb {kind}" title="{escape(_tooltip(row))}">{image}'
             f"<figcaption>{caption}</figcaption></figure>")
+
+
+def thumbnail_img_html(row, alt: str) -> str:
+    """The ``<img>`` of a sample row's thumbnail, or a note saying why it cannot be shown."""
+    try:
+        return f'<img alt="{escape(alt)}" src="{thumbnail_uri(image_file(row))}">'
+    except ImageError as error:  # moved or damaged since ingest: say so in place of the picture
+        return f'<div class="noimg" title="{escape(error.detail)}">cannot show: {escape(error.status)}</div>'
 
 
 def _tooltip(row) -> str:

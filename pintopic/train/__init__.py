@@ -2,10 +2,9 @@
 backbone ``finetuned:<name>`` (:mod:`pintopic.features.finetuned`); features never import this package."""
 from __future__ import annotations
 
+from pintopic.exports import lazy_exports
 
-def __getattr__(name: str):
-    if name in ("finetune", "split_model"):
-        from pintopic.train import finetuning as module
-
-        return getattr(module, name)
-    raise AttributeError(f"module 'pintopic.train' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, {
+    "finetune": "pintopic.train.finetuning",
+    "split_model": "pintopic.train.finetuning",
+})

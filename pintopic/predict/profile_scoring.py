@@ -1,0 +1,92 @@
+"""Scoring boards and user profiles against a crawl's truth file (the only reader of it in ``pintopic profile``).
+
+A board's true category is the most common true category of its pins; a user's true profile is the share
+of each true category over their pins. Board accuracy counts the test boards (those no model was trained
+on; all boards when the input marks no part) with at least ``MIN_BOARD_PINS`` pins; the curve shows how it
+falls when a board has fewer pins (random subsets, repeated). User profiles are compared by Jensen-Shannon
+divergence (bits) for users with at least ``MIN_USER_PINS`` pins.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+MIN_BOARD_PINS = 10
+MIN_USER_PINS = 50
+CURVE_PINS = (1, 2, 3, 5, 10, 20, 40)
+CURVE_REPEATS = 20
+
+
+def _board_truth(pins, names: np.ndarray) -> np.ndarray:
+    """Per board (board_index order), the most common true category of its pins (ties: alphabetical)."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"board_index": pins["board_index"].to_numpy(), "true": names})
+    return frame.groupby("board_index", sort=True)["true"].agg(lambda v: v.value_counts().sort_index(kind="stable")
+                                                               .sort_values(ascending=False, kind="stable").index[0]).to_numpy()
+
+
+def board_accuracy_curve(probs, board_index, board_true, eligible, rule: str, categories, *, pin_counts,
+                         repeats: int, seed: int, users=None) -> list[dict]:
+    """Accuracy of ``rule`` on ``eligible`` boards when each is seen through ``n`` random pins, per ``n``
+    (for ``mixture``, the owners' interests and the off-theme share stay those measured on all pins)."""
+    from pintopic.classify.boards import board_posterior, interest_profiles
+    from pintopic.predict.aggregate import board_scores
+
+    rho = interest_profiles(probs, users) if users is not None else np.broadcast_to(probs.mean(axis=0), probs.shape)
+    off_theme = board_posterior(probs, board_index, users=users).off_theme if rule == "mixture" else None
+    prior = np.clip(probs, 1e-4, 1.0).mean(axis=0)
+    rng = np.random.default_rng(seed)
+    names = np.asarray(categories)
+    members = {b: np.flatnonzero(board_index == b) for b in np.flatnonzero(eligible)}
+    curve = []
+    for n in pin_counts:
+        boards = [b for b, rows in members.items() if len(rows) >= n]
+        hits = []
+        for b in boards:
+            for _ in range(repeats if len(members[b]) > n else 1):
+                rows = rng.choice(members[b], size=n, replace=False)
+                scores = board_scores(probs[rows], np.zeros(n, dtype=int), rule,
+                                      context={"prior": prior, "rho": rho[rows], "off_theme": off_theme})
+                hits.append(names[scores[0].argmax()] == board_true[b])
+        curve.append({"pins": int(n), "boards": len(boards), "accuracy": float(np.mean(hits)) if hits else None})
+    return curve
+
+
+def score_against_truth(pins, probs, categories, boards, truth, *, seed: int = 0) -> tuple[dict, np.ndarray]:
+    """Board accuracy (with its curve over pins per board) and user-profile divergence against ``truth``;
+    ``(scores, each board's true category)``."""
+    from pintopic.dataset.truth import read_truth, true_categories
+    from pintopic.predict.aggregate import js_divergence
+
+    names = np.asarray(true_categories(pins, read_truth(truth)))
+    board_true = _board_truth(pins, names)
+    boards = boards.assign(true_category=board_true)
+    tested = (boards["part"] == "test").to_numpy() if (boards["part"] == "test").any() else np.ones(len(boards), bool)
+    large = (boards["n_pins"] >= MIN_BOARD_PINS).to_numpy()
+    correct = (boards["predicted_category"] == boards["true_category"]).to_numpy()
+    given_right = (boards["given_category"] == boards["true_category"]).to_numpy()
+    rule = str(boards["rule"].iloc[0])
+    users = pins["user"].astype(str).to_numpy()
+    curve = board_accuracy_curve(probs, pins["board_index"].to_numpy(), board_true, tested, rule, categories,
+                                 pin_counts=CURVE_PINS, repeats=CURVE_REPEATS, seed=seed, users=users)
+    divergences = {}
+    for user, group in pins.groupby("user", sort=True):
+        if len(group) >= MIN_USER_PINS:
+            true_share = np.array([(names[group.index] == c).mean() for c in categories] + [(~np.isin(names[group.index], categories)).mean()])
+            predicted = np.append(probs[group.index.to_numpy()].mean(axis=0), 0.0)
+            divergences[str(user)] = js_divergence(predicted, true_share)
+    values = list(divergences.values())
+    return {
+        "boards": {"evaluated": int((tested & large).sum()), "accuracy": _mean(correct[tested & large]),
+                   "accuracy_all_boards": _mean(correct[large]), "n_all_boards": int(large.sum()),
+                   "given_label_accuracy": _mean(given_right[tested & large]), "curve": curve,
+                   "part": "test" if (boards["part"] == "test").any() else "all"},
+        "users": {"evaluated": len(values), "mean_js_divergence": _mean(values),
+                  "median_js_divergence": float(np.median(values)) if values else None,
+                  "max_js_divergence": float(max(values)) if values else None, "per_user": divergences},
+    }, board_true
+
+
+def _mean(values) -> float | None:
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.mean()) if len(values) else None

@@ -1,0 +1,91 @@
+"""Boards and users (issue 21): aggregation of hand-made pin probabilities gives the hand-computed answers."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pintopic.errors import PintopicError
+from pintopic.predict import profile_scoring
+from pintopic.predict.aggregate import (
+    board_scores,
+    js_divergence,
+    share_interval,
+    user_shares,
+)
+from pintopic.predict.profile import profile
+
+# Board A (user u1): two pins lean x a little, one is sure of y; board B (u1): both y; board C (u2): one x pin.
+PINS = [("u1", "A", "a1", "x", 0.55), ("u1", "A", "a2", "x", 0.55), ("u1", "A", "a3", "x", 0.01),
+        ("u1", "B", "b1", "y", 0.2), ("u1", "B", "b2", "y", 0.3), ("u2", "C", "c1", "x", 0.9)]
+TRUE = {"a1": "x", "a2": "x", "a3": "y", "b1": "y", "b2": "y", "c1": "x"}
+P = np.array([[p, 1 - p] for *_, p in PINS])
+BOARD_INDEX = np.array([0, 0, 0, 1, 1, 2])
+
+
+def test_board_rules_on_hand_made_probabilities():
+    assert np.allclose(board_scores(P, BOARD_INDEX, "mean-log")[0], [-1.9336147, -0.5356886])
+    assert np.allclose(board_scores(P, BOARD_INDEX, "mean")[0], [0.37, 0.63])
+    assert board_scores(P, BOARD_INDEX, "mean-log").argmax(axis=1).tolist() == [1, 1, 0]
+    assert board_scores(P, BOARD_INDEX, "mean").argmax(axis=1).tolist() == [1, 1, 0]
+    assert board_scores(P, BOARD_INDEX, "vote").argmax(axis=1).tolist() == [0, 1, 0]  # two of A's three pins say x
+
+
+def test_user_shares_intervals_and_divergence():
+    shares = user_shares(P, np.array([0, 0, 0, 0, 0, 1]))
+    assert np.allclose(shares, [[0.322, 0.678], [0.9, 0.1]])
+    low, high = share_interval(P[:5], BOARD_INDEX[:5], resamples=199, seed=0)
+    assert (low <= shares[0] + 1e-9).all() and (shares[0] <= high + 1e-9).all()
+    # two boards: a resample is all-A (x 0.37), all-B (x 0.25) or mixed, so the bounds are the one-board shares
+    assert np.allclose(low, [0.25, 0.63], atol=1e-9) and np.allclose(high, [0.37, 0.75], atol=1e-9)
+    assert js_divergence([1, 0], [0, 1]) == pytest.approx(1.0)
+    assert js_divergence([0.3, 0.7], [0.3, 0.7]) == pytest.approx(0.0)
+    assert js_divergence([0.322, 0.678], [0.4, 0.6]) == pytest.approx(0.0047633, abs=1e-6)
+
+
+def _predictions(tmp_path: Path) -> Path:
+    """A crawl-wide predictions parquet in the top-k form (image_id, user, board, pin, top1/score1, top2/score2)."""
+    rows = []
+    for user, board, pin, given, p in PINS:
+        ranked = sorted([("x", p), ("y", 1 - p)], key=lambda item: -item[1])
+        rows.append({"image_id": pin, "user": user, "board": board, "pin": pin, "given": given,
+                     "top1": ranked[0][0], "score1": ranked[0][1], "top2": ranked[1][0], "score2": ranked[1][1]})
+    path = tmp_path / "predictions.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    truth = pd.DataFrame({"user": [r[0] for r in PINS], "board": [r[1] for r in PINS], "pin": list(TRUE),
+                          "category": list(TRUE.values())})
+    truth.to_parquet(tmp_path / "truth.parquet")
+    return path
+
+
+def test_profile_of_a_predictions_file_against_the_truth(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(profile_scoring, "MIN_BOARD_PINS", 1)
+    monkeypatch.setattr(profile_scoring, "MIN_USER_PINS", 1)
+    record = profile(_predictions(tmp_path), truth=tmp_path / "truth.parquet", board_rule="mean-log", user_rule="mean")
+    boards = pd.read_parquet(tmp_path / "boards.parquet")
+    assert boards[["board", "given_category", "predicted_category", "true_category", "n_pins"]].values.tolist() == [
+        ["A", "x", "y", "x", 3], ["B", "y", "y", "y", 2], ["C", "x", "x", "x", 1]]
+    users = pd.read_parquet(tmp_path / "users.parquet").set_index(["user", "category"])["share"]
+    assert users[("u1", "x")] == pytest.approx(0.322) and users[("u2", "y")] == pytest.approx(0.1)
+    truth = record["truth"]
+    assert truth["boards"]["accuracy"] == pytest.approx(2 / 3)  # A is mostly x: mean-log is misled by its sure y pin
+    assert truth["users"]["per_user"] == pytest.approx({"u1": 0.0047633, "u2": 0.0518992}, abs=1e-6)
+    curve = {point["pins"]: point for point in truth["boards"]["curve"]}
+    assert curve[1]["boards"] == 3 and curve[3]["boards"] == 1 and curve[3]["accuracy"] == 0.0
+    auto = profile(tmp_path / "predictions.parquet", user_rule="mean")
+    assert auto["board_rule"] == "vote" and auto["board_rule_agreement"]["vote"] == 1.0
+
+
+def test_profile_refuses_what_it_cannot_use(tmp_path: Path):
+    with pytest.raises(PintopicError, match="--label-issues"):
+        profile(tmp_path)  # a folder without pin probabilities
+    pd.DataFrame({"image_id": ["a"], "top1": ["x"], "score1": [1.0]}).to_parquet(tmp_path / "flat.parquet")
+    with pytest.raises(PintopicError, match="users and boards"):
+        profile(tmp_path / "flat.parquet")
+    done = subprocess.run([sys.executable, "-m", "pintopic", "profile", str(tmp_path / "flat.parquet")],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2 and done.stderr.startswith("pintopic: error:")
