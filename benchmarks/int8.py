@@ -187,7 +187,7 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-speed", action="store_true")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(HERE))
-    from extract import machine_info
+    from extract import print_report
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -217,10 +217,7 @@ def main(argv=None) -> int:
             print(f"int8 {name}: {entry['speedup_median']}x, cosine {entry['cosine_mean']}", file=sys.stderr)
             if args.partial:  # what is measured so far, for a run stopped before its end
                 Path(args.partial).write_text(json.dumps(report, indent=2))
-    report["machine"] = machine_info()
-    json.dump(report, sys.stdout, indent=2)
-    print()
-    return 0
+    return print_report(report)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ images done), so the growth is still measured.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -173,7 +172,7 @@ def main(argv=None) -> int:
     parser.add_argument("--limit-mb", type=float, default=1536.0)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from extract import machine_info
+    from extract import print_report
 
     sizes = sorted(int(item) for item in args.sizes.split(","))
     source_all = Path(args.work) / "generated"
@@ -193,10 +192,7 @@ def main(argv=None) -> int:
         "store_is_n_dim_dtype_plus_constant": any(stores) and all(
             s["vector_overhead_bytes"] <= 128 * s["shards"] for s in stores if s is not None),
     }
-    result["machine"] = machine_info()
-    json.dump(result, sys.stdout, indent=2)
-    print()
-    return 0
+    return print_report(result)
 
 
 if __name__ == "__main__":

@@ -193,7 +193,7 @@ def main(argv=None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the run folders")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(HERE))
-    from extract import machine_info
+    from extract import print_report
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -217,10 +217,7 @@ def main(argv=None) -> int:
                                                       args.pays_repeats)
     result["goal_met"] = all(entry["exit_code"] == 0 and entry["peak_rss_mb"] < args.limit_mb
                              and entry["peak_tree_pss_mb"] < args.limit_mb for entry in result["runs"])
-    result["machine"] = machine_info()
-    json.dump(result, sys.stdout, indent=2)
-    print()
-    return 0
+    return print_report(result)
 
 
 if __name__ == "__main__":
