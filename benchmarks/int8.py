@@ -179,7 +179,7 @@ def main(argv=None) -> int:
     parser.add_argument("--speed-backbones", default="lite0,lite1,lite2,effnetv2_b0,convnext_tiny")
     parser.add_argument("--repeats", type=int, default=3, help="end-to-end extractions per precision and backbone")
     parser.add_argument("--rounds", type=int, default=5, help="model-only rounds per variant")
-    parser.add_argument("--natural-per-category", type=int, default=128)
+    parser.add_argument("--natural-per-category", type=int, default=128, help="0: no natural-images table")
     parser.add_argument("--demo-per-category", type=int, default=None,
                         help="images per category of the demo run (default: the config's; fewer for a quicker run)")
     parser.add_argument("--skip-quality", action="store_true")
@@ -197,11 +197,10 @@ def main(argv=None) -> int:
     sample = [] if args.demo_per_category is None else [f"dataset.per_category={args.demo_per_category}"]
     report["demo_per_category"] = args.demo_per_category or "the config's"
     if not args.skip_quality:
-        report["quality"] = {
-            "demo": quality(demo, work / "demo", sample),
-            "natural_images": quality(demo, work / "natural", [f"dataset.source={NATURAL}",
-                                                                f"dataset.per_category={args.natural_per_category}"]),
-        }
+        report["quality"] = {"demo": quality(demo, work / "demo", sample)}
+        if args.natural_per_category:
+            report["quality"]["natural_images"] = quality(demo, work / "natural", [
+                f"dataset.source={NATURAL}", f"dataset.per_category={args.natural_per_category}"])
         report["load_average_after_quality"] = os.getloadavg()
     if not args.skip_speed:
         if not (work / "demo" / "dataset" / "sample.parquet").exists():

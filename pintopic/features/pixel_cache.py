@@ -48,9 +48,10 @@ PIXELS_FOLDER = "pixels"
 FORMAT_VERSION = 1
 
 #: ``pintopic run`` caches its backbones' inputs by default (``dataset.pixel_cache = "auto"``) up to this size,
-#: when it extracts at least AUTO_MIN_BACKBONES backbones: measured (benchmarks/run_memory.py), the cache made
-#: ingest + extract of three Lite backbones 1.14x faster, and of Lite0 alone 0.96x (decoding beside the
-#: runtime costs one backbone no more than building the cache does).
+#: when it extracts at least AUTO_MIN_BACKBONES backbones: in a first measurement (benchmarks/run_memory.py
+#: --pixel-cache-pays; its JSON is not in benchmarks/results/ yet) the cache made ingest + extract of three Lite
+#: backbones 1.14x faster, and of Lite0 alone 0.96x (decoding beside the runtime costs one backbone no more than
+#: building the cache does).
 AUTO_LIMIT_BYTES = 2 * 1024**3
 AUTO_MIN_BACKBONES = 2
 #: A cache is built only when this much disk stays free after it (else extract decodes; the run never fails for it).
