@@ -63,7 +63,7 @@ def baseline_estimator(name: str, seed: int):
         return Pipeline([("scale", StandardScaler()), ("model", KNeighborsClassifier())])
     if name == "lsvm":  # scikit-learn's defaults, as the study would have run it
         return Pipeline([("scale", StandardScaler()), ("model", LinearSVC())])
-    return build_classifier("nn", seed=seed)  # the same MLPClassifier pipeline pintopic uses
+    return build_classifier("nn_sklearn", seed=seed)  # scikit-learn's MLPClassifier with nn's settings
 
 
 def run_one_baseline_setting(args) -> None:

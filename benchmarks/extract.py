@@ -22,6 +22,14 @@ import time
 from pathlib import Path
 
 
+def print_report(report: dict) -> int:
+    """A benchmark's last step: the machine added, the report printed as one JSON object; the exit status 0."""
+    report["machine"] = machine_info()
+    json.dump(report, sys.stdout, indent=2)
+    print()
+    return 0
+
+
 def machine_info() -> dict:
     from pintopic.environment import library_versions as _library_versions
     from pintopic.features.runtime import cpu_threads

@@ -13,7 +13,6 @@ images done), so the growth is still measured.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -68,15 +67,20 @@ def _tree(pid: int) -> list[int]:
     return found
 
 
-def _pss_bytes(pid: int) -> int:
+def proc_kb_field(path: str, field: str) -> int:
+    """The ``field`` line (``"Pss:"``, ``"VmRSS:"``; in kB) of a /proc file, in bytes; 0 once the process is gone."""
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as handle:
+        with open(path) as handle:
             for line in handle:
-                if line.startswith("Pss:"):
+                if line.startswith(field):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
     return 0
+
+
+def _pss_bytes(pid: int) -> int:
+    return proc_kb_field(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
 def run_measured(command: list[str], *, cap: float | None, progress=None, interval: float = 1.0) -> dict:
@@ -168,7 +172,7 @@ def main(argv=None) -> int:
     parser.add_argument("--limit-mb", type=float, default=1536.0)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from extract import machine_info
+    from extract import print_report
 
     sizes = sorted(int(item) for item in args.sizes.split(","))
     source_all = Path(args.work) / "generated"
@@ -188,10 +192,7 @@ def main(argv=None) -> int:
         "store_is_n_dim_dtype_plus_constant": any(stores) and all(
             s["vector_overhead_bytes"] <= 128 * s["shards"] for s in stores if s is not None),
     }
-    result["machine"] = machine_info()
-    json.dump(result, sys.stdout, indent=2)
-    print()
-    return 0
+    return print_report(result)
 
 
 if __name__ == "__main__":

@@ -102,6 +102,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         args.run, args.backbone, batch_size=args.batch_size, workers=args.workers,
         device=args.device, dtype=args.dtype, all_rows=args.all, pretrained=not args.no_pretrained,
         weights=args.weights, runtime=args.runtime, tta=args.tta, progress=not args.quiet, engine=_engine(args),
+        precision=args.precision, split=args.split, test_size=args.test_size, seed=args.seed,
     )
     for folder in folders:
         print(f"features: {folder}")
@@ -315,12 +316,22 @@ def _extract_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None, help="decoding processes")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="storage type of the vectors")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "int8"],
+                   help="storage type of the vectors; int8: the backbone runs as an ONNX Runtime INT8 graph (static "
+                        "quantization calibrated on the run's training images, its own store), vectors stored as float32")
     p.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"], help="inference runtime (auto: ONNX Runtime on CPU)")
     p.add_argument("--all", action="store_true", help="every ok row of the manifest, not only the sample")
     p.add_argument("--no-pretrained", action="store_true", help="random weights (for tests and speed checks)")
     p.add_argument("--weights", default=None, help="a local weights file for the (single) backbone")
     p.add_argument("--tta", default=None, choices=[None, "flip"], help="test-time augmentation averaged into each vector")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
+                   help="compute precision of the backbone (--precision int8 is --dtype int8 with the vectors stored "
+                        "as --dtype float32 or float16)")
+    p.add_argument("--split", default=None, help="with --dtype int8, only where the run has no split yet: "
+                   "stratified | group:user | group:board (default stratified)")
+    p.add_argument("--test-size", type=float, default=None, help="with --dtype int8, only where the run has no "
+                   "split yet (default 0.2)")
+    p.add_argument("--seed", type=int, default=0, help="with --dtype int8, the seed of a split made now")
     _add_engine_options(p)
 
 def _finetune_arguments(p: argparse.ArgumentParser) -> None:

@@ -45,7 +45,8 @@ DEFAULTS: dict[str, Any] = {
         "pretrained": True,
         "runtime": "auto",
         "device": "auto",
-        "dtype": "float32",
+        "dtype": "float32",  # storage type of the vectors: float32 | float16 | int8 (INT8 compute, float32 vectors)
+        "precision": "fp32",  # compute precision of the backbones: fp32 | int8 (calibrated on the training part)
         "tta": "",
         "workers": 0,
         "weights": "",  # a local weights file for the (single) backbone; "" = its own
@@ -120,7 +121,8 @@ EXCLUSIVE = ("finetune.lr", "classify.test_size")
 NON_EMPTY = ("run.folder", "dataset.source", "features.backbones", "classify.classifiers", "serve.host", "engine.address")
 #: Keys with a fixed set of values.
 CHOICES = {"features.runtime": ("auto", "torch", "onnx"), "features.device": ("auto", "cpu", "cuda", "mps"),
-           "features.dtype": ("float32", "float16"), "features.tta": ("", "none", "flip"),
+           "features.dtype": ("float32", "float16", "int8"), "features.precision": ("fp32", "int8"),
+           "features.tta": ("", "none", "flip"),
            "classify.knn_metric": ("euclidean", "cosine"), "engine.kind": ("local", "ray")}
 
 

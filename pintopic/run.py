@@ -27,15 +27,19 @@ def _none_if_zero(value):
 
 
 def _pixel_caches(run: Path, data: dict, feats: dict, progress: bool) -> None:
-    """The sample's pixel caches for the backbones to extract ("auto": all, unless they exceed the size limit)."""
-    from pintopic.features.pixel_cache import AUTO_LIMIT_BYTES, build_pixel_caches
+    """The sample's pixel caches for the backbones to extract ("auto": all of them when there are at least
+    ``AUTO_MIN_BACKBONES``, unless they exceed the size limit or the free disk)."""
+    from pintopic.features.pixel_cache import AUTO_LIMIT_BYTES, AUTO_MIN_BACKBONES, build_pixel_caches
+    from pintopic.features.registry import backbone_names
 
     backbones, limit = data["pixel_cache"], None
     if backbones == "auto":  # fine-tuned backbones do not exist yet at this point: they decode
-        backbones = [name for name in feats["backbones"] if "finetuned:" not in name]
+        backbones = [name for name in backbone_names(feats["backbones"]) if "finetuned:" not in name]
+        backbones = backbones if len(backbones) >= AUTO_MIN_BACKBONES else []
         limit = AUTO_LIMIT_BYTES
     if backbones:
-        build_pixel_caches(run, backbones, workers=_none_if_zero(data["workers"]), progress=progress, max_bytes=limit)
+        build_pixel_caches(run, backbones, workers=_none_if_zero(data["workers"]), progress=progress, max_bytes=limit,
+                           fallback=True)
 
 
 def _outputs_hash(run: Path) -> str:
@@ -87,12 +91,13 @@ def _finetune(run: Path, config: dict, progress: bool) -> None:
 def _extract(run: Path, config: dict, progress: bool) -> list[Path]:
     from pintopic.features import extract
 
-    feats = config["features"]
+    feats, clf = config["features"], config["classify"]
     return extract(
         run, feats["backbones"], batch_size=feats["batch_size"], workers=_none_if_zero(feats["workers"]),
         device=feats["device"], dtype=feats["dtype"], pretrained=feats["pretrained"],
         runtime=feats["runtime"], tta=feats["tta"] or None, progress=progress, weights=feats["weights"] or None,
-        all_rows=feats["all_rows"], engine=_engine(config),
+        all_rows=feats["all_rows"], engine=_engine(config), precision=feats["precision"], split=clf["split"],
+        test_size=clf["test_size"], seed=clf["seed"],
     )
 
 

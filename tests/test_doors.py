@@ -23,6 +23,8 @@ CLI_TO_CONFIG = {
     ("extract", "dtype"): "features.dtype", ("extract", "runtime"): "features.runtime",
     ("extract", "all"): "features.all_rows", ("extract", "no_pretrained"): "features.pretrained",
     ("extract", "weights"): "features.weights", ("extract", "tta"): "features.tta",
+    ("extract", "precision"): "features.precision", ("extract", "split"): "classify.split",
+    ("extract", "test_size"): "classify.test_size", ("extract", "seed"): "classify.seed",
     ("finetune", "backbone"): "finetune.backbone", ("finetune", "stages"): "finetune.stages",
     ("finetune", "epochs"): "finetune.epochs", ("finetune", "batch_size"): "finetune.batch_size",
     ("finetune", "lr"): "finetune.lr", ("finetune", "patience"): "finetune.patience",
@@ -92,13 +94,15 @@ def test_run_passes_every_configured_option(tmp_path, tiny_folders, monkeypatch)
     weights.write_bytes(b"")
     config = tmp_path / "c.toml"
     config.write_text(f'''[run]\nfolder = "run"\n[dataset]\nsource = "{tiny_folders}"\ndecode_cache = false\n
-[features]\nbackbones = ["lite0"]\nruntime = "torch"\nweights = "{weights}"\nall_rows = true\n
+[features]\nbackbones = ["lite0"]\nruntime = "torch"\nweights = "{weights}"\nall_rows = true\nprecision = "int8"\n
 [finetune]\nenabled = true\n[classify]\nknn_metric = "cosine"\nsplit = "group:user"\n[report]\nenabled = false\n
 [engine]\nactor_threads = 3\n''')
     run_study(config, progress=False)
     assert calls["ingest"]["decode_cache"] is False
     assert calls["finetune"]["runtime"] == "torch" and calls["finetune"]["split"] == "group:user"
     assert calls["extract"]["weights"] == str(weights) and calls["extract"]["all_rows"] is True
+    # INT8 calibration images come from the split evaluate will use
+    assert calls["extract"]["precision"] == "int8" and calls["extract"]["split"] == "group:user"
     assert calls["evaluate"]["metric"] == "cosine"
     assert calls["ingest"]["engine"].actor_threads == calls["extract"]["engine"].actor_threads == 3
 

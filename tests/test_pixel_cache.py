@@ -223,6 +223,21 @@ def test_a_cache_over_the_size_limit_is_not_built(source, tmp_path, capsys):
     assert len(_folders(run)) == 1
 
 
+@pytest.mark.timeout(120)
+def test_a_cache_that_would_fill_the_disk_is_not_built_and_extract_decodes(source, tmp_path, capsys, monkeypatch):
+    """In a run (``fallback``); outside one it is a DiskFullError (test_reliability_classes)."""
+    run = tmp_path / "run"
+    _ingest(source, run)
+    need = len(image_tasks(run)) * 3 * 224 * 224
+    monkeypatch.setattr(pc, "free_bytes", lambda path: need + pc.DISK_RESERVE_BYTES - 1)
+    assert pc.build_pixel_caches(run, ["lite0"], workers=0, progress=False, fallback=True) == []
+    assert "pixel cache: not built" in capsys.readouterr().out and _folders(run) == []
+    (folder,) = extract(run, "lite0", pretrained=False, workers=0, progress=False)
+    assert read_json(folder / "meta.json")["images_from_pixel_cache"] == 0  # decoded instead; the run goes on
+    monkeypatch.setattr(pc, "free_bytes", lambda path: need + pc.DISK_RESERVE_BYTES)
+    assert len(pc.build_pixel_caches(run, ["lite0"], workers=0, progress=False, fallback=True)) == 1
+
+
 def test_config_and_cli_take_a_backbone_list(tmp_path):
     from pintopic.cli import build_parser
     from pintopic.config import load_config

@@ -67,8 +67,8 @@ ENTRIES: dict[str, Entry] = {entry.name: entry for entry in (
           "linear SVM with LinearSVC's objective, one warm-started C path per fold", refit="refit",
           saved=("SquaredHingeSVC",), study=True),
     Entry("nn", {"batch_size": [32, 64, 128]}, _CLASSIFY + "nn", True,
-          "the study's 3-layer network (one hidden ReLU layer, Adam, early stopping)", saved=("MLPClassifier",),
-          study=True),
+          "the study's 3-layer network (one hidden ReLU layer, Adam, early stopping), trained by PyTorch",
+          saved=("BatchedMLPClassifier",), study=True),
     Entry("logreg", {"C": [0.001, 0.01, 0.1, 1]}, _CLASSIFY + "linear", True,
           "multinomial logistic regression, warm-started C path", saved=("LogisticRegression",)),
     # gamma in units of 1/n_features, so one grid fits every feature width
@@ -84,6 +84,10 @@ ENTRIES: dict[str, Entry] = {entry.name: entry for entry in (
                                       "clip art of {}.", "a drawing of {}.", "an image about {}."]]},
           _CLASSIFY + "zeroshot", True, "zero-shot from category names with an open_clip text tower",
           build=None, fold_scores=None, search="search", needs_library="openclip", saved=("ZeroShotClassifier",)),
+    # the reference nn is checked against: scikit-learn's own MLPClassifier, several times slower
+    Entry("nn_sklearn", {"batch_size": [32, 64, 128]}, _CLASSIFY + "nn", True,
+          "nn trained by scikit-learn's MLPClassifier (the reference)", build="build_sklearn",
+          fold_scores="sklearn_fold_scores", saved=("MLPClassifier",)),
     # not a classifier: the average of the run's best probabilistic pairs, members chosen by CV
     Entry("ensemble", {"max_members": [5]}, _CLASSIFY + "ensemble", False,
           "average of the best probabilistic pairs, members chosen by CV", build=None, fold_scores=None),

@@ -34,6 +34,24 @@ class Candidate:
     X_test: np.ndarray
     model: object = None  # the pair's model already refitted on all training rows (reused, not refitted)
     metric: str = "euclidean"
+    saved: Path | None = None  # or its saved model folder, loaded only if the candidate becomes a member
+
+
+def _member_model(candidate: Candidate, y_train, n_classes: int, seed: int):
+    """A member's model fitted on all training rows: the one in memory, else its saved one, else refitted now."""
+    from sklearn.base import clone
+
+    from pintopic.classify.estimators import build_classifier
+
+    if candidate.model is not None:
+        return candidate.model
+    if candidate.saved is not None:
+        from pintopic.classify.persist import load_model
+
+        return load_model(candidate.saved)[0]
+    return clone(build_classifier(candidate.classifier, candidate.params, metric=candidate.metric, seed=seed,
+                                  n_samples=len(y_train), n_classes=n_classes,
+                                  n_features=candidate.X_train.shape[1])).fit(candidate.X_train, y_train)
 
 
 def aligned_columns(probabilities: np.ndarray, their_classes, classes) -> np.ndarray:
@@ -60,7 +78,8 @@ def out_of_fold_probabilities(candidate: Candidate, y_train, folds, classes, *, 
     oof = np.zeros((len(y_train), len(classes)))
     for train, val in folds:
         if candidate.classifier == "zeroshot":
-            model = candidate.model  # not fitted on any row: its out-of-fold predictions are its predictions
+            # not fitted on any row: its out-of-fold predictions are its predictions
+            model = _member_model(candidate, y_train, len(classes), seed)
         else:
             model = build_classifier(candidate.classifier, candidate.params, metric=candidate.metric, seed=seed,
                                      n_samples=len(train), n_classes=len(np.unique(y_train[train])),
@@ -90,10 +109,7 @@ def select_members(oof: list[np.ndarray], y_train, classes, max_members: int = M
 
 def fit_ensemble(candidates: list[Candidate], y_train, folds, *, seed: int = 0, max_members: int = MAX_MEMBERS) -> dict:
     """Choose members by CV on the training rows; return members, CV macro-F1 and test probabilities/predictions."""
-    from sklearn.base import clone
-
     from pintopic.classify.catalog import probabilistic
-    from pintopic.classify.estimators import build_classifier
 
     candidates = [c for c in candidates if c.classifier in probabilistic()]
     if not candidates:
@@ -106,12 +122,8 @@ def fit_ensemble(candidates: list[Candidate], y_train, folds, *, seed: int = 0, 
     averaged = classes[sum(oof[i] for i in members).argmax(axis=1)]
     cv_f1 = float(np.mean([f1_macro(y_train[val], averaged[val]) for _, val in folds]))
     test_probabilities = np.zeros((len(candidates[0].X_test), len(classes)))
-    for i in members:
-        model = candidates[i].model
-        if model is None:
-            model = clone(build_classifier(candidates[i].classifier, candidates[i].params, metric=candidates[i].metric,
-                                           seed=seed, n_samples=len(y_train), n_classes=len(classes),
-                                           n_features=candidates[i].X_train.shape[1])).fit(candidates[i].X_train, y_train)
+    for i in members:  # one member model in memory at a time (a k-NN one holds its training rows)
+        model = _member_model(candidates[i], y_train, len(classes), seed)
         test_probabilities += _aligned_probabilities(model, candidates[i].X_test, classes)
     test_probabilities /= len(members)
     return {"members": [candidates[i].label for i in members], "member_indices": members,
@@ -158,17 +170,14 @@ def ensemble_row(members_in: list[dict], split_frame, label_of: dict, categories
                                   load_store(member["folder"], member["meta"], test_ids)[1])
         X_train, X_test = loaded[folder_key]
         model = None
-        if member.get("model_dir") is not None:
-            from pintopic.classify.persist import load_model
-
-            model = load_model(member["model_dir"])[0]
-        elif member["classifier"] == "zeroshot":
+        if member.get("model_dir") is None and member["classifier"] == "zeroshot":
             from pintopic.classify.zeroshot import zero_shot_pipeline
 
             model = zero_shot_pipeline(member["spec"], sorted(set(y_train)), member["params"]["templates"],
                                        pretrained=bool(member["meta"].get("pretrained", True)))
         candidates.append(Candidate(f"{member['spec']} / {member['classifier']}", member["classifier"],
-                                    member["params"], X_train, X_test, model, member.get("metric") or "euclidean"))
+                                    member["params"], X_train, X_test, model, member.get("metric") or "euclidean",
+                                    member.get("model_dir")))
     result = fit_ensemble(candidates, y_train, folds, seed=seed, max_members=max_members)
     seconds = time.perf_counter() - started
     y_test = np.array([label_of[i] for i in test_ids])

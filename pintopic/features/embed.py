@@ -20,22 +20,36 @@ _BUILD_LOCK = threading.Lock()
 
 
 def prepared_backbone(spec: str, *, pretrained: bool = True, weights: str | None = None, runtime: str = "auto",
-                      device: str = "auto", tta: str | None = None, sessions: int = 1):
+                      device: str = "auto", tta: str | None = None, sessions: int = 1, quantization: dict | None = None):
     """``(backbone, runner)`` built once per process and settings (predict calls this repeatedly).
 
-    ``sessions`` > 1 gives an ONNX Runtime runner with that many single-threaded sessions (same backbone object).
+    ``sessions`` > 1 gives an ONNX Runtime runner with that many single-threaded sessions (same backbone object);
+    ``quantization`` (an INT8 store's ``meta.json`` entry) runs the cached INT8 graph it names.
     """
     from pintopic.features.builder import build_backbone
     from pintopic.features.runtime import make_runner
 
-    cache_key = (spec, bool(pretrained), str(weights) if weights else None, runtime, device, tta, sessions)
+    graph = quantization and quantization.get("graph_sha256")
+    cache_key = (spec, bool(pretrained), str(weights) if weights else None, runtime, device, tta, graph, sessions)
     with _BUILD_LOCK:
         if cache_key not in _BACKBONE_CACHE:
-            plain = _BACKBONE_CACHE.get(cache_key[:-1] + (1,))
+            plain = next((built for key, built in _BACKBONE_CACHE.items() if key[:3] == cache_key[:3]), None)
             backbone = plain[0] if plain else build_backbone(spec, pretrained=pretrained, weights=weights)
+            path = None
+            if quantization:
+                from pintopic.features.quantize import cached_graph
+
+                path = cached_graph(quantization)
             _BACKBONE_CACHE[cache_key] = (backbone, make_runner(backbone, runtime=runtime, device=device, tta=tta,
-                                                                sessions=sessions))
+                                                                sessions=sessions, graph=path))
         return _BACKBONE_CACHE[cache_key]
+
+
+def release_backbones() -> None:
+    """Forget every backbone and runner :func:`prepared_backbone` built (extraction keeps one backbone's model and
+    sessions in memory at a time, so a run over several backbones does not hold them all)."""
+    with _BUILD_LOCK:
+        _BACKBONE_CACHE.clear()
 
 
 def check_backbone(backbone, expected: dict) -> None:
@@ -54,7 +68,8 @@ def check_backbone(backbone, expected: dict) -> None:
               ("dimension", expected.get("dim"), lambda: backbone.dim)]
     if expected.get("key") and expected.get("dtype"):
         checks.append(("feature store key", expected["key"],
-                       lambda: store_key(backbone, dtype=expected["dtype"], tta=expected.get("tta"))))
+                       lambda: store_key(backbone, dtype=expected["dtype"], tta=expected.get("tta"),
+                                         quantization=expected.get("quantization"))))
     differ = [name for name, recorded, now in checks if recorded is not None and not same(recorded, now())]
     if differ:
         raise PintopicError(
@@ -70,7 +85,8 @@ def embed_images(spec: str, paths: Sequence[str | os.PathLike], *, pretrained: b
 
     Returns ``(X, errors)``: ``X`` has one float32 row per path (NaN rows for failures) and ``errors``
     lists ``(index, status, detail)`` for the paths that could not be decoded. With ``expect`` (the backbone a
-    model recorded), a backbone that differs from it is refused (:func:`check_backbone`) before any image is read.
+    model recorded), a backbone that differs from it is refused (:func:`check_backbone`) before any image is read,
+    and a model trained on INT8 features embeds with the INT8 graph it recorded.
     """
     from pintopic.features.decoding import decoded_batches
     from pintopic.features.preprocess import ImagePreprocessor
@@ -81,7 +97,8 @@ def embed_images(spec: str, paths: Sequence[str | os.PathLike], *, pretrained: b
     if fusion_components(spec):
         parts = (expect or {}).get("component_backbones")
         return embed_fused(spec, paths, **settings, component_settings=[{"expect": part} for part in parts] if parts else None)
-    backbone, runner = prepared_backbone(spec, pretrained=pretrained, weights=weights, runtime=runtime, device=device, tta=tta)
+    backbone, runner = prepared_backbone(spec, pretrained=pretrained, weights=weights, runtime=runtime, device=device, tta=tta,
+                                         quantization=(expect or {}).get("quantization"))
     if expect:
         check_backbone(backbone, expect)
     paths = [os.fspath(path) for path in paths]
@@ -134,11 +151,14 @@ class BackboneEmbedder:
 
         self.spec = spec
         self.fused = bool(fusion_components(spec))
+        names = fusion_components(spec) or [spec]
+        # the backbone a model recorded (a fusion: per component): any other is refused, an INT8 graph is used
+        wanted = ((expect.get("component_backbones") if self.fused else [expect]) if expect else None) or [{}] * len(names)
         self.parts = [prepared_backbone(part, pretrained=pretrained, weights=weights, runtime=runtime, device=device,
-                                        tta=tta) for part in (fusion_components(spec) or [spec])]
-        if expect:  # the backbone a model recorded (a fusion: per component): refuse any other
-            wanted = expect.get("component_backbones") if self.fused else [expect]
-            for (backbone, _), recorded in zip(self.parts, wanted or []):
+                                        tta=tta, quantization=recorded.get("quantization"))
+                      for part, recorded in zip(names, wanted)]
+        for (backbone, _), recorded in zip(self.parts, wanted):
+            if recorded:
                 check_backbone(backbone, recorded)
         self.preprocessors = [ImagePreprocessor(backbone.preprocessing) for backbone, _ in self.parts]
         self.dim = sum(backbone.dim for backbone, _ in self.parts)

@@ -9,6 +9,9 @@ when the sample changes. Images whose exact model input is in the run's pixel ca
 (:mod:`pintopic.features.pixel_cache`) are read from it instead of decoded; the rest are decoded. The work
 runs on an engine (:mod:`pintopic.engine`): this machine (decoding worker processes beside the runtime) or
 a Ray cluster (decoding tasks and an actor pool of runtimes), as the steps of :mod:`pintopic.features.steps`.
+``precision="int8"`` runs the backbone as an INT8 graph calibrated on the run's training images
+(:mod:`pintopic.features.quantize`); its store has its own key and records the graph and calibration ids in
+``meta.json``.
 """
 from __future__ import annotations
 
@@ -38,6 +41,12 @@ from pintopic.safeio import ensure_free_space
 
 DEFAULT_SHARD_ROWS = 1024
 STORAGE_DTYPES = ("float32", "float16")
+#: Compute precision of the backbone: its float32 graph, or an INT8 one (:mod:`pintopic.features.quantize`).
+#: Separate from the storage dtype: INT8 features are stored as float32 (or float16) like any others.
+PRECISIONS = ("fp32", "int8")
+#: ``dtype="int8"`` (``--dtype int8``, ``features.dtype = "int8"``) is the user-facing name of INT8 extraction:
+#: ``precision="int8"`` with the vectors stored as float32.
+INT8_DTYPE = "int8"
 
 
 class _Shards:
@@ -197,14 +206,21 @@ def _compute(run_dir: Path, spec: str, shards: _Shards, backbone, engine_setting
             "runner": runner, "engine": engine.describe() if engine is not None else None}
 
 
-def extraction_request(spec: str, *, pretrained: bool, weights: str | None, dtype: str, tta: str | None) -> dict:
+def extraction_request(spec: str, *, pretrained: bool, weights: str | None, dtype: str, tta: str | None,
+                       calibration: dict | None = None) -> dict:
     """What was asked of a store, told without building the model: the name, where its weights come from, the
-    storage type, the augmentation, and the versions whose preprocessing rules the store key depends on."""
+    storage type, the augmentation, and the versions whose preprocessing rules the store key depends on; for
+    INT8, the calibration set and the quantizer's recipe."""
     from pintopic.environment import library_versions
     from pintopic.features.registry import weights_fingerprint
 
-    return {"spec": spec, "weights": weights_fingerprint(spec, pretrained, weights), "pretrained": bool(pretrained),
-            "dtype": dtype, "tta": tta or None, "versions": library_versions(("pintopic", "timm", "open_clip_torch"))}
+    request = {"spec": spec, "weights": weights_fingerprint(spec, pretrained, weights), "pretrained": bool(pretrained),
+               "dtype": dtype, "tta": tta or None, "versions": library_versions(("pintopic", "timm", "open_clip_torch"))}
+    if calibration is not None:
+        from pintopic.features.quantize import recipe
+
+        request.update(precision="int8", calibration=calibration["sha256"], quantizer=recipe())
+    return request
 
 
 def _finished_store(features_dir: Path, tasks: list[ImageTask], request: dict, plan: dict) -> Path | None:
@@ -220,18 +236,38 @@ def _finished_store(features_dir: Path, tasks: list[ImageTask], request: dict, p
     return None
 
 
+def _int8_graph(run_dir: Path, backbone, tasks: list[ImageTask], calibration: dict) -> tuple[Path, dict]:
+    """The INT8 graph for this calibration set (quantized now unless cached) and its ``meta.json`` entry."""
+    from pintopic.features.quantize import calibration_pixels, file_sha256, quantized_graph, recipe
+    from pintopic.features.runtime import ORT_CHUNK
+
+    chosen = set(calibration["ids"])
+    images = [task for task in tasks if task.image_id in chosen]
+    graph = quantized_graph(backbone, calibration,
+                            lambda: calibration_pixels(run_dir, images, backbone.preprocessing, ORT_CHUNK))
+    return graph, {**recipe(), "calibration": calibration, "graph": graph.name, "graph_sha256": file_sha256(graph)}
+
+
 def _extract_one(run_dir: Path, spec: str, tasks: list[ImageTask], engine_settings, *, batch_size: int, workers: int | None,
                  device: str, dtype: str, pretrained: bool, weights: str | None, runtime: str, tta: str | None,
-                 progress: bool, shard_rows: int) -> Path:
+                 progress: bool, shard_rows: int, calibration: dict | None) -> Path:
     from pintopic.environment import library_versions, machine
     from pintopic.features.steps import describe_runner
 
     plan = {"requested_ids_sha256": ids_checksum([task.image_id for task in tasks]), "shard_rows": shard_rows}
-    request = extraction_request(spec, pretrained=pretrained, weights=weights, dtype=dtype, tta=tta)
+    request = extraction_request(spec, pretrained=pretrained, weights=weights, dtype=dtype, tta=tta,
+                                 calibration=calibration)
     finished = _finished_store(run_paths(run_dir)["features"], tasks, request, plan)
     if finished is not None:
         return finished
     runner_settings = {"pretrained": pretrained, "weights": weights, "runtime": runtime, "device": device, "tta": tta}
+    quantization = None
+    if calibration:  # the INT8 graph is made (or found in the cache) here, from the FP32 model; runners load it
+        from pintopic.features.builder import build_backbone
+
+        _, quantization = _int8_graph(run_dir, build_backbone(spec, pretrained=pretrained, weights=weights), tasks,
+                                      calibration)
+        runner_settings["quantization"] = quantization
     if engine_settings.kind == "local":  # this process runs the model: build it once, here
         from pintopic.features.embed import prepared_backbone
 
@@ -241,7 +277,7 @@ def _extract_one(run_dir: Path, spec: str, tasks: list[ImageTask], engine_settin
         from pintopic.features.builder import described_elsewhere
 
         backbone, described = described_elsewhere(spec, pretrained=pretrained, weights=weights), None
-    key = store_key(backbone, dtype=dtype, tta=tta)
+    key = store_key(backbone, dtype=dtype, tta=tta, quantization=quantization)
     folder = run_paths(run_dir)["features"] / key
     folder.mkdir(parents=True, exist_ok=True)
     shards = _Shards(folder, tasks, shard_rows, backbone.dim, dtype)
@@ -253,9 +289,10 @@ def _extract_one(run_dir: Path, spec: str, tasks: list[ImageTask], engine_settin
     described = work.pop("runner") or described or {"runtime": None, "device": None, "layout": None}
     remove_shards_from(folder, len(shards.shards))
     all_ids, all_failed = shards.all_ids_and_failures()
-    settings = vector_settings(backbone, dtype=dtype, tta=tta)
+    settings = vector_settings(backbone, dtype=dtype, tta=tta, quantization=quantization)
     meta = {
-        **backbone.describe(), **plan, "key": key, "dtype": dtype, "n_rows": len(all_ids),
+        **backbone.describe(), **plan, "key": key, "dtype": dtype, "precision": "int8" if quantization else "fp32",
+        **({"quantization": quantization} if quantization else {}), "n_rows": len(all_ids),
         "ids_sha256": ids_checksum(all_ids), "n_shards": len(shards.shards),
         "preprocessing": backbone.preprocessing.to_dict(), "runtime": described["runtime"],
         "device": described["device"], "runtime_layout": described["layout"],
@@ -277,13 +314,17 @@ def _record_request(folder: Path, request: dict) -> None:
 def extract(run_dir: str | os.PathLike, backbones: str | Sequence[str] = ("lite0",), *, batch_size: int = 32,
             workers: int | None = None, device: str = "auto", dtype: str = "float32", all_rows: bool = False,
             pretrained: bool = True, weights: str | None = None, runtime: str = "auto", tta: str | None = None,
-            progress: bool = True, shard_rows: int = DEFAULT_SHARD_ROWS, engine=None) -> list[Path]:
+            progress: bool = True, shard_rows: int = DEFAULT_SHARD_ROWS, engine=None, precision: str = "fp32",
+            split: str | None = None, test_size: float | None = None, seed: int = 0) -> list[Path]:
     """Write ``RUN/features/<key>/`` for each backbone from the run's sample (or every ok row with ``all_rows``).
 
     Finished shards are kept, vectors of ids already stored under the same key are reused, and a
     complete store is left untouched. ``engine`` (:class:`~pintopic.engine.EngineSettings`; default: this
     machine, ``workers`` decoding processes) runs decoding and inference; it changes no vector beyond
-    floating-point noise (< 1e-5). Returns the store folders, one per backbone.
+    floating-point noise (< 1e-5). ``precision="int8"`` runs each backbone as an INT8 graph calibrated on
+    training images of the run's split (``split``, ``test_size`` and ``seed`` make that split when the run has
+    none yet; see :func:`pintopic.features.quantize.calibration_set`); an INT8 store sits beside the FP32 one.
+    Backbones are built one at a time (each released before the next). Returns the store folders, one per backbone.
     """
     run_dir = Path(run_dir)
     from pintopic.features.registry import backbone_names
@@ -293,8 +334,15 @@ def extract(run_dir: str | os.PathLike, backbones: str | Sequence[str] = ("lite0
         raise PintopicError("no backbone given")
     if weights and len(names) > 1:
         raise PintopicError("--weights applies to a single backbone; extract the others separately")
+    if dtype == INT8_DTYPE:
+        dtype, precision = "float32", "int8"
     if dtype not in STORAGE_DTYPES:
-        raise PintopicError(f"unknown dtype {dtype!r}; use float32 or float16")
+        raise PintopicError(f"unknown dtype {dtype!r}; use float32, float16 or int8")
+    if precision not in PRECISIONS:
+        raise PintopicError(f"unknown precision {precision!r}; use fp32 or int8")
+    if precision == "int8" and (runtime == "torch" or device not in ("auto", "cpu")):
+        raise PintopicError("--dtype int8 runs on ONNX Runtime on the CPU; use --runtime auto or onnx and "
+                            "--device auto or cpu")
     if batch_size < 1 or shard_rows < 1:
         raise PintopicError("batch size and shard rows must be positive")
     tta = None if tta in (None, "none") else tta
@@ -304,9 +352,19 @@ def extract(run_dir: str | os.PathLike, backbones: str | Sequence[str] = ("lite0
     folders = []
     with RunLock(run_dir):
         tasks = image_tasks(run_dir, all_rows)
+        from pintopic.features.embed import release_backbones
+
+        calibration = None
+        if precision == "int8":
+            from pintopic.features.quantize import calibration_set
+
+            calibration = calibration_set(run_dir, tasks, split=split, test_size=test_size, seed=seed)
         for name in names:
-            folders.append(_extract_one(
-                run_dir, name, tasks, engine, batch_size=batch_size, workers=workers, device=device, dtype=dtype,
-                pretrained=pretrained, weights=weights, runtime=runtime, tta=tta, progress=progress,
-                shard_rows=shard_rows))
+            try:
+                folders.append(_extract_one(
+                    run_dir, name, tasks, engine, batch_size=batch_size, workers=workers, device=device, dtype=dtype,
+                    pretrained=pretrained, weights=weights, runtime=runtime, tta=tta, progress=progress,
+                    shard_rows=shard_rows, calibration=calibration))
+            finally:  # one backbone's model and sessions in memory at a time
+                release_backbones()
     return folders

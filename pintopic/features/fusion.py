@@ -41,10 +41,11 @@ def component_stores(features_dir: Path, name: str, tta: str | None | bool = Tru
             raise PintopicError(f"fusion {name!r}: no complete store for component {part!r} in {features_dir}; "
                                 f"run `pintopic extract RUN --backbone {name}`")
         chosen.append(found[-1])
-    ttas = {meta.get("tta") or None for _, meta in chosen}
-    if len(ttas) > 1:
-        raise PintopicError(f"fusion {name!r}: component stores differ in tta ({sorted(map(str, ttas))}); "
-                            "extract them with the same --tta")
+    for setting, option in (("tta", "--tta"), ("precision", "--dtype")):
+        values = {meta.get(setting) or (None if setting == "tta" else "fp32") for _, meta in chosen}
+        if len(values) > 1:
+            raise PintopicError(f"fusion {name!r}: component stores differ in {setting} ({sorted(map(str, values))}); "
+                                f"extract them with the same {option}")
     return chosen
 
 
@@ -60,7 +61,8 @@ def fused_meta(name: str, components: list[tuple[Path, dict]], ids: Sequence[str
         "spec": name, "library": "fusion", "key": f"{slug(name)}-{settings_hash(keys, 8)}", "components": keys,
         "component_specs": [meta["spec"] for _, meta in components],
         "component_backbones": [{k: meta.get(k) for k in ("spec", "key", "dim", "tta", "pretrained", "weights_sha256",
-                                                          "weights_source", "preprocessing")} for _, meta in components],
+                                                          "weights_source", "preprocessing", "precision", "quantization")}
+                                for _, meta in components],
         "dim": int(sum(int(meta["dim"]) for _, meta in components)), "tta": first.get("tta"),
         "pretrained": all(meta.get("pretrained", True) for _, meta in components), "normalisation": "l2 per block",
         "n_rows": len(ids), "ids_sha256": ids_checksum(list(ids)),

@@ -38,6 +38,7 @@ from pintopic.safeio import (
     DiskFullError,
     disk_full,
     ensure_free_space,
+    free_bytes,
     is_disk_full,
     open_regular,
     require_regular,
@@ -46,8 +47,15 @@ from pintopic.safeio import (
 PIXELS_FOLDER = "pixels"
 FORMAT_VERSION = 1
 
-#: ``pintopic run`` caches its backbones' inputs by default (``dataset.pixel_cache = "auto"``) up to this size.
+#: ``pintopic run`` caches its backbones' inputs by default (``dataset.pixel_cache = "auto"``) up to this size,
+#: when it extracts at least AUTO_MIN_BACKBONES backbones: in a first measurement (benchmarks/run_memory.py
+#: --pixel-cache-pays; its JSON is not in benchmarks/results/ yet) the cache made ingest + extract of three Lite
+#: backbones 1.14x faster, and of Lite0 alone 0.96x (decoding beside the runtime costs one backbone no more than
+#: building the cache does).
 AUTO_LIMIT_BYTES = 2 * 1024**3
+AUTO_MIN_BACKBONES = 2
+#: A cache is built only when this much disk stays free after it (else extract decodes; the run never fails for it).
+DISK_RESERVE_BYTES = 1024**3
 
 #: Images decoded per batch while building, and how often (in rows) progress is saved.
 BUILD_BATCH = 32
@@ -227,50 +235,83 @@ class _PartialCache:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "meta.json").unlink(missing_ok=True)  # incomplete from here until the new meta.json
         self.done, self.failed = 0, []
-        try:
-            progress = read_json(folder / "progress.json")
-            if progress.get("plan") == self.plan:
-                require_regular(self.partial)
-                self.pixels = np.load(self.partial, mmap_mode="r+", allow_pickle=False)
-                if self.pixels.shape == self.shape and self.pixels.dtype == np.uint8:
-                    self.done, self.failed = int(progress["rows_done"]), list(progress["failed"])
-                    return
-                    self._reserve()
-                    return
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            pass
-        (folder / "progress.json").unlink(missing_ok=True)
-        try:
-            self.pixels = np.lib.format.open_memmap(self.partial, mode="w+", dtype=np.uint8, shape=self.shape)
-        except OSError as error:
-            self.discard()
-            if is_disk_full(error):
-                raise disk_full(folder, self.shape[0] * self.row_size) from None
-            raise
+        self.fd = None
+        self.offset = self._resumed_offset()
+        if self.offset is None:
+            (folder / "progress.json").unlink(missing_ok=True)
+            try:
+                pixels = np.lib.format.open_memmap(self.partial, mode="w+", dtype=np.uint8, shape=self.shape)
+            except OSError as error:
+                self.discard()
+                if is_disk_full(error):
+                    raise disk_full(folder, self.shape[0] * self.row_size) from None
+                raise
+            self.offset = pixels.offset
+            del pixels
+        # rows are written with pwrite, not through a memory map: written mapped pages count as this process's
+        # resident memory until unmapped, so building a large cache would hold it all in RSS
+        self.fd = os.open(self.partial, os.O_RDWR)
         self._reserve()
 
+    def _resumed_offset(self) -> int | None:
+        """The data offset of the partial file a killed build left for this plan (its progress restored), or None."""
+        try:
+            progress = read_json(self.folder / "progress.json")
+            if progress.get("plan") == self.plan:
+                require_regular(self.partial)
+                pixels = np.load(self.partial, mmap_mode="r", allow_pickle=False)
+                if pixels.shape == self.shape and pixels.dtype == np.uint8:
+                    self.done, self.failed = int(progress["rows_done"]), list(progress["failed"])
+                    return pixels.offset
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+        return None
+
     def _reserve(self) -> None:
-        """Allocate every block of the partial file now: a memory-mapped write to a block the full disk cannot
-        give would kill the process with SIGBUS; here it is one clear error and the partial file is removed."""
-        with open(self.partial, "rb+") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            try:
-                os.posix_fallocate(handle.fileno(), 0, size)
-            except OSError as error:
-                if not is_disk_full(error):
-                    return  # a file system without fallocate: the free-space check before building has to do
-                self.discard()
-                raise disk_full(self.folder, size) from None
+        """Allocate every block of the partial file now: a full disk is one clear error before any row is
+        decoded, and the partial file is removed."""
+        size = os.fstat(self.fd).st_size
+        try:
+            os.posix_fallocate(self.fd, 0, size)
+        except OSError as error:
+            if not is_disk_full(error):
+                return  # a file system without fallocate: the free-space check before building has to do
+            self.discard()
+            raise disk_full(self.folder, size) from None
 
     def discard(self) -> None:
         """Delete the partial cache (after a failure that left it unusable, e.g. a full disk)."""
-        self.__dict__.pop("pixels", None)
+        self._close()
         self.partial.unlink(missing_ok=True)
         (self.folder / "progress.json").unlink(missing_ok=True)
 
+    def _close(self) -> None:
+        if getattr(self, "fd", None) is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __del__(self):
+        self._close()  # a build stopped midway: its progress is saved, the file stays
+
+    def write(self, rows: np.ndarray, block: np.ndarray) -> None:
+        """Write ``block`` (one flattened row per entry of the ascending ``rows``), one pwrite per run of consecutive rows."""
+        start = 0
+        while start < len(rows):
+            stop = start + 1
+            while stop < len(rows) and rows[stop] == rows[stop - 1] + 1:
+                stop += 1
+            try:
+                os.pwrite(self.fd, np.ascontiguousarray(block[start:stop]).data,
+                          self.offset + int(rows[start]) * self.row_size)
+            except OSError as error:
+                if is_disk_full(error):
+                    raise disk_full(self.folder, self.shape[0] * self.row_size) from None
+                raise
+            start = stop
+
     def save_progress(self, rows_done: int) -> None:
         """Flush the pixels, then record the prefix of rows they hold."""
-        self.pixels.flush()
+        os.fdatasync(self.fd)
         self.done = max(self.done, rows_done)
         write_json(self.folder / "progress.json", {"plan": self.plan, "rows_done": self.done, "failed": self.failed})
 
@@ -278,10 +319,9 @@ class _PartialCache:
         """Publish the cache: pixels.npy, rows.parquet, then meta.json; returns its summary."""
         import pyarrow as pa
 
-        self.pixels.flush()
-        with open(self.partial, "rb+") as handle:
-            os.fsync(handle.fileno())
-        del self.pixels
+        os.fsync(self.fd)
+        os.close(self.fd)
+        self.fd = None
         os.replace(self.partial, self.folder / "pixels.npy")
         failed = {entry["image_id"]: entry for entry in self.failed}
         write_parquet(self.folder / "rows.parquet", pa.table({
@@ -307,11 +347,13 @@ def _summary(folder: Path, meta: dict, *, built: bool) -> dict:
 
 
 def build_pixel_caches(run_dir: str | os.PathLike, backbones: Sequence[str] | str, *, workers: int | None = None,
-                       progress: bool = True, max_bytes: int | None = None) -> list[dict]:
+                       progress: bool = True, max_bytes: int | None = None, fallback: bool = False) -> list[dict]:
     """Write (or finish, or leave as is) the pixel cache of each distinct geometry among ``backbones``; print a line each.
 
     Reads the run's sample (``RUN/dataset/sample.parquet``, written by ingest) under the run lock. Builds nothing
-    when the caches would exceed ``max_bytes`` (``pintopic run``'s "auto"). A rerun whose caches are complete
+    when the caches would exceed ``max_bytes`` (``pintopic run``'s "auto"). Short of disk, raises
+    :class:`~pintopic.safeio.DiskFullError` before writing, or with ``fallback`` (``pintopic run``: the run never
+    fails for its cache) builds nothing and says so: extract then decodes. A rerun whose caches are complete
     is answered from ``pixels/index.json`` without building any model. Returns one summary per geometry:
     folder, backbones, shape, failed, bytes, built, seconds.
     """
@@ -331,7 +373,7 @@ def build_pixel_caches(run_dir: str | os.PathLike, backbones: Sequence[str] | st
                 "rows_sha256": rows_checksum([t.image_id for t in tasks], [t.sha256 for t in tasks])}
         summaries = _indexed_summaries(dataset, names, plan)
         if summaries is None:
-            summaries = _build(run_dir, dataset, names, tasks, plan, max_bytes,
+            summaries = _build(run_dir, dataset, names, tasks, plan, max_bytes, fallback,
                                usable_cores() if workers is None else workers, progress)
     for summary in summaries:
         state = f"built in {summary['seconds']:.1f} s" if summary["built"] else "up to date"
@@ -371,7 +413,7 @@ def _indexed_summaries(dataset: Path, names: list[str], plan: dict) -> list[dict
     return summaries
 
 
-def _build(run_dir, dataset: Path, names: list[str], tasks, plan: dict, max_bytes: int | None, workers: int,
+def _build(run_dir, dataset: Path, names: list[str], tasks, plan: dict, max_bytes: int | None, fallback: bool, workers: int,
            progress: bool) -> list[dict]:
     """Resolve each name's geometry (building its model), then write the caches that are not complete."""
     wanted: dict[Path, tuple] = {}
@@ -391,8 +433,8 @@ def _build(run_dir, dataset: Path, names: list[str], tasks, plan: dict, max_byte
             summaries.append(_summary(folder, complete.meta, built=False))
         else:
             todo.append((folder, preprocessing, owners))
-    need = sum(len(tasks) * int(np.prod(p.input_size)) - _allocated(f / "pixels.partial.npy") for f, p, _ in todo)
-    ensure_free_space(Path(dataset), need)
+    if todo and not _room_for(dataset, todo, len(tasks), fallback):
+        return summaries
     jobs = []
     try:
         for folder, preprocessing, owners in todo:
@@ -401,13 +443,36 @@ def _build(run_dir, dataset: Path, names: list[str], tasks, plan: dict, max_byte
             started = time.perf_counter()
             _fill(jobs, tasks, workers, progress)
             summaries.extend(job.finish(tasks, time.perf_counter() - started) for job in jobs)
-    except DiskFullError:
+    except DiskFullError as error:
         for job in jobs:
             job.discard()
-        raise
+        if not fallback:
+            raise
+        print(f"  pixel cache: not built ({error}; extract decodes the images instead)", file=sys.stdout)
+        return [summary for summary in summaries if not summary["built"]]
     if not any(name.startswith("finetuned:") for name in names):  # a fine-tune's geometry can change under its name
         _record_index(Path(dataset), {name: folder.name for folder, (_, owners) in wanted.items() for name in owners})
     return summaries
+
+
+def _room_for(dataset: Path, todo: list[tuple], rows: int, fallback: bool) -> bool:
+    """Whether the run's disk holds these caches (a killed build's partial file counts as written). Short of room:
+    with ``fallback``, says so and answers False (extract then decodes; :data:`DISK_RESERVE_BYTES` must stay free);
+    without, raises :class:`~pintopic.safeio.DiskFullError` with the sizes."""
+    need = sum(max(0, rows * int(np.prod(preprocessing.input_size)) - _allocated(folder / "pixels.partial.npy"))
+               for folder, preprocessing, _ in todo)
+    if not fallback:
+        ensure_free_space(dataset, need)
+        return True
+    try:
+        free = free_bytes(dataset)
+    except OSError:
+        return True  # cannot tell: a full disk while writing still falls back
+    if need + DISK_RESERVE_BYTES <= free:
+        return True
+    print(f"  pixel cache: not built ({need / 1e9:.1f} GB needed, {free / 1e9:.1f} GB free on {dataset}, "
+          f"{DISK_RESERVE_BYTES / 1e9:.1f} GB kept free; extract decodes the images instead)", file=sys.stdout)
+    return False
 
 
 def _allocated(path: Path) -> int:
@@ -451,7 +516,7 @@ def _fill(jobs: list[_PartialCache], tasks, workers: int, progress: bool) -> Non
         for job in jobs:
             keep = rows >= job.done
             if keep.any():
-                job.pixels[rows[keep]] = arrays[keep, offset:offset + job.row_size].reshape(-1, *job.shape[1:])
+                job.write(rows[keep], arrays[keep, offset:offset + job.row_size])
             job.failed.extend({"image_id": todo[index].image_id, "status": status, "reason": detail}
                               for index, status, detail in failures if start + index >= job.done)
             offset += job.row_size

@@ -137,8 +137,8 @@ class OnnxRunner:
 
     name = "onnxruntime"
 
-    def __init__(self, backbone, threads: int | None = None, sessions: int = 1):
-        self.path = export_onnx(backbone)
+    def __init__(self, backbone, threads: int | None = None, sessions: int = 1, graph: os.PathLike | None = None):
+        self.path = graph or export_onnx(backbone)
         threads = threads or cpu_threads()
         self.sessions = ort_sessions(self.path, threads, sessions)
         count = len(self.sessions)
@@ -176,11 +176,19 @@ class FlipAveraged:
         return (self.runner(batch) + self.runner(np.ascontiguousarray(batch[..., ::-1]))) / 2.0
 
 
-def make_runner(backbone, *, runtime: str = "auto", device: str = "auto", tta: str | None = None, sessions: int = 1):
-    """The fastest runner for this device: ONNX Runtime on CPU for ``auto`` (``sessions``: see OnnxRunner), PyTorch on accelerators."""
-    device = resolve_device(device)
+def make_runner(backbone, *, runtime: str = "auto", device: str = "auto", tta: str | None = None, sessions: int = 1,
+                graph: os.PathLike | None = None):
+    """The fastest runner for this device: ONNX Runtime on CPU for ``auto`` (``sessions``: see OnnxRunner), PyTorch on
+    accelerators. ``graph``: an INT8 graph (:mod:`pintopic.features.quantize`), which runs on ONNX Runtime's CPU only."""
     if runtime not in ("auto", "torch", "onnx"):
         raise PintopicError(f"unknown runtime {runtime!r}; use auto, torch or onnx")
+    if graph is not None:
+        if runtime == "torch" or device not in ("auto", "cpu"):
+            raise PintopicError("INT8 features run on ONNX Runtime on the CPU; use --runtime auto or onnx and --device "
+                                "auto or cpu (or --precision fp32)")
+        runner = OnnxRunner(backbone, sessions=sessions, graph=graph)
+        return FlipAveraged(runner) if tta == "flip" else runner
+    device = resolve_device(device)
     if runtime == "onnx" and device != "cpu":
         raise PintopicError("--runtime onnx runs on the CPU only; use --device cpu or --runtime torch")
     runner = None

@@ -134,21 +134,27 @@ def store_ids(folder: Path) -> list[str]:
     return ids
 
 
-def vector_settings(backbone, *, dtype: str, tta: str | None) -> dict:
-    """Everything that changes the stored vectors (and so the store key); the sample is not part of it."""
-    return {
+def vector_settings(backbone, *, dtype: str, tta: str | None, quantization: dict | None = None) -> dict:
+    """Everything that changes the stored vectors (and so the store key); the sample is not part of it.
+
+    An INT8 store adds its graph's checksum (which covers the calibration set); FP32 keys are as they always were."""
+    settings = {
         "spec": backbone.spec.name, "model": backbone.spec.model, "pretrained": backbone.pretrained,
         "weights_sha256": backbone.weights_sha256, "preprocessing": backbone.preprocessing.to_dict(),
         "tta": tta or None, "dtype": dtype,
     }
+    if quantization is not None:
+        settings.update(precision="int8", graph_sha256=quantization["graph_sha256"])
+    return settings
 
 
-def store_key(backbone, *, dtype: str = "float32", tta: str | None = None) -> str:
+def store_key(backbone, *, dtype: str = "float32", tta: str | None = None, quantization: dict | None = None) -> str:
     """Folder name of a store: the backbone's slug plus a short hash of the vector-changing settings."""
     from pintopic.features.registry import slug
     from pintopic.runio import settings_hash
 
-    return f"{slug(backbone.spec.name)}-{settings_hash(vector_settings(backbone, dtype=dtype, tta=tta), 8)}"
+    settings = vector_settings(backbone, dtype=dtype, tta=tta, quantization=quantization)
+    return f"{slug(backbone.spec.name)}-{settings_hash(settings, 8)}"
 
 
 # -- finding stores in a run ---------------------------------------------------------------------------

@@ -90,10 +90,11 @@ class ScoreStep:
 
     def __init__(self, model_dir: str, top_k: int):
         from pintopic.features.embed import prepared_backbone
-        from pintopic.predict.predictor import Predictor
+        from pintopic.predict.predictor import Predictor, component_quantizations
 
         self.predictor, self.top_k = Predictor.load(model_dir), top_k
-        self.units = [(key, [prepared_backbone(name, **settings) for name in names])
+        graphs = {key: component_quantizations(backbone) for key, backbone in self.predictor.backbones.items()}
+        self.units = [(key, [prepared_backbone(name, **settings, quantization=graph) for name, graph in zip(names, graphs[key])])
                       for key, names, settings in backbone_components(self.predictor)]
 
     def features(self, pixels: np.ndarray, ok: np.ndarray) -> dict[str, np.ndarray]:

@@ -3,7 +3,7 @@ saved ensemble ``RUN/results/models/ensemble/``).
 
 A :class:`Predictor` holds the loaded members (a pair has one, an ensemble several) and the distinct
 backbones they need; each backbone embeds an image once, with the model's own backbone settings (spec,
-pretrained, tta, recorded from the feature store it was trained on), through
+pretrained, tta, and the INT8 graph of INT8 features, recorded from the feature store it was trained on), through
 :func:`pintopic.features.embed.embed_images` (files) or :meth:`Predictor.prepare` + :meth:`Predictor.embed_prepared`
 (the same decoding and runners, for callers that gather their own batches). The CLI's ``predict``, the service
 and crawl-wide prediction all score through it, so they give the same answer for the same image.
@@ -18,8 +18,16 @@ import numpy as np
 
 
 def backbone_key(backbone: dict) -> str:
-    """What makes two members' features the same: spec, pretrained weights or not, test-time augmentation."""
-    return json.dumps([backbone.get("spec"), bool(backbone.get("pretrained", True)), backbone.get("tta")])
+    """What makes two members' features the same: spec, pretrained weights or not, test-time augmentation, and the
+    INT8 graph(s) of a model trained on INT8 features."""
+    return json.dumps([backbone.get("spec"), bool(backbone.get("pretrained", True)), backbone.get("tta"),
+                       *[graph.get("graph_sha256") for graph in component_quantizations(backbone) if graph]])
+
+
+def component_quantizations(backbone: dict) -> list:
+    """The INT8 graph entry of each component (one for a plain backbone), None where it ran in FP32."""
+    parts = backbone.get("component_backbones") or [backbone]
+    return [part.get("quantization") for part in parts]
 
 
 @dataclass

@@ -1,0 +1,118 @@
+"""INT8 extraction (issue 22): calibrated on training images only, deterministic, its own store beside the FP32 one,
+and a model trained on INT8 features predicts with that same INT8 graph."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_features_extract import FAST, tiny_run
+
+from pintopic.errors import PintopicError
+from pintopic.features import extract, load_features
+from pintopic.runio import read_json
+
+TINY = "timm:test_efficientnet"
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    monkeypatch.setenv("PINTOPIC_CACHE", str(tmp_path / "cache"))  # a fresh cache: the test quantizes
+    return tiny_run(tmp_path, per_category=10)
+
+
+def test_int8_store_is_deterministic_calibrated_on_training_images_and_sits_beside_fp32(run, tmp_path):
+    (fp32,) = extract(run, TINY, **FAST)
+    (int8,) = extract(run, TINY, precision="int8", **FAST)
+    assert int8 != fp32 and (fp32 / "meta.json").exists()
+    meta = read_json(int8 / "meta.json")
+    assert meta["precision"] == "int8" and read_json(fp32 / "meta.json")["precision"] == "fp32"
+    assert meta["dtype"] == "float32" and meta["runtime"] == "onnxruntime"
+
+    split = pd.read_parquet(run / "results" / "split.parquet")
+    calibration = meta["quantization"]["calibration"]
+    assert calibration["ids"] and set(calibration["ids"]) <= set(split.loc[split["part"] == "train", "image_id"])
+    graph = tmp_path / "cache" / "onnx" / meta["quantization"]["graph"]
+    assert graph.is_file() and graph.name.endswith(".int8.onnx")
+
+    ids, vectors = load_features(int8)
+    _, reference = load_features(fp32)
+    cosine = (vectors * reference).sum(1) / np.linalg.norm(vectors, axis=1) / np.linalg.norm(reference, axis=1)
+    assert not np.array_equal(vectors, reference) and cosine.mean() > 0.9
+
+    assert extract(run, TINY, precision="int8", **FAST) == [int8]  # a rerun finds it
+    assert extract(run, TINY, dtype="int8", **FAST) == [int8]  # --dtype int8 names the same store
+    shutil.rmtree(int8)
+    assert extract(run, TINY, precision="int8", **FAST) == [int8]  # same graph, same key ...
+    again_ids, again = load_features(int8)
+    assert list(again_ids) == list(ids) and np.array_equal(again, vectors)  # ... and identical vectors
+    graph.unlink()  # quantized again from the same calibration set: the same vectors
+    shutil.rmtree(int8)
+    (fresh,) = extract(run, TINY, precision="int8", **FAST)
+    np.testing.assert_array_equal(load_features(fresh)[1], vectors)
+
+
+def test_a_model_trained_on_int8_features_predicts_with_the_int8_graph(run, tmp_path):
+    from pintopic.classify import evaluate
+    from pintopic.dataset import image_file, load_sample
+    from pintopic.features import embed_images
+    from pintopic.predict.predictor import Predictor
+
+    (int8,) = extract(run, TINY, precision="int8", **FAST)
+    evaluate(run, classifiers=["knn"], grids={"knn": {"k": [1]}}, cv=3, progress=False)
+    model_dir = run / "results" / "models" / f"{int8.name}__knn"
+    predictor = Predictor.load(model_dir)
+    [(key, backbone)] = predictor.backbones.items()
+    assert backbone["precision"] == "int8" and backbone["quantization"]["graph_sha256"] in key
+
+    paths = [image_file(row) for _, row in load_sample(run).iterrows()][:5]
+    features, failed = predictor.embed_files(paths)
+    ids, stored = load_features(int8)
+    order = [list(ids).index(i) for i in load_sample(run)["image_id"][:5]]
+    assert not failed
+    np.testing.assert_allclose(features[key], stored[order], atol=1e-6)  # the store's INT8 vectors, not FP32 ones
+    fp32, _ = embed_images(TINY, paths, pretrained=False)
+    assert not np.allclose(features[key], fp32, atol=1e-6)
+    assert [p["top"][0]["category"] for p in predictor.predict_files(paths, top_k=1)]
+
+    (tmp_path / "cache" / "onnx" / backbone["quantization"]["graph"]).unlink()
+    import pintopic.features.embed
+
+    pintopic.features.embed._BACKBONE_CACHE.clear()
+    with pytest.raises(PintopicError, match="INT8 graph"):
+        Predictor.load(model_dir).embed_files(paths)
+
+
+def test_int8_is_refused_on_torch_and_unknown_precisions_are_clear(run):
+    with pytest.raises(PintopicError, match="ONNX Runtime on the CPU"):
+        extract(run, TINY, precision="int8", runtime="torch", **FAST)
+    with pytest.raises(PintopicError, match="ONNX Runtime on the CPU"):
+        extract(run, TINY, dtype="int8", runtime="torch", **FAST)
+    with pytest.raises(PintopicError, match="unknown precision"):
+        extract(run, TINY, precision="int4", **FAST)
+    with pytest.raises(PintopicError, match="float32, float16 or int8"):
+        extract(run, TINY, dtype="int4", **FAST)
+
+
+def test_static_padding_keeps_the_numbers_of_tensorflow_same_padding():
+    """timm's Conv2dSame (pads computed from the input shape at run time) becomes a constant pad: same outputs."""
+    import copy
+    import importlib
+
+    import torch
+
+    from pintopic.features.builder import build_backbone
+    from pintopic.features.preprocess import pixels_to_features
+    from pintopic.features.quantize import static_padding
+
+    backbone = build_backbone("lite0", pretrained=False)
+    network = pixels_to_features(backbone.model, backbone.preprocessing)
+    same = importlib.import_module("timm.layers.conv2d_same").Conv2dSame
+    assert any(isinstance(module, same) for module in network.modules())
+    static = copy.deepcopy(network)
+    static_padding(static, backbone.preprocessing.input_size)
+    assert not any(isinstance(module, same) for module in static.modules())
+    pixels = torch.randint(0, 256, (2, *backbone.preprocessing.input_size), dtype=torch.uint8)
+    with torch.inference_mode():
+        torch.testing.assert_close(static(pixels), network(pixels), rtol=0, atol=1e-6)
