@@ -208,6 +208,25 @@ def test_a_row_that_kills_every_worker_costs_only_itself(ray_engine):
         assert list(outputs[index]["value"]) == expected
 
 
+def _has_ray_imported(batch: dict) -> dict:
+    return {"ray": np.full(len(batch["value"]), "ray" in sys.modules)}
+
+
+def test_the_local_engine_never_forks_a_ray_driver(ray_engine):
+    """Ray's threads do not survive a fork: a driver's next Ray call hung after the local engine forked it."""
+    from ray import cloudpickle
+
+    from pintopic.engine import EngineSettings, Step, open_engine
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import this test module
+    open_engine(ray_engine)  # this process is now a Ray driver
+    batches = [{"value": np.arange(start, start + 4)} for start in range(0, 8, 4)]
+    outputs = dict(open_engine(EngineSettings(kind="local")).run(batches, Step(_has_ray_imported), workers=2))
+    assert sorted(outputs) == [0, 1]
+    assert not any(outputs[0]["ray"]) and not any(outputs[1]["ray"])  # fresh interpreters, not forks of this one
+    assert list(open_engine(ray_engine).run(batches, Step(_has_ray_imported)))  # Ray still answers
+
+
 KILLABLE = """
 import sys
 from pintopic.engine import EngineSettings

@@ -2,7 +2,8 @@
 
 Workers come from a :class:`concurrent.futures.ProcessPoolExecutor`, forked as torch's DataLoader forks its
 workers: they start at once with the parent's imports (a fresh interpreter would spend seconds importing
-torch and timm) and run only the CPU step, never the parent's inference session. At most ``PREFETCH``
+torch and timm) and run only the CPU step, never the parent's inference session. A process that is also a
+Ray driver spawns them instead, since Ray does not support forking its drivers. At most ``PREFETCH``
 batches per worker are in flight, so a slow model step holds back the workers instead of filling memory. If a worker dies (a decoder crash, the
 kernel's OOM killer), the batches in flight are run again one row at a time in a fresh single worker; a row
 that kills it again gets the step's ``on_crash`` output: nothing else is lost, and the run goes on.
@@ -27,11 +28,31 @@ PREFETCH = 4
 _BUILT = None  # the step a worker process runs
 
 
+def _ray_connected() -> bool:
+    """Whether this process is a Ray driver (Ray's threads do not survive a fork: its next call would hang)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and bool(getattr(ray, "is_initialized", lambda: False)())
+
+
 def _context():
-    return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    fork = "fork" in multiprocessing.get_all_start_methods() and not _ray_connected()
+    return multiprocessing.get_context("fork" if fork else "spawn")
 
 
-def _start_worker(step: Step) -> None:
+def _die_with_parent(parent: int) -> None:
+    """End this worker when its parent ends, even by SIGKILL: a forked worker would otherwise wait for work
+    for ever (its siblings hold the queue's pipe open) and keep its memory."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+
+
+def _start_worker(step: Step, parent: int) -> None:
+    _die_with_parent(parent)
     # one process per core: libraries that start thread pools (OpenMP, BLAS) keep one thread here
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[name] = "1"
@@ -44,7 +65,8 @@ def _call(batch: Batch) -> Batch:
 
 
 def _pool(step: Step, workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=_start_worker, initargs=(step,))
+    return ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=_start_worker,
+                               initargs=(step, os.getpid()))
 
 
 class LocalEngine:
