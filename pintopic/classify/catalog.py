@@ -9,8 +9,9 @@ grids, on a rerun that fits nothing) imports no estimator library.
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pintopic.errors import PintopicError
 
@@ -35,7 +36,8 @@ class Entry:
     ``search`` replaces the whole grid search (classifiers that learn nothing from training rows);
     ``feasible(settings, folds)`` drops settings the folds cannot serve; ``needs_library``: only stores of this
     backbone library get a cell (a text tower for zero-shot); ``saved`` names the step classes its
-    models hold, each saved by ``SAVERS`` in its module; ``study``: one of the study's three."""
+    models hold, each saved by ``SAVERS`` in its module; ``study``: one of the study's three; ``domains``: the
+    values a grid parameter accepts, ``(kind, low, low_excluded, high)`` with kind ``int`` or ``number``."""
 
     name: str
     grid: dict[str, list]
@@ -50,6 +52,7 @@ class Entry:
     needs_library: str | None = None
     saved: tuple[str, ...] = ()
     study: bool = False
+    domains: dict[str, tuple] = field(default_factory=dict)
 
     def function(self, attribute: str | None) -> Callable | None:
         """The implementation named by one of this entry's fields (imported now), or None."""
@@ -57,28 +60,35 @@ class Entry:
 
 
 _CLASSIFY = "pintopic.classify."
+#: Grid value domains: a whole number >= 1, a number > 0.
+COUNT = ("int", 1, False, None)
+POSITIVE = ("number", 0, True, None)
 
 #: The catalog, in table order: the study's three first (Table 3.3's grids), then the classifiers beyond it.
 ENTRIES: dict[str, Entry] = {entry.name: entry for entry in (
     Entry("knn", {"k": [1, 5, 10, 20, 50]}, _CLASSIFY + "knn", True,
           "k-nearest neighbours (Euclidean as in the study, or cosine)", feasible="feasible",
-          saved=("KNeighborsClassifier",), study=True),
+          saved=("KNeighborsClassifier",), study=True, domains={"k": COUNT}),
     Entry("lsvm", {"C": [0.01, 0.1, 1, 10, 100]}, _CLASSIFY + "lsvm", False,
           "linear SVM with LinearSVC's objective, one warm-started C path per fold", refit="refit",
-          saved=("SquaredHingeSVC",), study=True),
+          saved=("SquaredHingeSVC",), study=True, domains={"C": POSITIVE}),
     Entry("nn", {"batch_size": [32, 64, 128]}, _CLASSIFY + "nn", True,
           "the study's 3-layer network (one hidden ReLU layer, Adam, early stopping), trained by PyTorch",
-          saved=("BatchedMLPClassifier",), study=True),
+          saved=("BatchedMLPClassifier",), study=True, domains={"batch_size": COUNT}),
     Entry("logreg", {"C": [0.001, 0.01, 0.1, 1]}, _CLASSIFY + "linear", True,
-          "multinomial logistic regression, warm-started C path", saved=("LogisticRegression",)),
+          "multinomial logistic regression, warm-started C path", saved=("LogisticRegression",),
+          domains={"C": POSITIVE}),
     # gamma in units of 1/n_features, so one grid fits every feature width
     Entry("rbf", {"C": [1, 10, 100], "gamma": [0.25, 0.5, 1]}, _CLASSIFY + "rbf", False,
-          "RBF-kernel SVM on precomputed fold kernels", saved=("SVC",)),
+          "RBF-kernel SVM on precomputed fold kernels", saved=("SVC",),
+          domains={"C": POSITIVE, "gamma": POSITIVE}),
     # whiten > 0: PCA-whitened first, with that variance floor (relative to the largest variance)
     Entry("wknn", {"k": [10, 20], "temperature": [0.02, 0.05, 0.1], "whiten": [0]}, _CLASSIFY + "wknn", True,
-          "similarity-weighted k-NN on cosine similarity (optionally PCA-whitened)", saved=("WeightedKNN",)),
+          "similarity-weighted k-NN on cosine similarity (optionally PCA-whitened)", saved=("WeightedKNN",),
+          domains={"k": COUNT, "temperature": POSITIVE, "whiten": ("number", 0, False, None)}),
     Entry("lda", {"shrinkage": [0.1, 0.3, 0.6]}, _CLASSIFY + "lda", True,
-          "shrinkage linear discriminant analysis on the top principal directions", saved=("ShrinkageLDA",)),
+          "shrinkage linear discriminant analysis on the top principal directions", saved=("ShrinkageLDA",),
+          domains={"shrinkage": ("number", 0, False, 1)}),
     # each value is one set of prompt templates, ensembled; CV on the training part picks among sets
     Entry("zeroshot", {"templates": [["a photo of {}.", "a pin about {}.", "a picture of {}.", "an illustration of {}.",
                                       "clip art of {}.", "a drawing of {}.", "an image about {}."]]},
@@ -87,10 +97,11 @@ ENTRIES: dict[str, Entry] = {entry.name: entry for entry in (
     # the reference nn is checked against: scikit-learn's own MLPClassifier, several times slower
     Entry("nn_sklearn", {"batch_size": [32, 64, 128]}, _CLASSIFY + "nn", True,
           "nn trained by scikit-learn's MLPClassifier (the reference)", build="build_sklearn",
-          fold_scores="sklearn_fold_scores", saved=("MLPClassifier",)),
+          fold_scores="sklearn_fold_scores", saved=("MLPClassifier",), domains={"batch_size": COUNT}),
     # not a classifier: the average of the run's best probabilistic pairs, members chosen by CV
     Entry("ensemble", {"max_members": [5]}, _CLASSIFY + "ensemble", False,
-          "average of the best probabilistic pairs, members chosen by CV", build=None, fold_scores=None),
+          "average of the best probabilistic pairs, members chosen by CV", build=None, fold_scores=None,
+          domains={"max_members": COUNT}),
 )}
 
 
@@ -126,5 +137,24 @@ def resolve_grids(classifiers, grids: dict | None = None) -> dict[str, dict[str,
                 isinstance(grid[p], (list, tuple)) and len(grid[p]) for p in defaults):
             wanted = ", ".join(repr(p) for p in sorted(defaults))
             raise PintopicError(f"the {name} grid must give a non-empty list for {wanted}, got {grid!r}")
+        for parameter, domain in entry(name).domains.items():
+            for value in grid[parameter]:
+                problem = _domain_problem(value, domain)
+                if problem:
+                    raise PintopicError(f"the {name} grid's {parameter} values must be {problem}, not {value!r}")
         resolved[name] = {parameter: list(grid[parameter]) for parameter in defaults}
     return resolved
+
+
+def _domain_problem(value, domain: tuple) -> str | None:
+    """What ``value`` should be, when it is outside ``domain`` (see :class:`Entry`); None when it fits."""
+    kind, low, low_excluded, high = domain
+    wanted = f"{'whole numbers' if kind == 'int' else 'numbers'} {'>' if low_excluded else '>='} {low}"
+    wanted += f" and <= {high}" if high is not None else ""
+    integer = isinstance(value, int) and not isinstance(value, bool)
+    number = integer or (isinstance(value, float) and math.isfinite(value))
+    if (kind == "int" and not integer) or not number:
+        return wanted
+    if value < low or (low_excluded and value == low) or (high is not None and value > high):
+        return wanted
+    return None
