@@ -200,3 +200,19 @@ def test_finetune_trains_on_the_runs_own_split_never_a_new_one(tiny_folders, tmp
     test_users = set(sample.set_index("image_id").loc[frame.loc[frame["part"] == "test", "image_id"], "user"])
     train_users = set(sample.set_index("image_id").loc[frame.loc[frame["part"] == "train", "image_id"], "user"])
     assert test_users and not test_users & train_users
+
+
+def test_a_cache_chunk_that_is_a_pipe_or_damaged_is_one_error_never_a_hang(tmp_path):
+    from pintopic.train.finetuning import load_cache_chunk
+
+    good = tmp_path / "view-0-00000.npy"
+    np.save(good, np.ones((2, 3), np.float16))
+    assert load_cache_chunk(good).shape == (2, 3)
+    pipe = tmp_path / "view-0-00001.npy"
+    os.mkfifo(pipe)
+    with pytest.raises(PintopicError, match="not a regular file"):
+        load_cache_chunk(pipe)
+    damaged = tmp_path / "view-0-00002.npy"
+    damaged.write_bytes(good.read_bytes()[:40])
+    with pytest.raises(PintopicError, match="damaged fine-tuning cache file"):
+        load_cache_chunk(damaged)

@@ -28,6 +28,7 @@ from pintopic.features.finetuned import (
     PREFIX,
     finetune_root,
 )
+from pintopic.safeio import one_line, open_regular
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CHECKPOINT_JSON = "checkpoint.json"
@@ -191,8 +192,18 @@ def _cache_trunk(folder: Path, tasks, trunk_runner, preprocessing, *, views: int
 
 def _load_cache(folder: Path, n_chunks: int, views: int) -> np.ndarray:
     """All cached maps as one float16 array ``(views, n, C, H, W)``."""
-    return np.stack([np.concatenate([a for a in (np.load(folder / f"view-{view}-{c:05d}.npy") for c in range(n_chunks)) if a.ndim > 1])
+    return np.stack([np.concatenate([a for a in (load_cache_chunk(folder / f"view-{view}-{c:05d}.npy") for c in range(n_chunks)) if a.ndim > 1])
                      for view in range(views)])
+
+
+def load_cache_chunk(path: Path) -> np.ndarray:
+    """One cached chunk, read only from a regular file; a damaged one is a one-line error naming the cache."""
+    with open_regular(path, what="fine-tuning cache file") as handle:
+        try:
+            return np.load(handle, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as error:
+            raise PintopicError(f"damaged fine-tuning cache file {path} ({one_line(error)}); delete {path.parent} "
+                                "and rerun finetune") from None
 
 
 # -- training -----------------------------------------------------------------------------------------
