@@ -176,7 +176,7 @@ def validate_config(config: dict) -> None:
             key, value = f"{section}.{name}", config[section][name]
             problem = _type_problem(key, value, default)
             if problem is None and key in RANGES:
-                problem = _range_problem(key, value)
+                problem = range_problem(value, *RANGES[key], strict=key in EXCLUSIVE)
             if problem is None and key in NON_EMPTY and not (value.strip() if isinstance(value, str) else value):
                 problem = "must not be empty"
             if problem is None and key in CHOICES and value not in CHOICES[key]:
@@ -190,16 +190,18 @@ def validate_config(config: dict) -> None:
                                 f"(e.g. k = [1, 5]), not {_shown(grid)}")
 
 
-def _range_problem(key: str, value: float) -> str | None:
-    low, high = RANGES[key]
-    strict = key in EXCLUSIVE
+def range_problem(value: float, low: float | None, high: float | None, strict: bool = False) -> str | None:
+    """What ``value`` must be when it lies outside ``[low, high]`` (``strict``: the bounds themselves excluded;
+    None: unbounded), or None when it lies inside."""
     too_low = low is not None and (value <= low if strict else value < low)
     too_high = high is not None and (value >= high if strict else value > high)
     if not (too_low or too_high):
         return None
     if low is not None and high is not None:
         return f"must be {'strictly ' if strict else ''}between {low} and {high}"
-    return f"must be {'more than' if strict else 'at least'} {low}"
+    if low is not None:
+        return f"must be {'more than' if strict else 'at least'} {low}"
+    return f"must be {'less than' if strict else 'at most'} {high}"
 
 
 def _parse_value(text: str) -> Any:

@@ -294,9 +294,9 @@ def test_a_symlink_chain_lists_each_real_folder_once(tmp_path):
     ("engine.kind=\"spark\"", "engine.kind must be one of 'local', 'ray'"),
     ("engine.actor_threads=0", "engine.actor_threads must be at least 1"),
     ("engine.address=\"head-without-port\"", "engine.address: bad Ray address 'head-without-port'"),
-    ("classify.grids.knn.k=[0, 5]", "the knn grid's k values must be whole numbers >= 1, not 0"),
-    ("classify.grids.lsvm.C=[-1]", "the lsvm grid's C values must be numbers > 0, not -1"),
-    ("classify.grids.nn.batch_size=[2.5]", "the nn grid's batch_size values must be whole numbers >= 1, not 2.5"),
+    ("classify.grids.knn.k=[0, 5]", "the knn grid's k values must be at least 1, not 0"),
+    ("classify.grids.lsvm.C=[-1]", "the lsvm grid's C values must be more than 0, not -1"),
+    ("classify.grids.nn.batch_size=[2.5]", "the nn grid's batch_size values must be whole numbers, not 2.5"),
 ])
 def test_a_bad_config_is_refused_before_any_work_naming_the_key(tmp_path, tiny_study, override, message):
     from pintopic.run import run_study

@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pintopic.config import range_problem
 from pintopic.errors import PintopicError
 
 
@@ -37,7 +38,8 @@ class Entry:
     ``feasible(settings, folds)`` drops settings the folds cannot serve; ``needs_library``: only stores of this
     backbone library get a cell (a text tower for zero-shot); ``saved`` names the step classes its
     models hold, each saved by ``SAVERS`` in its module; ``study``: one of the study's three; ``domains``: the
-    values a grid parameter accepts, ``(kind, low, low_excluded, high)`` with kind ``int`` or ``number``."""
+    values a grid parameter accepts, ``(kind, low, high, strict)`` with kind ``int`` or ``number`` and bounds as
+    in :func:`pintopic.config.range_problem`."""
 
     name: str
     grid: dict[str, list]
@@ -61,8 +63,8 @@ class Entry:
 
 _CLASSIFY = "pintopic.classify."
 #: Grid value domains: a whole number >= 1, a number > 0.
-COUNT = ("int", 1, False, None)
-POSITIVE = ("number", 0, True, None)
+COUNT = ("int", 1, None, False)
+POSITIVE = ("number", 0, None, True)
 
 #: The catalog, in table order: the study's three first (Table 3.3's grids), then the classifiers beyond it.
 ENTRIES: dict[str, Entry] = {entry.name: entry for entry in (
@@ -85,10 +87,10 @@ ENTRIES: dict[str, Entry] = {entry.name: entry for entry in (
     # whiten > 0: PCA-whitened first, with that variance floor (relative to the largest variance)
     Entry("wknn", {"k": [10, 20], "temperature": [0.02, 0.05, 0.1], "whiten": [0]}, _CLASSIFY + "wknn", True,
           "similarity-weighted k-NN on cosine similarity (optionally PCA-whitened)", saved=("WeightedKNN",),
-          domains={"k": COUNT, "temperature": POSITIVE, "whiten": ("number", 0, False, None)}),
+          domains={"k": COUNT, "temperature": POSITIVE, "whiten": ("number", 0, None, False)}),
     Entry("lda", {"shrinkage": [0.1, 0.3, 0.6]}, _CLASSIFY + "lda", True,
           "shrinkage linear discriminant analysis on the top principal directions", saved=("ShrinkageLDA",),
-          domains={"shrinkage": ("number", 0, False, 1)}),
+          domains={"shrinkage": ("number", 0, 1, False)}),
     # each value is one set of prompt templates, ensembled; CV on the training part picks among sets
     Entry("zeroshot", {"templates": [["a photo of {}.", "a pin about {}.", "a picture of {}.", "an illustration of {}.",
                                       "clip art of {}.", "a drawing of {}.", "an image about {}."]]},
@@ -141,20 +143,17 @@ def resolve_grids(classifiers, grids: dict | None = None) -> dict[str, dict[str,
             for value in grid[parameter]:
                 problem = _domain_problem(value, domain)
                 if problem:
-                    raise PintopicError(f"the {name} grid's {parameter} values must be {problem}, not {value!r}")
+                    raise PintopicError(f"the {name} grid's {parameter} values {problem}, not {value!r}")
         resolved[name] = {parameter: list(grid[parameter]) for parameter in defaults}
     return resolved
 
 
 def _domain_problem(value, domain: tuple) -> str | None:
-    """What ``value`` should be, when it is outside ``domain`` (see :class:`Entry`); None when it fits."""
-    kind, low, low_excluded, high = domain
-    wanted = f"{'whole numbers' if kind == 'int' else 'numbers'} {'>' if low_excluded else '>='} {low}"
-    wanted += f" and <= {high}" if high is not None else ""
-    integer = isinstance(value, int) and not isinstance(value, bool)
-    number = integer or (isinstance(value, float) and math.isfinite(value))
-    if (kind == "int" and not integer) or not number:
-        return wanted
-    if value < low or (low_excluded and value == low) or (high is not None and value > high):
-        return wanted
-    return None
+    """What ``value`` must be when it lies outside ``domain`` (see :class:`Entry`), or None when it fits."""
+    kind, low, high, strict = domain
+    if not (isinstance(value, int) and not isinstance(value, bool)):
+        if kind == "int":
+            return "must be whole numbers"
+        if not (isinstance(value, float) and math.isfinite(value)):
+            return "must be finite numbers"
+    return range_problem(value, low, high, strict)
