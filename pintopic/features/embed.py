@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from pintopic.features.fusion import fused_blocks
+
 _BACKBONE_CACHE: dict[tuple, tuple] = {}
 #: Builds one backbone at a time: a random-init build seeds torch's global generator, so two threads building at
 #: once (the service warming two models) would get different weights.
@@ -128,13 +130,6 @@ def embed_fused(name: str, paths: Sequence[str | os.PathLike], **settings):
         for index, status, detail in failures:
             errors.setdefault(index, (index, status, detail))
     return fused_blocks(blocks), sorted(errors.values())
-
-
-def fused_blocks(blocks: Sequence[np.ndarray]) -> np.ndarray:
-    """A fusion's features: the components' blocks, each L2-normalised, side by side."""
-    from pintopic.features.fusion import l2_normalised
-
-    return np.hstack([l2_normalised(X) for X in blocks])
 
 
 class BackboneEmbedder:

@@ -21,6 +21,11 @@ def l2_normalised(X: np.ndarray) -> np.ndarray:
     return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
 
+def fused_blocks(blocks: Sequence[np.ndarray]) -> np.ndarray:
+    """A fusion's features: the components' blocks, each L2-normalised, side by side."""
+    return np.hstack([l2_normalised(X) for X in blocks])
+
+
 def component_stores(features_dir: Path, name: str, tta: str | None | bool = True) -> list[tuple[Path, dict]]:
     """``(folder, meta)`` of each component's newest complete store; ``tta`` (None, "flip") pins their TTA.
 
@@ -85,8 +90,7 @@ def load_fused(components: list[tuple[Path, dict]], ids: Sequence[str] | None = 
     from pintopic.features.store import load_features
 
     ids = fused_ids(components) if ids is None else list(ids)
-    blocks = [l2_normalised(load_features(folder, ids=ids)[1]) for folder, _ in components]
-    return np.asarray(ids, dtype=object), np.hstack(blocks)
+    return np.asarray(ids, dtype=object), fused_blocks([load_features(folder, ids=ids)[1] for folder, _ in components])
 
 
 def open_store(features_dir: Path, name: str) -> tuple[Path, dict]:

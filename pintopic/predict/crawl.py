@@ -99,7 +99,7 @@ class ScoreStep:
 
     def features(self, pixels: np.ndarray, ok: np.ndarray) -> dict[str, np.ndarray]:
         """``{backbone key: X}`` of the ok rows, each component's input taken in turn from ``pixels``."""
-        from pintopic.features.fusion import l2_normalised
+        from pintopic.features.fusion import fused_blocks
         from pintopic.features.steps import embed_rows
 
         features, offset = {}, 0
@@ -110,7 +110,7 @@ class ScoreStep:
                 blocks.append(embed_rows(runner, backbone.preprocessing.input_size, pixels[:, offset:offset + width],
                                          ok, backbone.dim)[ok])
                 offset += width
-            features[key] = blocks[0] if len(blocks) == 1 else np.hstack([l2_normalised(block) for block in blocks])
+            features[key] = blocks[0] if len(blocks) == 1 else fused_blocks(blocks)
         return features
 
     def __call__(self, batch: dict) -> dict:
