@@ -137,8 +137,10 @@ class OnnxRunner:
 
     name = "onnxruntime"
 
-    def __init__(self, backbone, threads: int | None = None, sessions: int = 1, graph: os.PathLike | None = None):
+    def __init__(self, backbone, threads: int | None = None, sessions: int = 1, graph: os.PathLike | None = None,
+                 chunk: int = ORT_CHUNK):
         self.path = graph or export_onnx(backbone)
+        self.chunk = chunk
         threads = threads or cpu_threads()
         self.sessions = ort_sessions(self.path, threads, sessions)
         count = len(self.sessions)
@@ -150,11 +152,11 @@ class OnnxRunner:
             self._pool = ThreadPoolExecutor(count, thread_name_prefix="pintopic-ort")
 
     def _run(self, session, batch: np.ndarray, starts: list[int]) -> list[np.ndarray]:
-        return [session.run(None, {"input": batch[start:start + ORT_CHUNK]})[0] for start in starts]
+        return [session.run(None, {"input": batch[start:start + self.chunk]})[0] for start in starts]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.uint8)
-        starts = list(range(0, max(len(batch), 1), ORT_CHUNK))
+        starts = list(range(0, max(len(batch), 1), self.chunk))
         if self._pool is None or len(starts) < 2:
             chunks = self._run(self.sessions[0], batch, starts)
         else:  # consecutive chunks per session, in order
