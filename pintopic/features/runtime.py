@@ -18,9 +18,14 @@ from pintopic.features.weights import cache_dir
 
 ONNX_OPSET = 17
 
-#: ONNX Runtime runs a batch in chunks of at most this many images: its arena holds every activation
-#: of the largest batch it has seen (~0.75 GB for Lite0 at 32 images, ~0.2 GB at 8), at no speed gain.
+#: ONNX Runtime runs a batch in chunks of at most this many images: its arena holds every activation of the
+#: largest chunk it has seen (~0.75 GB for Lite0 at 32 images, ~0.2 GB at 8), at no speed gain.
 ORT_CHUNK = 8
+#: The chunk of a single-threaded session (one per core: extraction from the pixel cache). Measured on 2 cores
+#: (benchmarks/ort_chunk.py): 1.2-1.3x the images/s of chunks of 8 in FP32 and INT8, a quarter of the arena
+#: (Lite2 FP32: +131 MB instead of +503 MB for two sessions), identical features. A session with several
+#: threads keeps 8: smaller chunks leave its threads too little to share (INT8 0.8-0.9x at 2).
+SINGLE_THREAD_CHUNK = 2
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -132,18 +137,19 @@ class OnnxRunner:
 
     ``sessions > 1`` splits the threads into that many independent sessions, each running its share of
     a batch's chunks from its own Python thread (ORT releases the GIL): single-threaded sessions never
-    wait at a barrier for a core another process holds. Chunks stay the same, so the features do too.
+    wait at a barrier for a core another process holds. ``chunk`` (default: by threads per session, see
+    :data:`SINGLE_THREAD_CHUNK`) does not change the features: each image is computed on its own.
     """
 
     name = "onnxruntime"
 
     def __init__(self, backbone, threads: int | None = None, sessions: int = 1, graph: os.PathLike | None = None,
-                 chunk: int = ORT_CHUNK):
+                 chunk: int | None = None):
         self.path = graph or export_onnx(backbone)
-        self.chunk = chunk
         threads = threads or cpu_threads()
         self.sessions = ort_sessions(self.path, threads, sessions)
         count = len(self.sessions)
+        self.chunk = chunk or (SINGLE_THREAD_CHUNK if threads // count == 1 else ORT_CHUNK)
         self.layout = f"{count} session(s) x {max(1, threads // count)} thread(s)"
         self._pool = None
         if count > 1:
