@@ -8,9 +8,11 @@ as ``onnx/<key>.int8.onnx``, keyed by the backbone's FP32 graph, the calibration
 contents) and the quantizer's settings and versions. Quantizing the same graph with the same calibration set
 again finds the cached file, so every extraction with it gives identical vectors.
 
-Only convolutions, matrix products, additions, ReLU/ReLU6 clips and pads are quantized: the pooled features
-stay float (an 8-bit last layer costs several points of cosine similarity), and so do sigmoid and SiLU
-gates, LayerNorm and GELU. TensorFlow-style "same" padding, computed from the input's shape at run time by
+Convolutions, matrix products, additions, multiplications, sigmoids, ReLU/ReLU6 clips and pads are
+quantized: the pooled features stay float (an 8-bit last layer costs several points of cosine similarity), and
+so do LayerNorm and GELU. Quantizing the sigmoid and multiplication of SiLU and squeeze-excitation gates
+(ONNX Runtime's QLinearSigmoid and QLinearMul) took EfficientNetV2-B0's INT8 graph from 1.2x to 1.56x FP32's
+speed and ConvNeXt-T's from 1.6x to 1.8x, cosine to FP32 unchanged (0.997, 0.9996; model only, random weights). TensorFlow-style "same" padding, computed from the input's shape at run time by
 timm's ``Conv2dSame``, is made a constant pad first (the input size is fixed), so each pad runs in uint8
 between two int8 convolutions instead of breaking the graph into float islands.
 """
@@ -27,9 +29,9 @@ from pintopic.errors import PintopicError
 
 #: Training images whose activations set the quantization ranges (fewer when the split has fewer).
 CALIBRATION_IMAGES = 256
-QUANTIZED_OPS = ("Conv", "MatMul", "Gemm", "Add", "Clip", "Relu", "Pad")
+QUANTIZED_OPS = ("Conv", "MatMul", "Gemm", "Add", "Mul", "Sigmoid", "Clip", "Relu", "Pad")
 #: Bumped when the recipe below changes, so cached graphs and stores are remade.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 
 def recipe() -> dict:
