@@ -12,9 +12,11 @@ Convolutions, matrix products, additions, multiplications, sigmoids, ReLU/ReLU6 
 quantized: the pooled features stay float (an 8-bit last layer costs several points of cosine similarity), and
 so do LayerNorm and GELU. Quantizing the sigmoid and multiplication of SiLU and squeeze-excitation gates
 (ONNX Runtime's QLinearSigmoid and QLinearMul) took EfficientNetV2-B0's INT8 graph from 1.2x to 1.56x FP32's
-speed and ConvNeXt-T's from 1.6x to 1.8x, cosine to FP32 unchanged (0.997, 0.9996; model only, random weights). TensorFlow-style "same" padding, computed from the input's shape at run time by
-timm's ``Conv2dSame``, is made a constant pad first (the input size is fixed), so each pad runs in uint8
-between two int8 convolutions instead of breaking the graph into float islands.
+speed and ConvNeXt-T's from 1.6x to 1.8x, cosine to FP32 unchanged (0.997, 0.9996; model only, random weights).
+
+TensorFlow-style "same" padding, computed from the input's shape at run time by timm's ``Conv2dSame``, is
+made a constant pad first (the input size is fixed), so each pad runs in uint8 between two int8 convolutions
+instead of breaking the graph into float islands.
 """
 from __future__ import annotations
 

@@ -149,8 +149,9 @@ class OnnxRunner:
         threads = threads or cpu_threads()
         self.sessions = ort_sessions(self.path, threads, sessions)
         count = len(self.sessions)
-        self.chunk = chunk or (SINGLE_THREAD_CHUNK if threads // count == 1 else ORT_CHUNK)
-        self.layout = f"{count} session(s) x {max(1, threads // count)} thread(s)"
+        per_session = max(1, threads // count)
+        self.chunk = chunk or (SINGLE_THREAD_CHUNK if per_session == 1 else ORT_CHUNK)
+        self.layout = f"{count} session(s) x {per_session} thread(s)"
         self._pool = None
         if count > 1:
             from concurrent.futures import ThreadPoolExecutor
