@@ -84,12 +84,10 @@ def _variants(backbone, int8_graph: Path, work: Path) -> dict:
 
     from pintopic.features.preprocess import pixels_to_features
     from pintopic.features.quantize import static_padding
-    from pintopic.features.runtime import ORT_CHUNK, export_onnx, export_onnx_graph, ort_sessions
+    from pintopic.features.runtime import OnnxRunner, export_onnx, export_onnx_graph
 
     def ort(path):
-        [session] = ort_sessions(path)
-        return lambda batch: np.concatenate([session.run(None, {"input": batch[i:i + ORT_CHUNK]})[0]
-                                             for i in range(0, len(batch), ORT_CHUNK)])
+        return OnnxRunner(backbone, graph=path)  # one session with every core, as extraction that decodes
 
     network = pixels_to_features(copy.deepcopy(backbone.model), backbone.preprocessing)
     static_padding(network, backbone.preprocessing.input_size)

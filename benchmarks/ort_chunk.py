@@ -41,14 +41,12 @@ def _images(count: int) -> list[Path]:
     return [files[i] for i in np.linspace(0, len(files) - 1, count).astype(int)]
 
 
-def _runner(name: str, precision: str, chunk: int, layout: str = "split"):
-    """``(runner, batch)``: an ONNX Runtime runner of this backbone, precision and chunk size in ``layout``: ``split``
-    (one single-threaded session per core: extraction from the pixel cache) or ``shared`` (one session with every
-    core: extraction that decodes, crawl-wide prediction, the service)."""
+def _inputs(name: str, precision: str):
+    """``(backbone, batch, graph)``: the backbone (real weights), 32 preprocessed openclipart images, and the INT8
+    graph calibrated on them (``None`` for FP32: the cached export)."""
     from pintopic.features.builder import build_backbone
     from pintopic.features.preprocess import ImagePreprocessor
     from pintopic.features.quantize import quantized_graph
-    from pintopic.features.runtime import OnnxRunner, cpu_threads
 
     backbone = build_backbone(name, pretrained=True)
     preprocess = ImagePreprocessor(backbone.preprocessing)
@@ -57,8 +55,17 @@ def _runner(name: str, precision: str, chunk: int, layout: str = "split"):
     if precision == "int8":
         graph = quantized_graph(backbone, {"sha256": f"benchmarks/ort_chunk.py {BATCH} openclipart images"},
                                 lambda: [batch])
+    return backbone, batch, graph
+
+
+def _runner(backbone, graph, chunk: int, layout: str):
+    """An ONNX Runtime runner with this chunk size in ``layout``: ``split`` (one single-threaded session per core:
+    extraction from the pixel cache) or ``shared`` (one session with every core: extraction that decodes,
+    crawl-wide prediction, the service)."""
+    from pintopic.features.runtime import OnnxRunner, cpu_threads
+
     sessions = cpu_threads() if layout == "split" else 1
-    return OnnxRunner(backbone, sessions=sessions, graph=graph, chunk=chunk), batch
+    return OnnxRunner(backbone, sessions=sessions, graph=graph, chunk=chunk)
 
 
 def _resident_mb() -> float:
@@ -68,7 +75,8 @@ def _resident_mb() -> float:
 
 
 def memory_child(name: str, precision: str, chunk: int, layout: str) -> None:
-    runner, batch = _runner(name, precision, chunk, layout)
+    backbone, batch, graph = _inputs(name, precision)
+    runner = _runner(backbone, graph, chunk, layout)
     before = _resident_mb()
     for _ in range(3):
         runner(batch)
@@ -85,9 +93,8 @@ def memory(name: str, precision: str, chunks: list[int], layout: str) -> dict:
 
 
 def speed(name: str, precision: str, chunks: list[int], rounds: int, repeats: int, default: int, layout: str) -> dict:
-    runners = {}
-    for chunk in chunks:
-        runners[chunk], batch = _runner(name, precision, chunk, layout)
+    backbone, batch, graph = _inputs(name, precision)
+    runners = {chunk: _runner(backbone, graph, chunk, layout) for chunk in chunks}
     reference = runners[default](batch)
     samples = {chunk: [] for chunk in chunks}
     for _ in range(rounds):
