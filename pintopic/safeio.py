@@ -205,6 +205,18 @@ def read_csv_text(path: str | os.PathLike, *, index_col: int | None = None):
             raise UnreadableFileError(path, "unparseable", f"not a readable CSV table ({one_line(error)[:200]})") from None
 
 
+def read_parquet_table(path: str | os.PathLike):
+    """A Parquet file as a DataFrame; only a regular file is opened. Any reader failure (pyarrow raises many
+    types for a damaged file) is one :class:`UnreadableFileError`."""
+    import pandas as pd
+
+    with open_regular(path) as handle:
+        try:
+            return pd.read_parquet(handle)
+        except Exception as error:  # noqa: BLE001 - pyarrow raises several types for damaged files
+            raise UnreadableFileError(path, "unparseable", f"not a readable Parquet table ({one_line(error)[:200]})") from None
+
+
 # -- free space -----------------------------------------------------------------------------------------
 
 def free_bytes(folder: str | os.PathLike) -> int:

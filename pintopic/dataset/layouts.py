@@ -29,9 +29,9 @@ from pintopic.safeio import (
     UnreadableFileError,
     file_kind,
     one_line,
-    open_regular,
     read_csv_text,
     read_json_file,
+    read_parquet_table,
 )
 
 LAYOUTS = ("crawl", "gallery-dl", "folders", "table")
@@ -695,14 +695,8 @@ def _not_text(value) -> bool:
 def read_table(path: Path):
     """The table's rows as text (CSV cells are never turned into numbers or NaN: ``NA`` is a name); a pipe,
     a device or a damaged file is one :class:`PintopicError`."""
-    import pandas as pd
-
     try:
-        if path.suffix.lower() == ".csv":
-            frame = read_csv_text(path)
-        else:
-            with open_regular(path) as handle:
-                frame = pd.read_parquet(handle)
+        frame = read_csv_text(path) if path.suffix.lower() == ".csv" else read_parquet_table(path)
     except UnreadableFileError as error:
         raise PintopicError(f"cannot read the table {error}") from None
     except Exception as error:  # noqa: BLE001 - pandas/pyarrow raise many types (and RecursionError) for malformed files

@@ -14,17 +14,14 @@ TRUTH_COLUMNS = ("user", "board", "pin", "category")
 
 def read_truth(path: str | os.PathLike):
     """The truth table as a DataFrame (at least ``user``, ``board``, ``pin``, ``category``; one row per pin)."""
-    import pandas as pd
+    from pintopic.safeio import UnreadableFileError, read_parquet_table
 
     if not os.path.isfile(path):
         raise PintopicError(f"truth file {path} not found (make-crawl with --off-theme/--wrong-boards writes OUT/truth.parquet)")
-    from pintopic.safeio import open_regular
-
     try:
-        with open_regular(path) as handle:  # a pipe planted there must not block
-            frame = pd.read_parquet(handle)
-    except Exception as error:  # noqa: BLE001 - pyarrow raises several types for damaged files
-        raise PintopicError(f"truth file {path} cannot be read ({error})") from None
+        frame = read_parquet_table(path)  # a pipe planted there must not block
+    except UnreadableFileError as error:
+        raise PintopicError(f"truth file {error}") from None
     missing = [column for column in TRUTH_COLUMNS if column not in frame.columns]
     if missing:
         raise PintopicError(f"truth file {path} lacks column(s) {', '.join(missing)}")

@@ -43,7 +43,6 @@ FLOOR = 1e-4
 def load_pins(source: str | os.PathLike):
     """``(pins, categories, out_dir)``: one row per pin (``image_id``, ``user``, ``board``, ``given`` or None,
     ``part``) with probability columns ``p:<category>``, and the folder the outputs go to."""
-    import pandas as pd
 
     source = Path(source)
     if source.is_dir():
@@ -56,13 +55,9 @@ def load_pins(source: str | os.PathLike):
         path, out_dir = source, source.parent
     else:
         raise PintopicError(f"{source} is neither a run folder nor a predictions parquet")
-    from pintopic.safeio import open_regular
+    from pintopic.safeio import read_parquet_table
 
-    try:
-        with open_regular(path) as handle:  # a pipe planted there must not block
-            pins = pd.read_parquet(handle)
-    except Exception as error:  # noqa: BLE001 - pyarrow raises several types for damaged files
-        raise PintopicError(f"{path} cannot be read as parquet ({error})") from None
+    pins = read_parquet_table(path)  # a pipe planted there must not block; a damaged file is one clear error
     missing = [column for column in ("user", "board") if column not in pins.columns]
     if missing:
         raise PintopicError(f"{path} has no {' or '.join(missing)} column: profiles need a crawl's users and boards")
