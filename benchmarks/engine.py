@@ -11,12 +11,14 @@ beforehand, so the ratio measures the pipeline, not the cluster's start.
 
 ``scale`` generates ``--images`` small JPEGs (random crops, flips and colour shifts of the real photos
 in ``--data``, seeded by index; folders layout), fits a k-NN on a small Lite0 run of ``--data``, then runs
-ingest -> extract (Lite0) -> crawl-wide predict on Ray. Every stage resumes where a killed run stopped
+ingest -> extract (Lite0) -> crawl-wide predict on Ray, each stage in a driver process of its own (as
+``pintopic ingest``, ``extract`` and ``predict`` run). Every stage resumes where a killed run stopped
 (the generation skips existing files; extract and predict keep finished shards). While it runs it
 appends the progress of every stage (images done over time) and the resident memory of the driver and of
 every Ray process to ``WORK/progress.jsonl`` and ``WORK/memory.jsonl``; ``scale-report`` turns them into
-throughput per tenth of each stage, peak RSS per process kind and the projected time for the study's
-1,069,477 images, on this machine and per added node of the same size.
+throughput per tenth of each stage (for ingest also MB/s and megapixels/s: it verifies the largest files
+first), peak RSS per process kind and the projected time for the study's 1,069,477 images, on this
+machine and per added node of the same size.
 """
 from __future__ import annotations
 
@@ -282,7 +284,8 @@ def _watch_memory(log: _Log, stage: dict, stop: threading.Event, interval: float
         table = _processes()
         workers = {pid: [name, _rss_mb(pid)] for pid, name in _ray_processes(table).items()}
         cpu = sum(table[pid][1] for pid in _descendants(os.getpid(), table) | {os.getpid()} if pid in table)
-        log.write({"time": time.time(), "stage": stage["name"], "driver_rss_mb": (_rss_mb("self") or (None,))[0],
+        driver = stage.get("pid") or "self"
+        log.write({"time": time.time(), "stage": stage["name"], "driver_rss_mb": (_rss_mb(driver) or (None,))[0],
                    "cpu_seconds": round(cpu, 2), "load_average": os.getloadavg(),
                    "workers": {str(pid): [name, *rss] for pid, (name, rss) in workers.items() if rss is not None}})
 
@@ -301,41 +304,63 @@ def model(args) -> int:
     return 0
 
 
-def scale(args) -> int:
+def _stage_steps(args) -> dict:
+    """The Ray stages of ``scale``, by name, as callables of engine settings."""
     from pintopic.dataset import ingest
     from pintopic.features import extract
     from pintopic.predict.crawl import predict_crawl
 
+    work = Path(args.work)
+    run = work / "run"
+
+    def predict(ray):
+        (model_dir,) = (work / "model-run" / "results" / "models").iterdir()
+        return predict_crawl(model_dir, work / "source", work / "predictions.parquet", engine=ray,
+                             shard_rows=args.shard_rows)
+
+    return {"ingest": lambda ray: ingest(work / "source", run, min_per_category=1, engine=ray),
+            "extract": lambda ray: extract(run, "lite0", engine=ray), "predict": predict}
+
+
+def stage(args) -> int:
+    """One Ray stage of ``scale``, this process its driver (as ``pintopic ingest|extract|predict`` runs it)."""
+    work = Path(args.work)
+    progress = _Log(work / "progress.jsonl")
+    ray, ray_start_s = _ray_engine(args.ray_address)
+    progress.write({"time": time.time(), "event": "ray", "stage": args.stage, "start_seconds": ray_start_s})
+    _recording_bars(progress, {"name": args.stage})
+    started = time.time()
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON
+        _stage_steps(args)[args.stage](ray)
+    progress.write({"time": time.time(), "stage": args.stage, "event": "end", "seconds": round(time.time() - started, 1),
+                    "load_average": os.getloadavg()})
+    return 0
+
+
+def scale(args) -> int:
+    import subprocess
+
     data, work = Path(args.data).resolve(), Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     progress, memory = _Log(work / "progress.jsonl"), _Log(work / "memory.jsonl")
-    stage = {"name": "generate"}
+    stage = {"name": "generate", "pid": None}
     stop = threading.Event()
     threading.Thread(target=_watch_memory, args=(memory, stage, stop), daemon=True).start()
     progress.write({"time": time.time(), "event": "run", "pid": os.getpid(), "load_average": os.getloadavg()})
     generated = generate(data, work / "source", args.images, args.seed, len(os.sched_getaffinity(0)))
     progress.write({"time": time.time(), "stage": "generate", "event": "end", **generated})
-    stage["name"] = "model"
-    import subprocess  # the model is fitted in its own process: the driver's memory is the Ray stages' alone
-
-    subprocess.run([sys.executable, __file__, "model", "--data", str(data), "--work", str(work)], check=True,
-                   stdout=subprocess.DEVNULL)
-    (model,) = (work / "model-run" / "results" / "models").iterdir()
-    ray, ray_start_s = _ray_engine(args.ray_address)
-    progress.write({"time": time.time(), "event": "ray", "start_seconds": ray_start_s})
-    _recording_bars(progress, stage)
-    run = work / "run"
-    steps = (("ingest", lambda: ingest(work / "source", run, min_per_category=1, engine=ray)),
-             ("extract", lambda: extract(run, "lite0", engine=ray)),
-             ("predict", lambda: predict_crawl(model, work / "source", work / "predictions.parquet", engine=ray,
-                                               shard_rows=args.shard_rows)))
-    for name, step in steps:
+    common = ["--data", str(data), "--work", str(work), "--ray-address", args.ray_address,
+              "--shard-rows", str(args.shard_rows)]
+    # each stage (and the model's fit) in a process of its own, as the CLI runs them: the driver's memory
+    # is that stage's alone, not what an earlier stage left in the same interpreter
+    for name in ("model", "ingest", "extract", "predict"):
         stage["name"] = name
-        started = time.time()
-        with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON
-            step()
-        progress.write({"time": time.time(), "stage": name, "event": "end", "seconds": round(time.time() - started, 1),
-                        "load_average": os.getloadavg()})
+        command = [sys.executable, __file__, *(["model"] if name == "model" else ["stage", "--stage", name]), *common]
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        stage["pid"] = child.pid
+        if child.wait():
+            stop.set()
+            raise SystemExit(f"the {name} stage failed (exit code {child.returncode}); rerun to resume")
     stop.set()
     return report(args)
 
@@ -357,31 +382,62 @@ def _flatness(rates: list) -> dict:
             "flat": bool(abs(rates[-1] / middle - 1) <= 0.10)}
 
 
-def _throughput(points: list[tuple[float, int]], total: int, cpu: list[tuple[float, float]]) -> dict:
+def _throughput(points: list[tuple[float, int]], total: int, cpu: list[tuple[float, float]],
+                work: dict | None = None) -> dict:
     """Images/s in each tenth of a stage's images and, where the CPU seconds the run's processes used were
-    sampled, images per CPU second (the machine is shared: that one shows whether the pipeline itself slows)."""
+    sampled, images per CPU second (the machine is shared: that one shows whether the pipeline itself slows).
+    ``work``: ``{unit: cumulative amount after each image, in the order the stage finishes them}`` adds that
+    unit's rate per tenth (ingest's MB/s and megapixels/s)."""
     import numpy as np
 
     times, done = np.array([t for t, _ in points]), np.array([d for _, d in points])
     cpu_times, cpu_seconds = np.array([t for t, _ in cpu] or [0.0]), np.array([c for _, c in cpu] or [0.0])
     edges = [int(total * k / 10) for k in range(11)]
     rates, per_cpu = [], []
+    per_unit: dict[str, list] = {unit: [] for unit in work or {}}
     for low, high in pairwise(edges):
         if done[-1] < high or high == low:
             break
         t_low, t_high = np.interp(low, done, times), np.interp(high, done, times)
         rates.append(round((high - low) / (t_high - t_low), 1) if t_high > t_low else None)
+        for unit, cumulative in (work or {}).items():
+            amount = cumulative[high] - cumulative[low]
+            per_unit[unit].append(round(float(amount / (t_high - t_low)), 2) if t_high > t_low else None)
         used = np.interp(t_high, cpu_times, cpu_seconds) - np.interp(t_low, cpu_times, cpu_seconds)
         covered = len(cpu) > 1 and cpu_times[0] <= t_low and t_high <= cpu_times[-1] and used > 0
         per_cpu.append(round((high - low) / used, 2) if covered else None)
     summary = {"images_done": int(done[-1]), "images_total": total, "per_tenth_images_per_s": rates,
                **{f"{key}_images_per_s" if key == "middle" else key: value for key, value in _flatness(rates).items()}}
+    for unit, unit_rates in per_unit.items():
+        summary[f"per_tenth_{unit}_per_s"] = unit_rates
+        summary[f"{unit}_per_s"] = _flatness(unit_rates)
     if any(per_cpu):
         summary["per_tenth_images_per_cpu_second"] = per_cpu
         summary["per_cpu_second"] = _flatness(per_cpu)
     if len(done) > 1 and times[-1] > times[0]:
         summary["images_per_s"] = round(float((done[-1] - done[0]) / (times[-1] - times[0])), 1)
     return summary
+
+
+def _ingest_work(run: Path, total: int) -> dict | None:
+    """Cumulative MB and megapixels of the files in the order ingest verifies them: largest file first (so no
+    straggler is left at the end), which makes its images/s rise as the files shrink, by design; its MB/s and
+    megapixels/s show whether the pipeline itself slows. From the manifest (file size, decoded size)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(run / "dataset" / "manifest.parquet", columns=["file_size", "width", "height"])
+    except (OSError, ValueError):
+        return None
+    if table.num_rows != total:  # a partial rerun decoded only some files: their order is not known here
+        return None
+    sizes = np.nan_to_num(table.column("file_size").to_numpy(zero_copy_only=False).astype(float))
+    pixels = np.nan_to_num(table.column("width").to_numpy(zero_copy_only=False).astype(float)
+                           * table.column("height").to_numpy(zero_copy_only=False).astype(float))
+    order = np.argsort(-sizes, kind="stable")
+    return {unit: np.concatenate([[0.0], np.cumsum(values[order]) / 1e6])
+            for unit, values in (("mb", sizes), ("megapixels", pixels))}
 
 
 def _stage_points(events: list[dict], name: str) -> tuple[list[tuple[float, int]], int] | None:
@@ -445,7 +501,8 @@ def report(args) -> int:
     for name in ("ingest", "extract", "predict"):
         found = _stage_points(events, name)
         if found:
-            stages[name] = {**_throughput(*found, cpu), "finished": name in finished}
+            work_done = _ingest_work(work / "run", found[1]) if name == "ingest" else None
+            stages[name] = {**_throughput(*found, cpu, work_done), "finished": name in finished}
     result = {"benchmark": "engine-scale", "work": str(work), "images": args.images,
               "generate": next((e for e in events if e.get("stage") == "generate" and e.get("event") == "end"), None),
               "complete": {"ingest", "extract", "predict"} <= finished, "stages": stages,
@@ -466,7 +523,7 @@ def report(args) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("compare", "scale", "scale-report", "model"):
+    for name in ("compare", "scale", "scale-report", "model", "stage"):
         command = sub.add_parser(name)
         command.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "natural-images"))
         command.add_argument("--ray-address", default="local", help="local: a private one-node Ray on this machine")
@@ -476,8 +533,9 @@ def main(argv=None) -> int:
         command.add_argument("--images", type=int, default=200_000)
         command.add_argument("--seed", type=int, default=0)
         command.add_argument("--shard-rows", type=int, default=4096, help="scale: rows per crawl-wide prediction part")
+        command.add_argument("--stage", choices=("ingest", "extract", "predict"), help="stage: the one to run")
     args = parser.parse_args(argv)
-    return {"compare": compare, "scale": scale, "scale-report": report, "model": model}[args.command](args)
+    return {"compare": compare, "scale": scale, "scale-report": report, "model": model, "stage": stage}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -26,52 +26,54 @@ from pintopic.dataset.verify import Verified
 DECODE_FAILURES = ("empty", "truncated", "not_an_image", "unsupported", "too_large", "missing_image")
 
 
-def assign_statuses(entries: Sequence[Entry], decoded: Sequence[Verified | None], exclude: Iterable[str]) -> list[dict]:
-    """Manifest rows (dicts, in the order of ``entries``) with their final status."""
+def assign_statuses(entries: Sequence[Entry], decoded: Sequence[Verified | None], exclude: Iterable[str]) -> dict[str, list]:
+    """The manifest's columns (:func:`~pintopic.dataset.manifest.manifest_schema` names, lists in the order of
+    ``entries``) with each file's final status; columns, not row dicts, so a million files fit a driver."""
     excluded = set(exclude)
-    rows: list[dict] = []
+    count = len(entries)
+    status: list[str | None] = [None] * count
+    detail = [""] * count
     candidates: dict[str, list[int]] = {}
-    for entry, result in zip(entries, decoded):
-        row = {
-            "image_id": entry.image_id, "path": entry.path, "abspath": entry.abspath, "user": entry.user,
-            "board": entry.board, "pin": entry.pin, "category": entry.category, "status": None,
-            "reason_detail": "", "sha256": None, "width": None, "height": None,
-            "file_size": entry.size, "mtime_ns": entry.mtime_ns, "_rel": entry.rel,
-        }
-        if result is not None:
-            row["sha256"], row["width"], row["height"] = result.sha256, result.width, result.height
+    for index, (entry, result) in enumerate(zip(entries, decoded)):
         if entry.status in ("outside_root", "missing_image") or not entry.decode or result is None:
-            row["status"], row["reason_detail"] = entry.status or "missing_image", entry.detail
+            status[index], detail[index] = entry.status or "missing_image", entry.detail
         elif result.status != "ok":
-            row["status"], row["reason_detail"] = result.status, result.detail
+            status[index], detail[index] = result.status, result.detail
         elif entry.status is not None:
-            row["status"], row["reason_detail"] = entry.status, entry.detail
+            status[index], detail[index] = entry.status, entry.detail
         elif entry.category in excluded:
-            row["status"], row["reason_detail"] = "excluded_category", f"category {entry.category!r} is excluded"
+            status[index], detail[index] = "excluded_category", f"category {entry.category!r} is excluded"
         else:
-            candidates.setdefault(result.sha256, []).append(len(rows))
-        rows.append(row)
+            candidates.setdefault(result.sha256, []).append(index)
     for indices in candidates.values():
-        if len(indices) == 1:
-            rows[indices[0]]["status"] = "ok"
-            continue
-        indices.sort(key=lambda index: rows[index]["_rel"])
-        categories = sorted({rows[index]["category"] for index in indices})
-        if len(categories) > 1:
-            where = ", ".join(rows[index]["path"] for index in indices[:4]) + (" ..." if len(indices) > 4 else "")
-            for index in indices:
-                rows[index]["status"] = "conflict"
-                rows[index]["reason_detail"] = (f"the same content is labelled {', '.join(categories)} "
-                                                f"({len(indices)} copies: {where})")
-            continue
-        first = rows[indices[0]]
-        first["status"] = "ok"
-        for index in indices[1:]:
-            rows[index]["status"] = "duplicate"
-            rows[index]["reason_detail"] = f"same content as {first['path']}"
-    for row in rows:
-        del row["_rel"]
-    return rows
+        _resolve_copies(entries, indices, status, detail)
+    return {"image_id": [entry.image_id for entry in entries], "path": [entry.path for entry in entries],
+            "abspath": [entry.abspath for entry in entries], "user": [entry.user for entry in entries],
+            "board": [entry.board for entry in entries], "pin": [entry.pin for entry in entries],
+            "category": [entry.category for entry in entries], "status": status, "reason_detail": detail,
+            "sha256": [None if result is None else result.sha256 for result in decoded],
+            "width": [None if result is None else result.width for result in decoded],
+            "height": [None if result is None else result.height for result in decoded],
+            "file_size": [entry.size for entry in entries], "mtime_ns": [entry.mtime_ns for entry in entries]}
+
+
+def _resolve_copies(entries: Sequence[Entry], indices: list[int], status: list, detail: list) -> None:
+    """Statuses of the decodable files sharing one content hash: ``ok`` when alone; else every copy ``conflict``
+    across categories, or the first by path ``ok`` and the rest ``duplicate`` within one."""
+    if len(indices) == 1:
+        status[indices[0]] = "ok"
+        return
+    indices = sorted(indices, key=lambda index: entries[index].rel)
+    categories = sorted({entries[index].category for index in indices})
+    if len(categories) > 1:
+        where = ", ".join(entries[index].path for index in indices[:4]) + (" ..." if len(indices) > 4 else "")
+        for index in indices:
+            status[index] = "conflict"
+            detail[index] = f"the same content is labelled {', '.join(categories)} ({len(indices)} copies: {where})"
+        return
+    status[indices[0]] = "ok"
+    for index in indices[1:]:
+        status[index], detail[index] = "duplicate", f"same content as {entries[indices[0]].path}"
 
 
 def cached_decode(row) -> Verified | None:

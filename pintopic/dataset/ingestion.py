@@ -47,11 +47,12 @@ from pintopic.safeio import MAX_METADATA_BYTES, read_regular
 OUTPUTS = ("manifest.parquet", "sample.parquet", "distribution.csv", "distribution.png")
 
 
-def _table(rows: list[dict]):
+def _sorted_table(columns: dict[str, list]):
+    """The manifest as an Arrow table, rows sorted by ``image_id``."""
     import pyarrow as pa
 
-    schema = manifest_schema()
-    return pa.table({name: [row[name] for row in rows] for name in schema.names}, schema=schema)
+    table = pa.table(columns, schema=manifest_schema())
+    return table.take(sorted(range(table.num_rows), key=columns["image_id"].__getitem__))
 
 
 def _parquet_bytes(table) -> bytes:
@@ -177,11 +178,14 @@ def _load_cache(dataset_dir: Path, previous: dict | None) -> tuple[dict, int | N
         import pyarrow.parquet as pq
 
         columns = ["image_id", "status", "reason_detail", "sha256", "width", "height", "file_size", "mtime_ns"]
-        rows = pq.read_table(path, columns=columns).to_pylist()
+        table = pq.read_table(path, columns=columns)
+        values = [table.column(name).to_pylist() for name in columns]
     except Exception:  # a damaged or foreign manifest: decode everything again
         return {}, None
+    del table
     cache = {}
-    for row in rows:
+    for fields in zip(*values):
+        row = dict(zip(columns, fields))
         verified = cached_decode(row)
         if verified is not None and row["file_size"] is not None:
             cache[row["image_id"]] = (row["file_size"], row["mtime_ns"], verified)
@@ -226,39 +230,41 @@ def _decode(listing: Listing, arguments: dict, dataset_dir: Path, previous: dict
     return decoded, timing
 
 
-def _counts(rows: list[dict], exclude) -> tuple[dict, dict, dict]:
+def _counts(statuses: list[str], categories: list[str | None], exclude) -> tuple[dict, dict, dict]:
     """``(files by status, files found by category, ok files by category)``; excluded categories are not counted."""
     by_status = dict.fromkeys(STATUSES, 0)
     found_by_category: dict[str, int] = {}
     ok_by_category: dict[str, int] = {}
-    for row in rows:
-        by_status[row["status"]] = by_status.get(row["status"], 0) + 1
-        category = row["category"]
+    for status, category in zip(statuses, categories):
+        by_status[status] = by_status.get(status, 0) + 1
         if category is not None and category not in exclude:
             found_by_category[category] = found_by_category.get(category, 0) + 1
             ok_by_category.setdefault(category, 0)
-            if row["status"] == "ok":
+            if status == "ok":
                 ok_by_category[category] += 1
     return by_status, found_by_category, ok_by_category
 
 
 def _build(listing: Listing, arguments: dict, layout: str, fingerprint: str, stage_hash: str, dataset_dir: Path,
            previous: dict | None, workers: int | None, progress: bool, started: float, engine=None) -> dict:
+    import pyarrow as pa
+
     decoded, timing = _decode(listing, arguments, dataset_dir, previous, workers, progress, engine)
-    rows = assign_statuses(listing.entries, decoded, arguments["exclude"])
-    rows.sort(key=lambda row: row["image_id"])
+    manifest = _sorted_table(assign_statuses(listing.entries, decoded, arguments["exclude"]))
+    del decoded
+    ids, categories, statuses = (manifest.column(name).to_pylist() for name in ("image_id", "category", "status"))
     selected, left_out, sampled = select_sample(
-        ((row["image_id"], row["category"]) for row in rows if row["status"] == "ok"),
+        ((image_id, category) for image_id, category, status in zip(ids, categories, statuses) if status == "ok"),
         per_category=arguments["per_category"], min_per_category=arguments["min_per_category"], seed=arguments["seed"],
     )
     chosen = set(selected)
-    sample_rows = [row for row in rows if row["image_id"] in chosen]
-    by_status, found_by_category, ok_by_category = _counts(rows, arguments["exclude"])
+    sample = manifest.filter(pa.array([image_id in chosen for image_id in ids]))
+    by_status, found_by_category, ok_by_category = _counts(statuses, categories, arguments["exclude"])
     distribution = [{"category": c, "count": ok_by_category[c], "found": found_by_category[c], "sampled": sampled.get(c, 0)}
                     for c in ok_by_category]
     outputs = {
-        "manifest.parquet": _parquet_bytes(_table(rows)),
-        "sample.parquet": _parquet_bytes(_table(sample_rows)),
+        "manifest.parquet": _parquet_bytes(manifest),
+        "sample.parquet": _parquet_bytes(sample),
         "distribution.csv": distribution_csv(distribution),
         "distribution.png": distribution_png(ok_by_category, left_out=[row["category"] for row in distribution if not row["sampled"]],
                                              min_per_category=arguments["min_per_category"]),
@@ -270,14 +276,14 @@ def _build(listing: Listing, arguments: dict, layout: str, fingerprint: str, sta
         "tool": "pintopic", "version": __version__, "arguments": arguments, "layout": layout, "seed": arguments["seed"],
         "listing_fingerprint": fingerprint, "settings_hash": stage_hash,
         "counts": {
-            "found": len(rows), "ok": by_status["ok"], "sampled": len(sample_rows), "by_status": by_status,
+            "found": manifest.num_rows, "ok": by_status["ok"], "sampled": sample.num_rows, "by_status": by_status,
             "by_category": dict(sorted(ok_by_category.items())),
             "found_by_category": dict(sorted(found_by_category.items())),
             "sample_by_category": dict(sorted(sampled.items())),
             "ignored_dirs": len(listing.ignored_dirs), "ignored_files": listing.ignored_files,
         },
         "sample": {
-            "rows": len(sample_rows), "categories": sorted(sampled), "left_out": dict(sorted(left_out.items())),
+            "rows": sample.num_rows, "categories": sorted(sampled), "left_out": dict(sorted(left_out.items())),
             "per_category": arguments["per_category"], "min_per_category": arguments["min_per_category"],
         },
         "ignored_dirs": sorted(listing.ignored_dirs)[:100],
