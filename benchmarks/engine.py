@@ -16,8 +16,7 @@ ingest -> extract (Lite0) -> crawl-wide predict on Ray, each stage in a driver p
 (the generation skips existing files; extract and predict keep finished shards). While it runs it
 appends the progress of every stage (images done over time) and the resident memory of the driver and of
 every Ray process to ``WORK/progress.jsonl`` and ``WORK/memory.jsonl``; ``scale-report`` turns them into
-throughput per tenth of each stage (for ingest also MB/s and megapixels/s: it verifies the largest files
-first), peak RSS per process kind and the projected time for the study's 1,069,477 images, on this
+throughput per tenth of each stage (for ingest also MB/s and megapixels/s), peak RSS per process kind and the projected time for the study's 1,069,477 images, on this
 machine and per added node of the same size.
 """
 from __future__ import annotations
@@ -420,24 +419,27 @@ def _throughput(points: list[tuple[float, int]], total: int, cpu: list[tuple[flo
 
 
 def _ingest_work(run: Path, total: int) -> dict | None:
-    """Cumulative MB and megapixels of the files in the order ingest verifies them: largest file first (so no
-    straggler is left at the end), which makes its images/s rise as the files shrink, by design; its MB/s and
-    megapixels/s show whether the pipeline itself slows. From the manifest (file size, decoded size)."""
+    """Cumulative MB and megapixels of the files in the order ingest verifies them
+    (:func:`~pintopic.dataset.verify.verification_order`), from the manifest (file size, decoded size)."""
     import numpy as np
     import pyarrow.parquet as pq
 
+    from pintopic.dataset.verify import verification_order
+
     try:
-        table = pq.read_table(run / "dataset" / "manifest.parquet", columns=["file_size", "width", "height"])
+        table = pq.read_table(run / "dataset" / "manifest.parquet", columns=["path", "file_size", "width", "height"])
     except (OSError, ValueError):
         return None
     if table.num_rows != total:  # a partial rerun decoded only some files: their order is not known here
         return None
-    sizes = np.nan_to_num(table.column("file_size").to_numpy(zero_copy_only=False).astype(float))
-    pixels = np.nan_to_num(table.column("width").to_numpy(zero_copy_only=False).astype(float)
-                           * table.column("height").to_numpy(zero_copy_only=False).astype(float))
-    order = np.argsort(-sizes, kind="stable")
-    return {unit: np.concatenate([[0.0], np.cumsum(values[order]) / 1e6])
-            for unit, values in (("mb", sizes), ("megapixels", pixels))}
+    listing = np.argsort(np.array(table.column("path").to_pylist(), dtype=object), kind="stable")
+    table = table.take(listing)  # the folders layout lists files in path order
+    sizes = table.column("file_size").to_pylist()
+    order = verification_order(sizes)
+    values = {"mb": np.array([size or 0 for size in sizes], dtype=float),
+              "megapixels": np.nan_to_num(table.column("width").to_numpy(zero_copy_only=False).astype(float)
+                                          * table.column("height").to_numpy(zero_copy_only=False).astype(float))}
+    return {unit: np.concatenate([[0.0], np.cumsum(amounts[order]) / 1e6]) for unit, amounts in values.items()}
 
 
 def _stage_points(events: list[dict], name: str) -> tuple[list[tuple[float, int]], int] | None:

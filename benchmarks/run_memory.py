@@ -92,6 +92,22 @@ def _rss_bytes(pid: int) -> int:
     return proc_kb_field(f"/proc/{pid}/status", "VmRSS:")
 
 
+def _note_peaks(peaks: dict, tree: list[int], main: int, now: float) -> None:
+    """Keep each process's kernel peak RSS (VmHWM), what it is, and when that peak was first seen: which
+    process of the tree holds the run's peak (the main one, a decoding worker, a CV worker...)."""
+    from memory import proc_kb_field
+
+    for pid in tree:
+        peak = proc_kb_field(f"/proc/{pid}/status", "VmHWM:") / 2**20
+        if peak and peak > peaks.get(pid, {}).get("peak_rss_mb", 0.0):
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            peaks[pid] = {"pid": pid, "main": pid == main, "command": command.strip()[:120],
+                          "peak_rss_mb": round(peak, 1), "seen_at_s": round(now, 1)}
+
+
 def measure_run(config: str, size: int, work: Path, source: Path, extra: list[str], startup_seconds: float) -> dict:
     """One whole ``pintopic run`` in a child process, its memory sampled; the run folder is made fresh."""
     from memory import _pss_bytes, _tree
@@ -103,12 +119,14 @@ def measure_run(config: str, size: int, work: Path, source: Path, extra: list[st
                *[item for setting in extra for item in ("--set", setting)]]
     started = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    samples = []
+    samples, peaks = [], {}
     while True:
         pid, status, usage = os.wait4(child.pid, os.WNOHANG)
         if pid:
             break
-        samples.append((time.perf_counter() - started, sum(_pss_bytes(p) for p in _tree(child.pid)), _rss_bytes(child.pid)))
+        now, tree = time.perf_counter() - started, _tree(child.pid)
+        samples.append((now, sum(_pss_bytes(p) for p in tree), _rss_bytes(child.pid)))
+        _note_peaks(peaks, tree, child.pid, now)
         time.sleep(1.0)
     seconds = time.perf_counter() - started
     code = os.waitstatus_to_exitcode(status)
@@ -129,6 +147,10 @@ def measure_run(config: str, size: int, work: Path, source: Path, extra: list[st
                              "peak_tree_pss_mb": round(max(s[1] for s in inside) / 2**20, 1),
                              "peak_main_rss_mb": round(max(s[2] for s in inside) / 2**20, 1)}
     result["stages"] = stages
+    result["largest_processes"] = [
+        {**peak, "stage": next((stage for stage, start, end in _stage_windows(run)
+                                if start + startup_seconds <= peak["seen_at_s"] < end + startup_seconds), None)}
+        for peak in sorted(peaks.values(), key=lambda peak: -peak["peak_rss_mb"])[:4]]
     pixels = run / "dataset" / "pixels"
     result["pixel_cache_bytes"] = sum(p.stat().st_size for p in pixels.rglob("pixels.npy")) if pixels.exists() else 0
     result["stores"] = len(list((run / "features").glob("*/meta.json")))

@@ -5,7 +5,8 @@ stages take), so ``ok`` here means the features stage will decode it too. The pi
 from the header first, so a 600-megapixel PNG is rejected without allocating its pixels.
 
 Files are verified on an engine (:mod:`pintopic.engine`: this machine's worker processes, or a Ray
-cluster), largest files first so no straggler is left at the end. If a worker dies (a decoder crash, the
+cluster) in listing order, except that unusually large files go first, so no straggler is left at the end
+(:func:`verification_order`). If a worker dies (a decoder crash, the
 kernel's OOM killer), the files it may have held are verified again one at a time, and the file that kills
 its worker again gets the status ``truncated`` with a detail saying so: nothing crashes the run.
 """
@@ -25,6 +26,8 @@ from pintopic.safeio import UnreadableFileError, open_regular
 
 #: Files up to this size are read once into memory (hash + decode from the same bytes).
 IN_MEMORY_LIMIT = 64 * 1024 * 1024
+#: Files at least this many times the median size are verified first, largest first.
+OUTLIER_FACTOR = 4
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
@@ -123,11 +126,24 @@ def _verified(columns: dict) -> list[Verified]:
                                                           columns["width"], columns["height"])]
 
 
+def verification_order(sizes: Sequence[int | None]) -> list[int]:
+    """Positions in the order to verify: files of ``OUTLIER_FACTOR`` x the median size or more first, largest
+    first (none is left running alone at the end), then the rest in listing order: folder by folder, as the
+    file system stores them, and at a steady rate, so the progress bar's rate and time left hold."""
+    known = sorted(size for size in sizes if size)
+    if not known:
+        return list(range(len(sizes)))
+    threshold = OUTLIER_FACTOR * known[len(known) // 2]
+    large = sorted((index for index, size in enumerate(sizes) if (size or 0) >= threshold), key=lambda i: -sizes[i])
+    chosen = set(large)
+    return large + [index for index in range(len(sizes)) if index not in chosen]
+
+
 def verify_files(paths: Sequence[bytes], *, max_pixels: int | None = DEFAULT_MAX_PIXELS, workers: int | None = None,
                  sizes: Sequence[int | None] | None = None, progress: bool = True, desc: str = "decoding",
                  cache_dir: str | os.PathLike | None = None, engine=None) -> list[Verified]:
     """Verify ``paths`` (results in the same order) on ``engine`` (default: this machine, ``workers`` processes,
-    default one per core; one worker runs in this process), largest files first so no straggler is left."""
+    default one per core; one worker runs in this process), in :func:`verification_order` of ``sizes``."""
     import numpy as np
     from tqdm.auto import tqdm
 
@@ -137,9 +153,7 @@ def verify_files(paths: Sequence[bytes], *, max_pixels: int | None = DEFAULT_MAX
     cache_dir = None if cache_dir is None else os.fspath(cache_dir)
     engine = engine or open_engine()
     workers = usable_cores() if not workers else max(1, int(workers))
-    order = list(range(len(paths)))
-    if sizes is not None:
-        order.sort(key=lambda index: -(sizes[index] or 0))
+    order = verification_order(sizes) if sizes is not None else list(range(len(paths)))
     chunk_size = max(1, min(64, len(order) // (workers * 8) or 1))
     batches = [{"index": np.asarray(order[start:start + chunk_size], dtype=np.int64),
                 "path": np.array([bytes(paths[i]) for i in order[start:start + chunk_size]], dtype=object)}
