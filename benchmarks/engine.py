@@ -410,12 +410,31 @@ def _throughput(points: list[tuple[float, int]], total: int, cpu: list[tuple[flo
     for unit, unit_rates in per_unit.items():
         summary[f"per_tenth_{unit}_per_s"] = unit_rates
         summary[f"{unit}_per_s"] = _flatness(unit_rates)
+    summary.update(_final_burst(times, done, edges[9], summary.get("middle_images_per_s")))
     if any(per_cpu):
         summary["per_tenth_images_per_cpu_second"] = per_cpu
         summary["per_cpu_second"] = _flatness(per_cpu)
     if len(done) > 1 and times[-1] > times[0]:
         summary["images_per_s"] = round(float((done[-1] - done[0]) / (times[-1] - times[0])), 1)
     return summary
+
+
+def _final_burst(times, done, last_tenth_start: int, middle: float | None) -> dict:
+    """The driver counts an image when its output reaches it, in order. When the last task ends, the outputs the
+    pipeline still held (finished during the tenth before) arrive at once: the final progress interval. The last
+    tenth's rate up to that interval is the pipeline's own; both are reported."""
+    import numpy as np
+
+    if len(done) < 3 or not middle or done[-2] <= last_tenth_start:
+        return {}
+    start = np.interp(last_tenth_start, done, times)
+    if times[-2] <= start or times[-1] <= times[-2]:
+        return {}
+    rate = (done[-2] - last_tenth_start) / (times[-2] - start)
+    return {"final_interval": {"images": int(done[-1] - done[-2]), "seconds": round(float(times[-1] - times[-2]), 2),
+                               "images_per_s": round(float((done[-1] - done[-2]) / (times[-1] - times[-2])), 1)},
+            "last_tenth_before_final_interval_images_per_s": round(float(rate), 1),
+            "last_tenth_before_final_interval_over_middle": round(float(rate / middle), 3)}
 
 
 def _ingest_work(run: Path, total: int) -> dict | None:

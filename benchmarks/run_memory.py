@@ -86,10 +86,11 @@ def _stage_windows(run: Path) -> list[tuple[str, float, float]]:
     return windows
 
 
-def _rss_bytes(pid: int) -> int:
+def _rss_bytes(pid: int, field: str = "VmRSS:") -> int:
+    """A process's resident bytes (``RssFile:``: the part that is mapped files, e.g. a memory-mapped cache)."""
     from memory import proc_kb_field
 
-    return proc_kb_field(f"/proc/{pid}/status", "VmRSS:")
+    return proc_kb_field(f"/proc/{pid}/status", field)
 
 
 def _note_peaks(peaks: dict, tree: list[int], main: int, now: float) -> None:
@@ -125,7 +126,7 @@ def measure_run(config: str, size: int, work: Path, source: Path, extra: list[st
         if pid:
             break
         now, tree = time.perf_counter() - started, _tree(child.pid)
-        samples.append((now, sum(_pss_bytes(p) for p in tree), _rss_bytes(child.pid)))
+        samples.append((now, sum(_pss_bytes(p) for p in tree), _rss_bytes(child.pid), _rss_bytes(child.pid, "RssFile:")))
         _note_peaks(peaks, tree, child.pid, now)
         time.sleep(1.0)
     seconds = time.perf_counter() - started
@@ -145,7 +146,8 @@ def measure_run(config: str, size: int, work: Path, source: Path, extra: list[st
         if inside:
             stages[stage] = {"seconds": round(min(end, seconds) - start, 1),
                              "peak_tree_pss_mb": round(max(s[1] for s in inside) / 2**20, 1),
-                             "peak_main_rss_mb": round(max(s[2] for s in inside) / 2**20, 1)}
+                             "peak_main_rss_mb": round(max(s[2] for s in inside) / 2**20, 1),
+                             "peak_main_rss_file_mb": round(max(s[3] for s in inside) / 2**20, 1)}
     result["stages"] = stages
     result["largest_processes"] = [
         {**peak, "stage": next((stage for stage, start, end in _stage_windows(run)

@@ -147,3 +147,12 @@ def test_a_worker_crash_is_isolated_to_its_file(tmp_path, monkeypatch):
     results = verify.verify_files(paths, workers=2, progress=False)
     assert [r.status for r in results] == ["ok"] * 5 + ["truncated"] + ["ok"] * 6
     assert "crashed" in results[5].detail
+
+
+def test_verification_order_puts_outliers_first_and_keeps_the_listing_order():
+    from pintopic.dataset.verify import verification_order
+
+    sizes = [10, 12, 400, 11, None, 9, 60, 10]  # median 10: 400 and 60 are 4x it or more
+    assert verification_order(sizes) == [2, 6, 0, 1, 3, 4, 5, 7]
+    assert verification_order([None, None]) == [0, 1]
+    assert verification_order([]) == []
