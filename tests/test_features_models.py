@@ -145,8 +145,16 @@ def test_onnx_runtime_matches_pytorch_on_lite0(tmp_path, monkeypatch):
     images = [sklearn_sample_image("china.jpg"), sklearn_sample_image("flower.jpg")]
     images += [make_image(tmp_path / f"{i}.png", seed=i, size=(80, 60)) for i in range(4)]
     batch = np.stack([preprocess(path) for path in images])
+
+    def not_here(*args):
+        raise AssertionError("a model of this size is exported in a child process, not in this one")
+
+    from pintopic.features import runtime
+
+    monkeypatch.setattr(runtime, "export_model", not_here)  # the child process imports the real one
     onnx = make_runner(backbone, runtime="auto", device="cpu")
     assert isinstance(onnx, OnnxRunner) and Path(onnx.path).parent == tmp_path / "cache" / "onnx"
+    assert not list(Path(onnx.path).parent.glob(".export-*"))  # the pickled copy for the child is gone
     difference = np.abs(onnx(batch) - TorchRunner(backbone, "cpu")(batch)).max()
     assert difference < 1e-4
     stamp = Path(onnx.path).stat().st_mtime_ns

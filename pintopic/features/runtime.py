@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -121,15 +122,58 @@ def ort_sessions(path, threads: int | None = None, sessions: int = 1) -> list:
     return [ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]) for _ in range(count)]
 
 
-def export_onnx(backbone) -> os.PathLike:
-    """Export a backbone once (dynamic batch) into the cache; later calls reuse the file."""
-    from pintopic.features.preprocess import pixels_to_features
+#: Models with at least this many bytes of weights are exported in a child process (a start of ~8 s, worth it
+#: for the memory; a test-sized network is exported here).
+CHILD_EXPORT_MIN_BYTES = 4 * 2**20
 
+
+def export_onnx(backbone) -> os.PathLike:
+    """Export a backbone once (dynamic batch) into the cache; later calls reuse the file.
+
+    The export runs in a fresh Python process given a pickled copy of the model: tracing and serialising
+    take a few hundred MB (Lite2: ~300), which this process would otherwise keep as its peak for the rest
+    of a run. A small model, one that cannot be pickled (holding a local class) or a failed child: exported here.
+    """
     path = onnx_cache_path(backbone)
     if path.exists():
         return path
-    network = pixels_to_features(backbone.model, backbone.preprocessing).cpu()
-    return export_onnx_graph(network, backbone.preprocessing.input_size, path)
+    weight_bytes = sum(tensor.numel() * tensor.element_size() for tensor in backbone.model.parameters())
+    if weight_bytes >= CHILD_EXPORT_MIN_BYTES and _export_in_child(backbone.model, backbone.preprocessing, path):
+        return path
+    return export_model(backbone.model, backbone.preprocessing, path)
+
+
+def export_model(model, preprocessing, path) -> os.PathLike:
+    """:func:`export_onnx_graph` of ``model`` behind the uint8-pixels wrapper."""
+    from pintopic.features.preprocess import pixels_to_features
+
+    return export_onnx_graph(pixels_to_features(model, preprocessing).cpu(), preprocessing.input_size, path)
+
+
+def _export_in_child(model, preprocessing, path) -> bool:
+    """Whether a child ``python`` (a subprocess, so no caller's ``__main__`` is imported again) exported the model."""
+    import pickle
+    import subprocess
+    import sys
+    import tempfile
+
+    import pintopic
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".export-", suffix=".pkl") as handle:
+        try:
+            pickle.dump((model, preprocessing), handle, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - pickle raises several types for what it cannot copy
+            return False
+        handle.flush()
+        source_root = str(Path(pintopic.__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source_root, os.environ.get("PYTHONPATH")]))}
+        code = ("import pickle, sys; from pintopic.features.runtime import export_model; "
+                "model, preprocessing = pickle.load(open(sys.argv[1], 'rb')); export_model(model, preprocessing, sys.argv[2])")
+        done = subprocess.run([sys.executable, "-c", code, handle.name, str(path)], env=env, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    return done.returncode == 0 and path.exists()
 
 
 class OnnxRunner:
