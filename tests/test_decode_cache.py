@@ -118,3 +118,20 @@ def test_a_reduction_that_would_blur_fine_lines_away_is_refused():
     smooth = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8))
     smooth = smooth.resize((1100, 1100), Image.Resampling.BICUBIC)
     assert cached_copy(smooth, b"GIF89a").size == (550, 550)  # smooth content is reduced
+
+
+@pytest.mark.timeout(120)
+def test_report_thumbnails_read_the_reduced_copy(mixed_source, tmp_path):
+    from pintopic.dataset import load_sample
+    from pintopic.dataset.decode_cache import decode_cache_folder
+    from pintopic.report.thumbnails import thumbnail_source, thumbnail_uri
+
+    run = tmp_path / "run"
+    ingest(mixed_source, run, min_per_category=1, progress=False, workers=1)
+    folder = decode_cache_folder(run / "dataset")
+    rows = {row["abspath"].decode().rsplit("/", 1)[-1]: row for _, row in load_sample(run).iterrows()}
+    copy = thumbnail_source(rows["big-alpha.png"], folder)
+    assert copy.startswith(str(folder)) and copy.endswith(f"{rows['big-alpha.png']['sha256']}.png")
+    assert thumbnail_source(rows["big-alpha.png"], None).endswith("big-alpha.png")  # no cache: the original
+    assert thumbnail_source(rows["small.jpg"], folder).endswith("small.jpg")  # no copy kept for it
+    assert thumbnail_uri(copy).startswith("data:image/jpeg;base64,")

@@ -17,6 +17,7 @@ from pintopic.report.collect import (
     collect,
     dataset_arguments,
     dataset_categories,
+    decode_cache_of,
     model_name,
     pretty_json,
 )
@@ -411,7 +412,7 @@ def _thumbnails_section(contents: RunContents, best: dict | None) -> str:
     images = contents.sample if contents.sample is not None else contents.manifest
     if images is None:
         return _missing("No images yet: run `pintopic ingest SOURCE RUN`.")
-    images = images[["image_id", "abspath", "category"]]
+    images = images[["image_id", "abspath", "category", "sha256"]]
     predictions = contents.predictions.get(model_name(best)) if best is not None else None
     if predictions is not None:
         columns = ["image_id", "true", "pred"] + [c for c in predictions.columns if re.fullmatch(r"(top|score)\d+", c)]
@@ -428,8 +429,9 @@ def _thumbnails_section(contents: RunContents, best: dict | None) -> str:
         intro = f"No test predictions yet; sampled images, at most {PER_CATEGORY} per category."
         legend = ""
     chosen = choose_thumbnails(shown)
+    grid = thumbnail_grid_html(chosen, cache_folder=decode_cache_of(contents))
     return (f'<p class="note">{intro} Thumbnails at most {THUMBNAIL_PIXELS} px.</p>{legend}'
-            f'<div id="thumbnail-grid">{thumbnail_grid_html(chosen)}</div>')
+            f'<div id="thumbnail-grid">{grid}</div>')
 
 
 #: Pipeline order for the per-stage timings (run.json stores them with sorted keys).

@@ -173,3 +173,10 @@ def _collect_model_files(results_dir: Path, contents: RunContents) -> None:
 def pretty_json(value: Any) -> str:
     """Indented JSON text for the report's detail blocks."""
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def decode_cache_of(contents: RunContents):
+    """The run's decode-cache folder (ingest's reduced copies of costly files: thumbnails read them), or None."""
+    from pintopic.dataset.decode_cache import decode_cache_folder
+
+    return decode_cache_folder(contents.run_dir / "dataset")

@@ -10,7 +10,7 @@ from html import escape
 from pintopic.categories import display_name
 from pintopic.classify.noise_stage import PROBABILITY_PREFIX
 from pintopic.report import figures
-from pintopic.report.collect import RunContents
+from pintopic.report.collect import RunContents, decode_cache_of
 from pintopic.report.html import figure_html, key_values_html, table_html
 
 WORST_PER_CATEGORY = 6
@@ -77,10 +77,12 @@ def _worst_pins_html(contents: RunContents) -> str:
         return '<p class="note">No flagged pins to show.</p>'
     worst = issues.sort_values(["score", "image_id"], ascending=[False, True]).groupby("given", sort=True).head(WORST_PER_CATEGORY)
     shown = worst.rename(columns={"given": "true", "suggested": "pred"})[["image_id", "true", "pred", "score"]].merge(
-        images[["image_id", "abspath"]], on="image_id", how="inner")
+        images[["image_id", "abspath", "sha256"]], on="image_id", how="inner")
+    grid = thumbnail_grid_html(shown, verb="suggested", cache_folder=decode_cache_of(contents))
     return (f"<h3>Worst pins per given category</h3><p class=\"note\">The {WORST_PER_CATEGORY} flagged pins per given "
             "category least likely to carry their label, with the suggested category.</p>"
-            f'<div id="label-issue-grid">{thumbnail_grid_html(shown, verb="suggested")}</div>')
+            f'<div id="label-issue-grid">{grid}</div>')
+
 
 
 def _profile_section(contents: RunContents) -> str:
@@ -128,6 +130,7 @@ def _board_strips_html(contents: RunContents) -> str:
     from pintopic.report.thumbnails import thumbnail_img_html
 
     boards, pins = contents.boards, contents.pin_probabilities
+    cache_folder = decode_cache_of(contents)
     images = contents.sample if contents.sample is not None else contents.manifest
     if pins is None or images is None:
         return ""
@@ -138,11 +141,11 @@ def _board_strips_html(contents: RunContents) -> str:
     parts = ["<h3>Boards</h3>"]
     for board in chosen:
         rows = pins[(pins["user"] == board.user) & (pins["board"] == board.board)].head(PINS_PER_STRIP)
-        rows = rows.merge(images[["image_id", "abspath"]], on="image_id", how="inner")
+        rows = rows.merge(images[["image_id", "abspath", "sha256"]], on="image_id", how="inner")
         cells = []
         for _, row in rows.iterrows():
             top = str(max(columns, key=lambda c: row[c]))[len(PROBABILITY_PREFIX):]
-            cells.append(f'<figure class="thumb">{thumbnail_img_html(row, "pin of " + board.board)}'
+            cells.append(f'<figure class="thumb">{thumbnail_img_html(row, "pin of " + board.board, cache_folder)}'
                          f"<figcaption>{escape(display_name(top))}</figcaption></figure>")
         title = (f"{escape(board.user)} / {escape(board.board)}: given <b>{escape(display_name(str(board.given_category)))}"
                  f"</b>, predicted <b>{escape(display_name(str(board.predicted_category)))}</b> "

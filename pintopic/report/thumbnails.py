@@ -6,6 +6,7 @@ from html import escape
 
 from pintopic.categories import display_name
 from pintopic.dataset import image_file
+from pintopic.dataset.decode_cache import cache_file
 from pintopic.imageio import ImageError, load_rgb
 from pintopic.report.html import data_uri
 
@@ -31,15 +32,16 @@ def choose_thumbnails(images, per_category: int = PER_CATEGORY):
     return ordered.groupby("true", sort=True).head(per_category)
 
 
-def thumbnail_grid_html(chosen, verb: str = "predicted") -> str:
+def thumbnail_grid_html(chosen, verb: str = "predicted", cache_folder=None) -> str:
     """One row per category; each thumbnail captioned with its true and predicted labels, mistakes marked
-    (``verb`` names what ``pred`` is, e.g. "suggested" for label issues)."""
+    (``verb`` names what ``pred`` is, e.g. "suggested" for label issues); ``cache_folder``: see
+    :func:`thumbnail_source`."""
     rows = []
     has_predictions = "pred" in chosen.columns
     for category, group in chosen.groupby("true", sort=True):
         cells = []
         for _, row in group.iterrows():
-            cells.append(_thumbnail_cell(row, has_predictions, verb))
+            cells.append(_thumbnail_cell(row, has_predictions, verb, cache_folder))
         n_wrong = int((group["pred"] != group["true"]).sum()) if has_predictions else 0
         tally = f'<span class="muted">{n_wrong} of {len(group)} wrong</span>' if has_predictions else ""
         rows.append(f'<div class="catblock"><div class="cat">{escape(display_name(str(category)))}{tally}</div>'
@@ -47,9 +49,9 @@ def thumbnail_grid_html(chosen, verb: str = "predicted") -> str:
     return f'<div class="thumbgrid">{"".join(rows)}</div>'
 
 
-def _thumbnail_cell(row, has_predictions: bool, verb: str = "predicted") -> str:
+def _thumbnail_cell(row, has_predictions: bool, verb: str = "predicted", cache_folder=None) -> str:
     true = str(row["true"])
-    image = thumbnail_img_html(row, f"{true} test image")
+    image = thumbnail_img_html(row, f"{true} test image", cache_folder)
     if not has_predictions:
         return f'<figure class="thumb"><div>{image}</div><figcaption>{escape(display_name(true))}</figcaption></figure>'
     pred = str(row["pred"])
@@ -63,10 +65,22 @@ def _thumbnail_cell(row, has_predictions: bool, verb: str = "predicted") -> str:
             f"<figcaption>{caption}</figcaption></figure>")
 
 
-def thumbnail_img_html(row, alt: str) -> str:
+def thumbnail_source(row, cache_folder=None) -> str:
+    """The file a row's thumbnail is made from: the reduced copy ingest kept in its decode cache
+    (``cache_folder``) for the row's ``sha256`` when there is one, else the original. A 40-megapixel PNG
+    decodes to ~350 MB; its copy to a few MB."""
+    sha256 = row.get("sha256")
+    if cache_folder is not None and isinstance(sha256, str):
+        copy = cache_file(cache_folder, sha256)
+        if copy.exists():
+            return str(copy)
+    return image_file(row)
+
+
+def thumbnail_img_html(row, alt: str, cache_folder=None) -> str:
     """The ``<img>`` of a sample row's thumbnail, or a note saying why it cannot be shown."""
     try:
-        return f'<img alt="{escape(alt)}" src="{thumbnail_uri(image_file(row))}">'
+        return f'<img alt="{escape(alt)}" src="{thumbnail_uri(thumbnail_source(row, cache_folder))}">'
     except ImageError as error:  # moved or damaged since ingest: say so in place of the picture
         return f'<div class="noimg" title="{escape(error.detail)}">cannot show: {escape(error.status)}</div>'
 
