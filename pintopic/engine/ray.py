@@ -201,9 +201,11 @@ class RayEngine:
     def _collect(self, dataset, expected: dict[int, int]) -> Iterator[tuple[int, Batch]]:
         """Output blocks regrouped into the planned batches; ``expected`` keeps the ones still missing."""
         partial: dict[int, list[Batch]] = {}
+        received: dict[int, int] = {}
         for block in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             for label, part in _split(block):
                 partial.setdefault(label, []).append(part)
-                if sum(rows(piece) for piece in partial[label]) == expected[label]:
-                    del expected[label]
+                received[label] = received.get(label, 0) + rows(part)
+                if received[label] == expected[label]:
+                    del expected[label], received[label]
                     yield label, concat(partial.pop(label))
