@@ -16,8 +16,8 @@ ingest -> extract (Lite0) -> crawl-wide predict on Ray, each stage in a driver p
 (the generation skips existing files; extract and predict keep finished shards). While it runs it
 appends the progress of every stage (images done over time) and the resident memory of the driver and of
 every Ray process to ``WORK/progress.jsonl`` and ``WORK/memory.jsonl``; ``scale-report`` turns them into
-throughput per tenth of each stage (for ingest also MB/s and megapixels/s), peak RSS per process kind and the projected time for the study's 1,069,477 images, on this
-machine and per added node of the same size.
+throughput per tenth of each stage (for ingest also MB/s and megapixels/s), peak RSS per process kind
+and the projected time for the study's 1,069,477 images, on this machine and per added node of the same size.
 """
 from __future__ import annotations
 

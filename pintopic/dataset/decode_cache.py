@@ -30,6 +30,14 @@ def cache_file(cache_dir: str | os.PathLike, sha256: str) -> Path:
     return Path(cache_dir) / sha256[:2] / f"{sha256}.png"
 
 
+def existing_copy(cache_dir: str | os.PathLike | None, sha256: str | None) -> Path | None:
+    """The cached copy of the file with this content hash, when the cache holds one (else None)."""
+    if cache_dir is None or not isinstance(sha256, str) or not sha256:
+        return None
+    path = cache_file(cache_dir, sha256)
+    return path if path.exists() else None
+
+
 def reduction_factor(width: int, height: int, side: int = CACHE_SIDE) -> int:
     """The integer box factor that keeps the shorter side >= ``side`` (1: keep the size)."""
     return max(1, min(width, height) // side)

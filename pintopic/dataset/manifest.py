@@ -76,7 +76,7 @@ class ImageTask:
 
 def image_tasks(run_dir: str | os.PathLike, all_rows: bool = False) -> list[ImageTask]:
     """The run's sampled images (or every ``ok`` manifest row with ``all_rows``) as tasks, sorted by image_id."""
-    from pintopic.dataset.decode_cache import cache_file, decode_cache_folder
+    from pintopic.dataset.decode_cache import decode_cache_folder, existing_copy
 
     frame = load_manifest(run_dir) if all_rows else load_sample(run_dir)
     if all_rows:
@@ -85,9 +85,8 @@ def image_tasks(run_dir: str | os.PathLike, all_rows: bool = False) -> list[Imag
     tasks = []
     for image_id, abspath, sha256 in zip(frame["image_id"], frame["abspath"], frame["sha256"]):
         known = sha256 if isinstance(sha256, str) else None
-        copy = cache_file(cache, known) if cache is not None and known else None
-        tasks.append(ImageTask(str(image_id), image_file({"abspath": abspath}),
-                               str(copy) if copy is not None and copy.exists() else None, known))
+        copy = existing_copy(cache, known)
+        tasks.append(ImageTask(str(image_id), image_file({"abspath": abspath}), str(copy) if copy else None, known))
     tasks.sort(key=lambda task: task.image_id)
     ids = [task.image_id for task in tasks]
     if len(set(ids)) != len(ids):

@@ -84,7 +84,6 @@ def _worst_pins_html(contents: RunContents) -> str:
             f'<div id="label-issue-grid">{grid}</div>')
 
 
-
 def _profile_section(contents: RunContents) -> str:
     record, boards = contents.profile or {}, contents.boards
     truth = record.get("truth") or {}

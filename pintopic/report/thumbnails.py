@@ -6,7 +6,7 @@ from html import escape
 
 from pintopic.categories import display_name
 from pintopic.dataset import image_file
-from pintopic.dataset.decode_cache import cache_file
+from pintopic.dataset.decode_cache import existing_copy
 from pintopic.imageio import ImageError, load_rgb
 from pintopic.report.html import data_uri
 
@@ -69,12 +69,8 @@ def thumbnail_source(row, cache_folder=None) -> str:
     """The file a row's thumbnail is made from: the reduced copy ingest kept in its decode cache
     (``cache_folder``) for the row's ``sha256`` when there is one, else the original. A 40-megapixel PNG
     decodes to ~350 MB; its copy to a few MB."""
-    sha256 = row.get("sha256")
-    if cache_folder is not None and isinstance(sha256, str):
-        copy = cache_file(cache_folder, sha256)
-        if copy.exists():
-            return str(copy)
-    return image_file(row)
+    copy = existing_copy(cache_folder, row.get("sha256"))
+    return str(copy) if copy else image_file(row)
 
 
 def thumbnail_img_html(row, alt: str, cache_folder=None) -> str:
