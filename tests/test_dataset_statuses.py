@@ -149,10 +149,18 @@ def test_a_worker_crash_is_isolated_to_its_file(tmp_path, monkeypatch):
     assert "crashed" in results[5].detail
 
 
-def test_verification_order_puts_outliers_first_and_keeps_the_listing_order():
-    from pintopic.dataset.verify import verification_order
+def test_verification_order_puts_outliers_first_then_shuffles_runs_of_the_listing():
+    from pintopic.dataset.verify import ORDER_RUN, verification_order
 
     sizes = [10, 12, 400, 11, None, 9, 60, 10]  # median 10: 400 and 60 are 4x it or more
-    assert verification_order(sizes) == [2, 6, 0, 1, 3, 4, 5, 7]
+    assert verification_order(sizes) == [2, 6, 0, 1, 3, 4, 5, 7]  # fewer files than one run: listing order
     assert verification_order([None, None]) == [0, 1]
     assert verification_order([]) == []
+
+    many = [100] * (ORDER_RUN * 6) + [10_000]
+    order = verification_order(many)
+    assert order[0] == len(many) - 1 and sorted(order) == list(range(len(many)))
+    runs = [order[1 + start:1 + start + ORDER_RUN] for start in range(0, len(many) - 1, ORDER_RUN)]
+    assert all(run == list(range(run[0], run[0] + len(run))) for run in runs)  # consecutive files stay together
+    assert [run[0] for run in runs] != sorted(run[0] for run in runs)  # but the runs are shuffled
+    assert order == verification_order(many) != verification_order(many, seed=1)  # seeded

@@ -1,4 +1,5 @@
-"""The local engine's worker processes end with the process that started them, even when it is killed."""
+"""The local engine: outputs in order or as they finish, and worker processes that end with the process that
+started them, even when it is killed."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SLOW_RUN = """
@@ -70,3 +72,24 @@ def test_workers_end_when_their_parent_is_killed():
         for pid in workers + _children(process.pid):
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _first_batch_slow(batch):
+    if batch["value"][0] == 0:
+        time.sleep(1.5)
+    return {"value": batch["value"] * 10}
+
+
+@pytest.mark.timeout(60)
+def test_unordered_outputs_come_as_they_finish_and_none_is_lost():
+    from pintopic.engine import Step
+    from pintopic.engine.local import LocalEngine
+
+    batches = [{"value": np.arange(2 * i, 2 * i + 2)} for i in range(6)]
+    ordered = list(LocalEngine().run(batches, Step(_first_batch_slow), workers=2))
+    unordered = list(LocalEngine().run(batches, Step(_first_batch_slow), workers=2, ordered=False))
+    assert [index for index, _ in ordered] == list(range(6))
+    assert unordered[0][0] != 0 and unordered[-1][0] == 0  # the slow batch no longer holds the others back
+    assert sorted(index for index, _ in unordered) == list(range(6))
+    for index, output in unordered:
+        assert output["value"].tolist() == (batches[index]["value"] * 10).tolist()

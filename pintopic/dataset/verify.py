@@ -5,9 +5,10 @@ stages take), so ``ok`` here means the features stage will decode it too. The pi
 from the header first, so a 600-megapixel PNG is rejected without allocating its pixels.
 
 Files are verified on an engine (:mod:`pintopic.engine`: this machine's worker processes, or a Ray
-cluster) in listing order, except that unusually large files go first, so no straggler is left at the end
-(:func:`verification_order`). If a worker dies (a decoder crash, the
-kernel's OOM killer), the files it may have held are verified again one at a time, and the file that kills
+cluster) in :func:`verification_order`: unusually large files first, so no straggler is left at the end, then
+runs of consecutive files in a seeded shuffled order, so the rate (and the time left) holds steady when
+folders differ in file size; results are taken as they finish and placed by position. If a worker dies (a
+decoder crash, the kernel's OOM killer), the files it may have held are verified again one at a time, and the file that kills
 its worker again gets the status ``truncated`` with a detail saying so: nothing crashes the run.
 """
 from __future__ import annotations
@@ -28,6 +29,8 @@ from pintopic.safeio import UnreadableFileError, open_regular
 IN_MEMORY_LIMIT = 64 * 1024 * 1024
 #: Files at least this many times the median size are verified first, largest first.
 OUTLIER_FACTOR = 4
+#: The rest go in runs of this many consecutive files (read close together), the runs in a shuffled order.
+ORDER_RUN = 64
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
@@ -126,17 +129,21 @@ def _verified(columns: dict) -> list[Verified]:
                                                           columns["width"], columns["height"])]
 
 
-def verification_order(sizes: Sequence[int | None]) -> list[int]:
+def verification_order(sizes: Sequence[int | None], *, seed: int = 0) -> list[int]:
     """Positions in the order to verify: files of ``OUTLIER_FACTOR`` x the median size or more first, largest
-    first (none is left running alone at the end), then the rest in listing order: folder by folder, as the
-    file system stores them, and at a steady rate, so the progress bar's rate and time left hold."""
+    first (none is left running alone at the end), then the rest in runs of ``ORDER_RUN`` consecutive listed
+    files, the runs in an order shuffled by ``seed``: each stretch of the work mixes every folder's files, so
+    the rate holds when one folder's files are smaller than another's."""
+    import numpy as np
+
     known = sorted(size for size in sizes if size)
-    if not known:
-        return list(range(len(sizes)))
-    threshold = OUTLIER_FACTOR * known[len(known) // 2]
-    large = sorted((index for index, size in enumerate(sizes) if (size or 0) >= threshold), key=lambda i: -sizes[i])
+    threshold = OUTLIER_FACTOR * known[len(known) // 2] if known else None
+    large = [] if threshold is None else sorted(
+        (index for index, size in enumerate(sizes) if (size or 0) >= threshold), key=lambda i: -sizes[i])
     chosen = set(large)
-    return large + [index for index in range(len(sizes)) if index not in chosen]
+    rest = [index for index in range(len(sizes)) if index not in chosen]
+    runs = [rest[start:start + ORDER_RUN] for start in range(0, len(rest), ORDER_RUN)]
+    return large + [index for run in np.random.default_rng(seed).permutation(len(runs)) for index in runs[run]]
 
 
 def verify_files(paths: Sequence[bytes], *, max_pixels: int | None = DEFAULT_MAX_PIXELS, workers: int | None = None,
@@ -162,7 +169,7 @@ def verify_files(paths: Sequence[bytes], *, max_pixels: int | None = DEFAULT_MAX
     results: list[Verified | None] = [None] * len(paths)
     with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress or not paths, file=sys.stderr,
               mininterval=0.5, dynamic_ncols=True) as bar:
-        for index, columns in engine.run(batches, step, workers=0 if workers == 1 else workers):
+        for index, columns in engine.run(batches, step, workers=0 if workers == 1 else workers, ordered=False):
             for row, verified in zip(batches[index]["index"], _verified(columns)):
                 results[row] = verified
             bar.update(len(batches[index]["index"]))

@@ -46,8 +46,9 @@ class Engine(Protocol):
     name: str
 
     def run(self, batches: Sequence[Batch], prepare: Step, model: Step | None = None, *,
-            workers: int | None = None) -> Iterator[tuple[int, Batch]]:
-        """``(index, output)`` for every batch (in order, except after a crash); ``workers``: local processes."""
+            workers: int | None = None, ordered: bool = True) -> Iterator[tuple[int, Batch]]:
+        """``(index, output)`` for every batch (in order, except after a crash; as they finish when not
+        ``ordered``, for stages that place outputs by index); ``workers``: local processes."""
 
     def describe(self) -> dict:
         """What ran the work (recorded beside the outputs)."""

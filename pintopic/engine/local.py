@@ -15,7 +15,7 @@ import os
 import sys
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 from pintopic.engine.interface import Batch, Step, concat, rows, take
@@ -78,15 +78,15 @@ class LocalEngine:
         return {"kind": "local", "cores": usable_cores()}
 
     def run(self, batches: Sequence[Batch], prepare: Step, model: Step | None = None, *,
-            workers: int | None = None) -> Iterator[tuple[int, Batch]]:
-        """``(index, output)`` per batch in order; ``workers`` processes run ``prepare`` (0: this process;
-        None: one per core), this process runs ``model``."""
+            workers: int | None = None, ordered: bool = True) -> Iterator[tuple[int, Batch]]:
+        """``(index, output)`` per batch, in order or, when not ``ordered``, as the workers finish them;
+        ``workers`` processes run ``prepare`` (0: this process; None: one per core), this process runs ``model``."""
         workers = usable_cores() if workers is None else max(0, int(workers))
         apply_model = model.build() if model is not None else None
-        for index, prepared in self._prepared(batches, prepare, workers):
+        for index, prepared in self._prepared(batches, prepare, workers, ordered):
             yield index, apply_model(prepared) if apply_model is not None else prepared
 
-    def _prepared(self, batches: Sequence[Batch], step: Step, workers: int) -> Iterator[tuple[int, Batch]]:
+    def _prepared(self, batches: Sequence[Batch], step: Step, workers: int, ordered: bool) -> Iterator[tuple[int, Batch]]:
         if workers == 0 or len(batches) <= 1:
             apply = step.build()
             for index, batch in enumerate(batches):
@@ -101,7 +101,7 @@ class LocalEngine:
                     while start < len(batches) and len(in_flight) < workers * PREFETCH:
                         in_flight.append((start, executor.submit(_call, batches[start])))
                         start += 1
-                    index, future = in_flight[0]
+                    index, future = in_flight[0] if ordered else _first_finished(in_flight)
                     try:
                         output = future.result()
                     except BrokenProcessPool:
@@ -111,10 +111,16 @@ class LocalEngine:
                         executor.shutdown(wait=False, cancel_futures=True)
                         yield from zip(lost, run_isolated([batches[i] for i in lost], step))
                         break
-                    in_flight.popleft()
+                    in_flight.remove((index, future))
                     yield index, output
             finally:
                 executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _first_finished(in_flight: deque) -> tuple:
+    """The oldest ``(index, future)`` in flight whose future is done, waiting for one if none is."""
+    wait([future for _, future in in_flight], return_when=FIRST_COMPLETED)
+    return next(entry for entry in in_flight if entry[1].done())
 
 
 def run_isolated(batches: Sequence[Batch], step: Step) -> Iterator[Batch]:

@@ -3,7 +3,8 @@
 Each planned batch becomes a block (``ray.data.from_arrow``); the CPU step runs as Ray tasks on any node
 (retried when their worker dies), the model step in a fixed pool of actors (one model per actor, built
 once; ``num_gpus=1`` each when the cluster has GPUs, else ``actor_threads`` inference threads each), and
-the outputs stream back to the driver in order. Scheduling, back-pressure and spilling are Ray Data's.
+the outputs stream back to the driver in order (or as they finish, for a stage that places them by
+index). Scheduling, back-pressure and spilling are Ray Data's.
 Steps see exactly the batches the stage planned (a ``_batch`` column keeps them apart if Ray merges
 blocks), so the outputs equal the local engine's. Every node must read the stage's files at the same
 paths (a shared file system) and run the same pintopic.
@@ -141,12 +142,12 @@ class RayEngine:
                 "ray": self.ray.__version__}
 
     def run(self, batches: Sequence[Batch], prepare: Step, model: Step | None = None, *,
-            workers: int | None = None) -> Iterator[tuple[int, Batch]]:
-        """``(index, output)`` per batch, in order; batches lost to repeated worker crashes come last (run
+            workers: int | None = None, ordered: bool = True) -> Iterator[tuple[int, Batch]]:
+        """``(index, output)`` per batch, in order (as they finish when not ``ordered``); batches lost to repeated worker crashes come last (run
         one row at a time on this machine when ``prepare`` has ``on_crash``, else a clear error)."""
         if not batches:
             return
-        dataset = self._pipeline(batches, prepare, model)
+        dataset = self._pipeline(batches, prepare, model, ordered)
         expected = {index: rows(batch) for index, batch in enumerate(batches)}
         try:
             yield from self._collect(dataset, expected)
@@ -164,7 +165,7 @@ class RayEngine:
                   "one at a time here", file=sys.stderr)
             yield from zip(lost, run_isolated([batches[i] for i in lost], prepare))
 
-    def _pipeline(self, batches: Sequence[Batch], prepare: Step, model: Step | None):
+    def _pipeline(self, batches: Sequence[Batch], prepare: Step, model: Step | None, ordered: bool):
         import pyarrow as pa
         import ray.data
 
@@ -192,7 +193,7 @@ class RayEngine:
                 compute=ray.data.ActorPoolStrategy(size=self.actors), num_cpus=1, num_gpus=1 if self.gpus else None,
                 runtime_env={"env_vars": {CPUS_VARIABLE: str(threads)}})
         context = dataset.context
-        context.execution_options.preserve_order = True
+        context.execution_options.preserve_order = ordered
         context.enable_progress_bars = False
         context.enable_auto_log_stats = False
         context.max_errored_blocks = -1 if prepare.on_crash is not None and model is None else 0
