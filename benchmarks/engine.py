@@ -438,7 +438,7 @@ def _final_burst(times, done, last_tenth_start: int, middle: float | None) -> di
 
 
 def _ingest_work(run: Path, total: int) -> dict | None:
-    """Cumulative MB and megapixels of the files in the order ingest verifies them
+    """Cumulative MB and megapixels of the files in the order ingest starts them
     (:func:`~pintopic.dataset.verify.verification_order`), from the manifest (file size, decoded size)."""
     import numpy as np
     import pyarrow.parquet as pq
