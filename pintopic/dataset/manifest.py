@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pintopic.errors import PintopicError
 from pintopic.runio import run_paths
-from pintopic.safeio import UnreadableFileError, one_line, open_regular
+from pintopic.safeio import UnreadableFileError, read_parquet_table
 
 
 def manifest_schema():
@@ -29,18 +29,15 @@ def manifest_schema():
 
 
 def _read_table(run_dir: str | os.PathLike, name: str):
-    import pandas as pd
-
     path = run_paths(run_dir)["dataset"] / name
     if not path.exists():
         raise PintopicError(f"{path} not found; run `pintopic ingest SOURCE {run_dir}` first")
     try:
-        with open_regular(path) as handle:
-            frame = pd.read_parquet(handle)
-    except UnreadableFileError:
-        raise
-    except Exception as error:  # noqa: BLE001 - pyarrow raises many types for a damaged file
-        raise PintopicError(f"{path} is damaged ({one_line(error)[:200]}); rerun `pintopic ingest`") from None
+        frame = read_parquet_table(path)
+    except UnreadableFileError as error:
+        if error.kind != "unparseable":
+            raise
+        raise PintopicError(f"{path} is damaged ({error.reason}); rerun `pintopic ingest`") from None
     return frame.sort_values("image_id", kind="stable").reset_index(drop=True)
 
 

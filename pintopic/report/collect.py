@@ -11,9 +11,9 @@ from pintopic.features.store import complete_stores
 from pintopic.runio import read_json, run_paths
 from pintopic.safeio import (
     UnreadableFileError,
-    open_regular,
     read_capped,
     read_csv_text,
+    read_parquet_table,
 )
 
 
@@ -80,13 +80,10 @@ def _read_bytes(path: Path, contents: RunContents, max_bytes: int = 64 * 1024**2
 
 
 def _read_parquet(path: Path, contents: RunContents):
-    import pandas as pd
-
     try:
-        with open_regular(path) as handle:
-            return pd.read_parquet(handle)
-    except Exception as error:  # pyarrow raises several types for damaged files
-        contents.problems.append(f"{path.relative_to(contents.run_dir)} could not be read ({error})")
+        return read_parquet_table(path)
+    except UnreadableFileError as error:
+        contents.problems.append(f"{path.relative_to(contents.run_dir)} could not be read ({error.reason})")
         return None
 
 
