@@ -134,7 +134,12 @@ def read_capped(path: str | bytes | os.PathLike, max_bytes: int, what: str = "fi
     """The bytes of a regular file of at most ``max_bytes`` (also when it grows while being read)."""
     with open_regular(path, max_bytes=max_bytes, what=what) as handle:
         try:
-            data = handle.read(max_bytes + 1)
+            # a buffer the file's size, not the cap's (a read of n bytes reserves n): a small file under a large
+            # cap reserves little; one more read catches a file that grew since its size was taken
+            expected = min(os.fstat(handle.fileno()).st_size, max_bytes) + 1
+            data = handle.read(expected)
+            if len(data) == expected and expected <= max_bytes:
+                data += handle.read(max_bytes + 1 - expected)
         except OSError as error:
             raise _refuse(path, error) from None
     if len(data) > max_bytes:

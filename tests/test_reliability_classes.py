@@ -119,6 +119,29 @@ def test_metadata_leading_out_of_the_source_is_never_read_and_sizes_are_capped(t
 
 # -- 3. a parser failure is that file's status; no recursion ------------------------------------------------
 
+def test_a_capped_read_reserves_the_files_size_not_the_cap_and_still_sees_growth(tmp_path):
+    import tracemalloc
+
+    small = tmp_path / "pin.json"
+    small.write_bytes(b"x" * 1000)
+    tracemalloc.start()
+    try:
+        assert read_capped(small, 1 << 30) == b"x" * 1000
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20  # a read of cap + 1 bytes would reserve a gigabyte
+    assert read_capped(small, 1000) == b"x" * 1000
+    with pytest.raises(UnreadableFileError, match="1,000 bytes, over the limit of 999"):
+        read_capped(small, 999)
+    # a file whose size says 0 but holds more (as if it grew after its size was taken) is read whole, or refused
+    status = Path("/proc/self/status")
+    assert os.stat(status).st_size == 0
+    assert b"VmRSS" in read_capped(status, 1 << 20)
+    with pytest.raises(UnreadableFileError, match="over the limit of 100 bytes"):
+        read_capped(status, 100)
+
+
 def test_nested_brackets_and_deep_trees_end_as_statuses(tmp_path):
     for parse, text in ((parse_json, NESTED_JSON), (parse_toml, "a = " + NESTED_JSON)):
         with pytest.raises(UnreadableFileError, match="nested too deeply"):
