@@ -117,8 +117,6 @@ def test_metadata_leading_out_of_the_source_is_never_read_and_sizes_are_capped(t
         read_capped(root / "ana" / "b" / "2" / "pin.json", 100)
 
 
-# -- 3. a parser failure is that file's status; no recursion ------------------------------------------------
-
 def test_a_capped_read_reserves_the_files_size_not_the_cap_and_still_sees_growth(tmp_path):
     import tracemalloc
 
@@ -141,6 +139,8 @@ def test_a_capped_read_reserves_the_files_size_not_the_cap_and_still_sees_growth
     with pytest.raises(UnreadableFileError, match="over the limit of 100 bytes"):
         read_capped(status, 100)
 
+
+# -- 3. a parser failure is that file's status; no recursion ------------------------------------------------
 
 def test_nested_brackets_and_deep_trees_end_as_statuses(tmp_path):
     for parse, text in ((parse_json, NESTED_JSON), (parse_toml, "a = " + NESTED_JSON)):
