@@ -22,7 +22,9 @@ from pintopic.safeio import (
 
 DEFAULTS: dict[str, Any] = {
     "name": "study",
-    "run": {"folder": "runs/study"},
+    # stage_processes: each stage in a fresh process of its own, so the run's memory peaks at its largest stage,
+    # not at the sum of what earlier stages leave behind (false: all in one process, e.g. under a debugger)
+    "run": {"folder": "runs/study", "stage_processes": True},
     "dataset": {
         "source": "",
         "layout": "auto",

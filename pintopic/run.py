@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pintopic.config import dump_config, load_config
 from pintopic.errors import PintopicError
+from pintopic.isolation import call_in_child, can_isolate
 from pintopic.runio import (
     RunLock,
     canonical_json,
@@ -123,7 +124,7 @@ def _profile(run: Path, config: dict, progress: bool) -> None:
             user_rule=config["profile"]["user_rule"], seed=clf["seed"])
 
 
-def _report(run: Path, config: dict) -> None:
+def _report(run: Path, config: dict, progress: bool) -> None:
     from pintopic.report import build_report
 
     report_path = build_report(run)  # a no-op when its inputs (run.json included) are unchanged
@@ -206,16 +207,23 @@ def run_study(config_path: str | Path, overrides: list[str] | None = None, progr
     run = Path(config["run"]["folder"])
     created = [folder for folder in (run, *run.parents) if not folder.exists()]
     timings: dict[str, float] = {}
+    isolated = config["run"]["stage_processes"] and can_isolate()
 
     def timed(stage: str, function):
         started = time.perf_counter()
-        value = function(run, config, progress)
+        if isolated:  # what a stage leaves in a process (libraries, arenas) goes back to the system when it ends
+            value = call_in_child(run, function, run, config, progress)
+        else:
+            value = function(run, config, progress)
         timings[stage] = time.perf_counter() - started
         return value
 
     with RunLock(run):  # first, so a second run on the folder is refused at once, before any import
         try:
-            check_names(config)
+            if isolated:  # checking a timm name imports torch and timm: not in the run's own process either
+                call_in_child(run, check_names, config)
+            else:
+                check_names(config)
         except PintopicError:
             _remove_empty_run_folders(created)  # a typo must not leave a new folder behind
             raise
@@ -234,7 +242,7 @@ def run_study(config_path: str | Path, overrides: list[str] | None = None, progr
         }
         _record(run, summary, timings)
         if config["report"]["enabled"]:
-            _report(run, config)
+            timed("report", _report)
     table = run / "results" / "table.md"
     if table.exists():
         print(read_regular(table).decode("utf-8", "replace"))

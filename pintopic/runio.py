@@ -239,6 +239,12 @@ class RunLock:
     #: lock files this process already holds -> nesting depth (a stage called inside `pintopic run`)
     _held: dict[str, int] = {}
 
+    @classmethod
+    def held_by_parent(cls, run_dir: str | os.PathLike) -> None:
+        """Declare that this process works under the lock its parent holds on ``run_dir`` (a stage that
+        `pintopic run` started in a child process): the stages' own locks on it then nest instead of waiting."""
+        cls._held[str((Path(run_dir) / ".lock").resolve())] = 1
+
     def __enter__(self) -> RunLock:
         key = str(self.path.resolve())
         if key in RunLock._held:

@@ -43,6 +43,9 @@ class UnreadableFileError(PintopicError, ValueError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
+    def __reduce__(self):  # pickled with its fields, so it crosses a process boundary (a stage's child process)
+        return type(self), (self.path, self.kind, self.reason)
+
 
 class DiskFullError(PintopicError):
     """A write failed (or would fail) for lack of space; the message names the device and both sizes."""

@@ -93,7 +93,8 @@ def test_run_passes_every_configured_option(tmp_path, tiny_folders, monkeypatch)
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(b"")
     config = tmp_path / "c.toml"
-    config.write_text(f'''[run]\nfolder = "run"\n[dataset]\nsource = "{tiny_folders}"\ndecode_cache = false\n
+    # stage_processes = false: the stages replaced here exist only in this process
+    config.write_text(f'''[run]\nfolder = "run"\nstage_processes = false\n[dataset]\nsource = "{tiny_folders}"\ndecode_cache = false\n
 [features]\nbackbones = ["lite0"]\nruntime = "torch"\nweights = "{weights}"\nall_rows = true\nprecision = "int8"\n
 [finetune]\nenabled = true\n[classify]\nknn_metric = "cosine"\nsplit = "group:user"\n[report]\nenabled = false\n
 [engine]\nactor_threads = 3\n''')
