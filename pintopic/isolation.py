@@ -4,8 +4,8 @@ What a stage leaves behind in a process (imported libraries, allocator arenas, t
 when the stage returns: `pintopic run` would peak at its last heavy stage plus everything the earlier ones left.
 A stage in its own process hands all of it back when it ends, so the run peaks at its largest stage.
 
-The child is a plain ``python -m pintopic.isolation`` (not a multiprocessing child: it exits like any program, so
-libraries with worker pools, such as joblib's loky, shut down as they expect). It does not take the run lock
+The child is a plain ``python`` (not a multiprocessing child: it exits like any program, so libraries with worker
+pools, such as joblib's loky, shut down as they expect). It does not take the run lock
 again (see :meth:`RunLock.held_by_parent`) and is killed with its parent (``PR_SET_PDEATHSIG``), so no stage
 outlives a killed run while the folder looks free.
 """
@@ -46,8 +46,8 @@ def call_in_child(run: str | os.PathLike, function: Callable, *args: Any, **kwar
     request_read, request_write = os.pipe()
     answer_read, answer_write = os.pipe()
     try:
-        child = subprocess.Popen([sys.executable, "-m", "pintopic.isolation", str(request_read), str(answer_write)],
-                                 pass_fds=(request_read, answer_write), stdin=subprocess.DEVNULL, env=_child_env())
+        child = subprocess.Popen([sys.executable, "-c", _CHILD_CODE, str(request_read), str(answer_write), _package_root(), name],
+                                 pass_fds=(request_read, answer_write), stdin=subprocess.DEVNULL)
     except BaseException:
         os.close(request_write)
         os.close(answer_read)
@@ -82,11 +82,18 @@ def _exchange(request: bytes, request_fd: int, answer_fd: int) -> bytes:
         return source.read()
 
 
-def _child_env() -> dict[str, str]:
-    """This environment, with this pintopic first on the child's path (the same code, installed or not)."""
-    root = str(Path(__file__).resolve().parents[1])
-    path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([root, path]) if path else root}
+#: The child's program: this pintopic importable (its folder put on the path only when missing), then child_main.
+#: Its last argument, the stage's name, is for ``ps``.
+_CHILD_CODE = ("import sys\n"
+               "if sys.argv[3] not in sys.path:\n"
+               "    sys.path.insert(0, sys.argv[3])\n"
+               "from pintopic.isolation import child_main\n"
+               "raise SystemExit(child_main(int(sys.argv[1]), int(sys.argv[2])))\n")
+
+
+def _package_root() -> str:
+    """The folder this pintopic package is in, so the child runs the same code, installed or not."""
+    return str(Path(__file__).resolve().parents[1])
 
 
 def _exit_status(code: int | None) -> str:
@@ -95,8 +102,8 @@ def _exit_status(code: int | None) -> str:
     return f"exit status {code}"
 
 
-def _child_main(request_fd: int, answer_fd: int) -> int:
-    """The child's side: read the request, die with the parent, run the function, write the answer."""
+def child_main(request_fd: int, answer_fd: int) -> int:
+    """The child process's entry point: read the request, die with the parent, run the function, write the answer."""
     with os.fdopen(request_fd, "rb") as source:
         parent_pid, run, function, args, kwargs = pickle.loads(source.read())
     _die_with_parent(parent_pid)
@@ -132,6 +139,3 @@ def _transportable(error: BaseException) -> BaseException:
         return PintopicError(str(error))
     return RuntimeError(f"{type(error).__name__}: {error}")
 
-
-if __name__ == "__main__":
-    raise SystemExit(_child_main(int(sys.argv[1]), int(sys.argv[2])))
