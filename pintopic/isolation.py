@@ -15,6 +15,7 @@ import ctypes
 import os
 import pickle
 import signal
+import struct
 import subprocess
 import sys
 import traceback
@@ -25,6 +26,8 @@ from typing import Any
 from pintopic.errors import PintopicError
 from pintopic.runio import RunLock
 
+#: The answer's length, sent before it.
+_LENGTH = struct.Struct("<Q")
 #: prctl option: the signal this process gets when the thread that created it exits (linux/prctl.h).
 _PR_SET_PDEATHSIG = 1
 
@@ -73,13 +76,21 @@ def call_in_child(run: str | os.PathLike, function: Callable, *args: Any, **kwar
 
 def _exchange(request: bytes, request_fd: int, answer_fd: int) -> bytes:
     """Send the request, then read the answer to its end (empty when the child died first)."""
-    with os.fdopen(request_fd, "wb") as sink:
-        try:
-            sink.write(request)
-        except BrokenPipeError:
-            pass  # the child is gone; its exit status says why
-    with os.fdopen(answer_fd, "rb") as source:
-        return source.read()
+    try:
+        unsent = memoryview(request)
+        while unsent:
+            unsent = unsent[os.write(request_fd, unsent):]
+    except BrokenPipeError:
+        pass  # the child is gone; its exit status says why
+    finally:
+        os.close(request_fd)
+    with os.fdopen(answer_fd, "rb") as source:  # length-prefixed: a forked grandchild holding the pipe open
+        header = source.read(_LENGTH.size)      # cannot keep this waiting for an end of file
+        if len(header) < _LENGTH.size:
+            return b""
+        length = _LENGTH.unpack(header)[0]
+        answer = source.read(length)
+        return answer if len(answer) == length else b""  # cut short: the child died while answering
 
 
 #: The child's program: this pintopic importable (its folder put on the path only when missing), then child_main.
@@ -114,8 +125,9 @@ def child_main(request_fd: int, answer_fd: int) -> int:
         if not isinstance(error, (PintopicError, KeyboardInterrupt)):
             traceback.print_exc()  # the traceback does not cross the pipe; show where it happened
         outcome = ("error", _transportable(error))
+    answer = pickle.dumps(outcome)
     with os.fdopen(answer_fd, "wb") as sink:
-        sink.write(pickle.dumps(outcome))
+        sink.write(_LENGTH.pack(len(answer)) + answer)
     return 0
 
 
