@@ -117,7 +117,7 @@ def child_main(request_fd: int, answer_fd: int) -> int:
     """The child process's entry point: read the request, die with the parent, run the function, write the answer."""
     with os.fdopen(request_fd, "rb") as source:
         parent_pid, run, function, args, kwargs = pickle.loads(source.read())
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     RunLock.held_by_parent(run)
     try:
         outcome = ("value", function(*args, **kwargs))
@@ -131,11 +131,15 @@ def child_main(request_fd: int, answer_fd: int) -> int:
     return 0
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Ask the kernel to SIGKILL this process when its parent dies; exit at once if it already has."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+def die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux); exit at once if it already has.
+
+    For any child that must not outlive its parent: a stage's process, an engine's worker (which would otherwise
+    wait for work for ever and keep its memory)."""
+    if can_isolate():
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     if os.getppid() != parent_pid:  # the parent died before the request took effect
         os._exit(1)
 

@@ -209,21 +209,20 @@ def run_study(config_path: str | Path, overrides: list[str] | None = None, progr
     timings: dict[str, float] = {}
     isolated = config["run"]["stage_processes"] and can_isolate()
 
+    def call(function, *args):
+        """``function(*args)`` in a process of its own when isolated: what it leaves (libraries, arenas) is then
+        given back when it ends; a timm name's check imports torch and timm, so it goes there too."""
+        return call_in_child(run, function, *args) if isolated else function(*args)
+
     def timed(stage: str, function):
         started = time.perf_counter()
-        if isolated:  # what a stage leaves in a process (libraries, arenas) goes back to the system when it ends
-            value = call_in_child(run, function, run, config, progress)
-        else:
-            value = function(run, config, progress)
+        value = call(function, run, config, progress)
         timings[stage] = time.perf_counter() - started
         return value
 
     with RunLock(run):  # first, so a second run on the folder is refused at once, before any import
         try:
-            if isolated:  # checking a timm name imports torch and timm: not in the run's own process either
-                call_in_child(run, check_names, config)
-            else:
-                check_names(config)
+            call(check_names, config)
         except PintopicError:
             _remove_empty_run_folders(created)  # a typo must not leave a new folder behind
             raise

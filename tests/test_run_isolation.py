@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, child_pids, is_alive
 
 from pintopic.errors import PintopicError
 from pintopic.isolation import call_in_child
@@ -19,25 +19,11 @@ from pintopic.runio import RunLock
 from pintopic.safeio import UnreadableFileError, read_regular
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(child) for child in (task / "children").read_text().split()]
-    return found
-
-
 def _command(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 @pytest.mark.timeout(600)
@@ -84,13 +70,13 @@ def test_a_killed_run_takes_its_stage_process_with_it_and_frees_the_folder(tiny_
     try:
         while stage is None:  # the extract stage's process, named last on its command line
             assert process.poll() is None and time.monotonic() < deadline, "no extract process was seen"
-            stage = next((pid for pid in _children(process.pid) if _command(pid).endswith(" extract ")), None)
+            stage = next((pid for pid in child_pids(process.pid) if _command(pid).endswith(" extract ")), None)
             time.sleep(0.01)
         time.sleep(0.5)
         process.send_signal(signal.SIGKILL)
         process.wait()
         gone_by = time.monotonic() + 2  # at once: a stage left to itself imports torch for longer than that
-        while _alive(stage):
+        while is_alive(stage):
             assert time.monotonic() < gone_by, "the stage process outlived its killed run"
             time.sleep(0.05)
     finally:

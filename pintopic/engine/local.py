@@ -21,6 +21,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pintopic.engine.interface import Batch, Step, concat, rows, take
 from pintopic.environment import usable_cores
 from pintopic.errors import PintopicError
+from pintopic.isolation import die_with_parent
 
 #: Batches in flight per worker process.
 PREFETCH = 4
@@ -39,20 +40,10 @@ def _context():
     return multiprocessing.get_context("fork" if fork else "spawn")
 
 
-def _die_with_parent(parent: int) -> None:
-    """End this worker when its parent ends, even by SIGKILL: a forked worker would otherwise wait for work
-    for ever (its siblings hold the queue's pipe open) and keep its memory."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the parent died before the line above
-        os._exit(1)
-
-
 def _start_worker(step: Step, parent: int) -> None:
-    _die_with_parent(parent)
+    # ended with its parent, even by SIGKILL: a forked worker would otherwise wait for work for ever
+    # (its siblings hold the queue's pipe open) and keep its memory
+    die_with_parent(parent)
     # one process per core: libraries that start thread pools (OpenMP, BLAS) keep one thread here
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[name] = "1"
