@@ -120,12 +120,11 @@ def child_main(request_fd: int, answer_fd: int) -> int:
     die_with_parent(parent_pid)
     RunLock.held_by_parent(run)
     try:
-        outcome = ("value", function(*args, **kwargs))
+        answer = pickle.dumps(("value", function(*args, **kwargs)))
     except BaseException as error:  # noqa: BLE001 - every failure goes back to the parent, which raises it
         if not isinstance(error, (PintopicError, KeyboardInterrupt)):
             traceback.print_exc()  # the traceback does not cross the pipe; show where it happened
-        outcome = ("error", _transportable(error))
-    answer = pickle.dumps(outcome)
+        answer = _error_answer(error)
     with os.fdopen(answer_fd, "wb") as sink:
         sink.write(_LENGTH.pack(len(answer)) + answer)
     return 0
@@ -144,14 +143,15 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _transportable(error: BaseException) -> BaseException:
-    """``error`` itself when it survives pickling, else an error of the nearest kind the parent handles alike."""
+def _error_answer(error: BaseException) -> bytes:
+    """The pickled answer for ``error``: the error itself when it survives pickling, else an error of the nearest
+    kind the parent handles alike."""
     try:
-        pickle.loads(pickle.dumps(error))
-        return error
+        answer = pickle.dumps(("error", error))
+        pickle.loads(answer)
+        return answer
     except Exception:  # noqa: BLE001 - any pickling failure means: send a plain copy
         pass
     if isinstance(error, PintopicError):
-        return PintopicError(str(error))
-    return RuntimeError(f"{type(error).__name__}: {error}")
-
+        return pickle.dumps(("error", PintopicError(str(error))))
+    return pickle.dumps(("error", RuntimeError(f"{type(error).__name__}: {error}")))

@@ -89,18 +89,24 @@ def open_regular(path: str | bytes | os.PathLike, *, max_bytes: int | None = Non
     ``stat`` first, so a device or pipe is never even opened; then ``O_NONBLOCK`` and ``fstat`` on the
     descriptor, so a file swapped for a pipe in between cannot block either. Raises :class:`UnreadableFileError`.
     """
+    return _open_sized(path, max_bytes, what)[0]
+
+
+def _open_sized(path, max_bytes: int | None, what: str) -> tuple[BinaryIO, int]:
+    """:func:`open_regular`'s file and the size its descriptor's ``fstat`` gave."""
     try:
         check_regular(os.stat(path), path, max_bytes, what)
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
     except OSError as error:
         raise _refuse(path, error) from None
     try:
-        check_regular(os.fstat(fd), path, max_bytes, what)
+        status = os.fstat(fd)
+        check_regular(status, path, max_bytes, what)
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
     except BaseException:
         os.close(fd)
         raise
-    return os.fdopen(fd, "rb")
+    return os.fdopen(fd, "rb"), status.st_size
 
 
 def require_regular(path: str | bytes | os.PathLike, what: str = "file") -> None:
@@ -135,11 +141,12 @@ def open_append(path: str | bytes | os.PathLike):
 
 def read_capped(path: str | bytes | os.PathLike, max_bytes: int, what: str = "file") -> bytes:
     """The bytes of a regular file of at most ``max_bytes`` (also when it grows while being read)."""
-    with open_regular(path, max_bytes=max_bytes, what=what) as handle:
+    handle, size = _open_sized(path, max_bytes, what)
+    with handle:
         try:
             # a buffer the file's size, not the cap's (a read of n bytes reserves n): a small file under a large
             # cap reserves little; one more read catches a file that grew since its size was taken
-            expected = min(os.fstat(handle.fileno()).st_size, max_bytes) + 1
+            expected = min(size, max_bytes) + 1
             data = handle.read(expected)
             if len(data) == expected and expected <= max_bytes:
                 data += handle.read(max_bytes + 1 - expected)

@@ -16,6 +16,7 @@ import numpy as np
 from pintopic.features.fusion import fused_blocks
 
 _BACKBONE_CACHE: dict[tuple, tuple] = {}
+_MODEL_CACHE: dict[tuple, object] = {}
 #: Builds one backbone at a time: a random-init build seeds torch's global generator, so two threads building at
 #: once (the service warming two models) would get different weights.
 _BUILD_LOCK = threading.Lock()
@@ -28,15 +29,13 @@ def prepared_backbone(spec: str, *, pretrained: bool = True, weights: str | None
     ``sessions`` > 1 gives an ONNX Runtime runner with that many single-threaded sessions (same backbone object);
     ``quantization`` (an INT8 store's ``meta.json`` entry) runs the cached INT8 graph it names.
     """
-    from pintopic.features.builder import build_backbone
     from pintopic.features.runtime import make_runner
 
     graph = quantization and quantization.get("graph_sha256")
     cache_key = (spec, bool(pretrained), str(weights) if weights else None, runtime, device, tta, graph, sessions)
     with _BUILD_LOCK:
         if cache_key not in _BACKBONE_CACHE:
-            plain = next((built for key, built in _BACKBONE_CACHE.items() if key[:3] == cache_key[:3]), None)
-            backbone = plain[0] if plain else build_backbone(spec, pretrained=pretrained, weights=weights)
+            backbone = _built(spec, pretrained, weights)
             path = None
             if quantization:
                 from pintopic.features.quantize import cached_graph
@@ -47,11 +46,28 @@ def prepared_backbone(spec: str, *, pretrained: bool = True, weights: str | None
         return _BACKBONE_CACHE[cache_key]
 
 
+def built_backbone(spec: str, *, pretrained: bool = True, weights: str | None = None):
+    """The backbone :func:`prepared_backbone` runs, without a runner: built once per process and weights, so a
+    caller that needs only the model (to quantize it, to name its store) does not build it a second time."""
+    with _BUILD_LOCK:
+        return _built(spec, pretrained, weights)
+
+
+def _built(spec: str, pretrained: bool, weights: str | None):
+    from pintopic.features.builder import build_backbone
+
+    key = (spec, bool(pretrained), str(weights) if weights else None)
+    if key not in _MODEL_CACHE:
+        _MODEL_CACHE[key] = build_backbone(spec, pretrained=pretrained, weights=weights)
+    return _MODEL_CACHE[key]
+
+
 def release_backbones() -> None:
     """Forget every backbone and runner :func:`prepared_backbone` built (extraction keeps one backbone's model and
     sessions in memory at a time, so a run over several backbones does not hold them all)."""
     with _BUILD_LOCK:
         _BACKBONE_CACHE.clear()
+        _MODEL_CACHE.clear()
 
 
 def check_backbone(backbone, expected: dict) -> None:

@@ -252,7 +252,6 @@ def _extract_one(run_dir: Path, spec: str, tasks: list[ImageTask], engine_settin
                  device: str, dtype: str, pretrained: bool, weights: str | None, runtime: str, tta: str | None,
                  progress: bool, shard_rows: int, calibration: dict | None) -> Path:
     from pintopic.environment import library_versions, machine
-    from pintopic.features.steps import describe_runner
 
     plan = {"requested_ids_sha256": ids_checksum([task.image_id for task in tasks]), "shard_rows": shard_rows}
     request = extraction_request(spec, pretrained=pretrained, weights=weights, dtype=dtype, tta=tta,
@@ -262,21 +261,18 @@ def _extract_one(run_dir: Path, spec: str, tasks: list[ImageTask], engine_settin
         return finished
     runner_settings = {"pretrained": pretrained, "weights": weights, "runtime": runtime, "device": device, "tta": tta}
     quantization = None
-    if calibration:  # the INT8 graph is made (or found in the cache) here, from the FP32 model; runners load it
-        from pintopic.features.builder import build_backbone
+    from pintopic.features.embed import built_backbone  # one build per process: quantizing and running share it
 
-        _, quantization = _int8_graph(run_dir, build_backbone(spec, pretrained=pretrained, weights=weights), tasks,
+    if calibration:  # the INT8 graph is made (or found in the cache) here, from the FP32 model; runners load it
+        _, quantization = _int8_graph(run_dir, built_backbone(spec, pretrained=pretrained, weights=weights), tasks,
                                       calibration)
         runner_settings["quantization"] = quantization
-    if engine_settings.kind == "local":  # this process runs the model: build it once, here
-        from pintopic.features.embed import prepared_backbone
-
-        backbone, runner = prepared_backbone(spec, **runner_settings)
-        described = describe_runner(runner)
+    if engine_settings.kind == "local":  # this process runs the model (its runner is made when there is work)
+        backbone = built_backbone(spec, pretrained=pretrained, weights=weights)
     else:  # the workers run the model; the driver only names and plans the store (and stays light: no torch)
         from pintopic.features.builder import described_elsewhere
 
-        backbone, described = described_elsewhere(spec, pretrained=pretrained, weights=weights), None
+        backbone = described_elsewhere(spec, pretrained=pretrained, weights=weights)
     key = store_key(backbone, dtype=dtype, tta=tta, quantization=quantization)
     folder = run_paths(run_dir)["features"] / key
     folder.mkdir(parents=True, exist_ok=True)
@@ -286,7 +282,7 @@ def _extract_one(run_dir: Path, spec: str, tasks: list[ImageTask], engine_settin
         return folder
     work = _compute(run_dir, spec, shards, backbone, engine_settings, batch_size=batch_size, workers=workers, progress=progress,
                     runner_settings=runner_settings)
-    described = work.pop("runner") or described or {"runtime": None, "device": None, "layout": None}
+    described = work.pop("runner") or _runner_here(engine_settings, spec, runner_settings)
     remove_shards_from(folder, len(shards.shards))
     all_ids, all_failed = shards.all_ids_and_failures()
     settings = vector_settings(backbone, dtype=dtype, tta=tta, quantization=quantization)
@@ -302,6 +298,17 @@ def _extract_one(run_dir: Path, spec: str, tasks: list[ImageTask], engine_settin
     }
     write_json(folder / "meta.json", meta)
     return folder
+
+
+def _runner_here(engine_settings, spec: str, runner_settings: dict) -> dict:
+    """The runner a local engine would use, described for a store whose vectors were all computed before (a resumed
+    run); nothing for a distributed engine, whose workers' runners this process never sees."""
+    if engine_settings.kind != "local":
+        return {"runtime": None, "device": None, "layout": None}
+    from pintopic.features.embed import prepared_backbone
+    from pintopic.features.steps import describe_runner
+
+    return describe_runner(prepared_backbone(spec, **runner_settings)[1])
 
 
 def _record_request(folder: Path, request: dict) -> None:
