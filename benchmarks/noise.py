@@ -22,6 +22,8 @@ Measured (each with the truth file, read only here to score):
 - board level: the chosen option's cross-fitted pin probabilities aggregated per board (rule chosen by
   agreement with the given labels), accuracy on boards with >= 10 pins and its curve over pins and noise;
 - user level: mean Jensen-Shannon divergence of interest profiles (users with >= 50 pins);
+- a reference for both: the same aggregation of the pin model trained on the true labels (what the pin model
+  allows when its training labels are made right);
 - the flagging on the clean sets (openclipart as it is, natural-images): how many pins, the top flags.
 """
 from __future__ import annotations
@@ -155,7 +157,8 @@ def cross_fitted(pins: dict, n_splits: int = 5) -> dict:
     predictions = {name: p.argmax(axis=1) for name, p in probs.items()}
     scores = {name: {"f1_macro": _f1(true, pred), "accuracy": float(np.mean(true == pred)),
                      "f1_macro_given": _f1(given, pred)} for name, pred in predictions.items()}
-    return {"scores": scores, "folds": choices, "probabilities": probs["chosen"], "previous_probabilities": probs["previous"]}
+    return {"scores": scores, "folds": choices, "probabilities": probs["chosen"], "previous_probabilities": probs["previous"],
+            "true_label_probabilities": probs["true_labels"]}
 
 
 def every_option(pins: dict, train, test, folds, result) -> dict:
@@ -291,6 +294,10 @@ def main() -> None:
                                                       for m in ("f1_macro", "accuracy")}}
     result["boards_users"] = board_and_user_measures(pins, fitted["probabilities"], work, "main")
     result["boards_users_previous"] = board_and_user_measures(pins, fitted["previous_probabilities"], work, "main-previous")
+    # a reference, not a method: the same aggregation of a pin model trained on the true labels (same features and
+    # classifier), i.e. how far boards and users can get when only the pins' noisy labels are made right
+    result["boards_users_true_labels"] = board_and_user_measures(pins, fitted["true_label_probabilities"], work,
+                                                                 "main-true-labels")
     suffix = "" if args.backbone == "lite0" else "-" + args.backbone.replace("+", "-")
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"noise-{result['date']}{suffix}.json")
     save(result, out)
