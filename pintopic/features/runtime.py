@@ -29,7 +29,7 @@ ORT_CHUNK = 8
 SINGLE_THREAD_CHUNK = 2
 #: The chunk of a single-threaded session running an INT8 graph, whose activations are a quarter of FP32's:
 #: EfficientNetV2-B0 1.10x the images/s of chunks of 2 (two runs), Lite0-2 within the machine's noise of it,
-#: +40-65 MB of arena per session (benchmarks/results/ort-chunk-2026-12-03-int8.json).
+#: +41-91 MB of arena for two sessions (benchmarks/results/ort-chunk-2026-12-03-int8.json).
 INT8_SINGLE_THREAD_CHUNK = 8
 
 
@@ -185,9 +185,9 @@ class OnnxRunner:
 
     ``sessions > 1`` splits the threads into that many independent sessions, each running its share of
     a batch's chunks from its own Python thread (ORT releases the GIL): single-threaded sessions never
-    wait at a barrier for a core another process holds. ``chunk`` (default: by threads per session and, for an INT8
-    ``graph`` (``int8=True``), by precision, see :data:`SINGLE_THREAD_CHUNK`) does not change the features: each image
-    is computed on its own.
+    wait at a barrier for a core another process holds. ``chunk`` (default: :data:`ORT_CHUNK` for sessions with several
+    threads, else :data:`SINGLE_THREAD_CHUNK`, or :data:`INT8_SINGLE_THREAD_CHUNK` when ``graph`` is INT8: ``int8``)
+    does not change the features: each image is computed on its own.
     """
 
     name = "onnxruntime"
