@@ -2,6 +2,7 @@
 
     python benchmarks/noise.py                       # everything (about 15 min on 2 shared cores)
     python benchmarks/noise.py --work /work/runs/noise-bench --quick
+    python benchmarks/noise.py --seeds 0,1,2,3,4     # the main setting on five crawls (about 12 min)
 
 Data: Debian's openclipart-png after the dataset stage's cleaning, the 15 categories with at least 40 ok
 images (6,282 images), turned into noisy crawls by ``make-crawl`` (40 users with 3 dominant categories,
@@ -92,22 +93,23 @@ def source_folder(run: Path, out: Path) -> Path:
     return out
 
 
-def noisy_pins(source: Path, work: Path, vectors: dict, off_theme: float, wrong: float):
-    """A noisy crawl's pins: features, given and true class indices, users, board keys, classes."""
+def noisy_pins(source: Path, work: Path, vectors: dict, off_theme: float, wrong: float, seed: int = SEED):
+    """A noisy crawl's pins: features, given and true class indices, users, board keys, classes, and the seed that
+    made the crawl (also the seed of every split and model measured on it)."""
     import pandas as pd
 
     from pintopic.dataset import make_crawl
     from pintopic.dataset.split import board_keys
 
-    crawl = work / f"crawl-{off_theme}-{wrong}"
+    crawl = work / (f"crawl-{off_theme}-{wrong}" + (f"-seed{seed}" if seed != SEED else ""))
     if not (crawl / "truth.parquet").exists():
-        make_crawl(source, crawl, users=USERS, seed=SEED, off_theme=off_theme, wrong_boards=wrong, board_size=(10, 60))
+        make_crawl(source, crawl, users=USERS, seed=seed, off_theme=off_theme, wrong_boards=wrong, board_size=(10, 60))
     truth = pd.read_parquet(crawl / "truth.parquet")
     classes = np.array(sorted(set(truth["category"]) | set(truth["listed_category"])))
     return {"X": np.stack([vectors[p] for p in truth["source_path"]]).astype(np.float32),
             "given": np.searchsorted(classes, truth["listed_category"]), "true": np.searchsorted(classes, truth["category"]),
             "users": truth["user"].to_numpy(), "boards": board_keys(truth["user"], truth["board"]), "classes": classes,
-            "truth": truth, "crawl": crawl}
+            "truth": truth, "crawl": crawl, "seed": seed}
 
 
 def flag_measures(pins: dict) -> dict:
@@ -116,7 +118,7 @@ def flag_measures(pins: dict) -> dict:
     from pintopic.classify.oof import grouped_out_of_fold
 
     started = time.perf_counter()
-    P, _ = grouped_out_of_fold(pins["X"], pins["given"], pins["boards"], np.arange(len(pins["classes"])), seed=SEED)
+    P, _ = grouped_out_of_fold(pins["X"], pins["given"], pins["boards"], np.arange(len(pins["classes"])), seed=pins["seed"])
     issues = flag_label_issues(P, pins["given"], pins["boards"], pins["users"])
     seconds = time.perf_counter() - started
     truth = pins["given"] != pins["true"]
@@ -134,13 +136,13 @@ def cross_fitted(pins: dict, n_splits: int = 5) -> dict:
     from pintopic.dataset.split import cv_folds
 
     X, given, true, boards, users = pins["X"], pins["given"], pins["true"], pins["boards"], pins["users"]
-    K = len(pins["classes"])
+    K, seed = len(pins["classes"]), pins["seed"]
     names = (*OPTIONS, "chosen", "previous", "true_labels")
     probs = {name: np.zeros((len(given), K)) for name in names}
     choices = []
-    for outer, (train, test) in enumerate(cv_folds(given, boards, n_splits=n_splits, seed=SEED)):
-        folds = cv_folds(given[train], boards[train], n_splits=5, seed=SEED)
-        result = choose_option(X[train], given[train], boards[train], users[train], folds, np.arange(K), seed=SEED)
+    for outer, (train, test) in enumerate(cv_folds(given, boards, n_splits=n_splits, seed=seed)):
+        folds = cv_folds(given[train], boards[train], n_splits=5, seed=seed)
+        result = choose_option(X[train], given[train], boards[train], users[train], folds, np.arange(K), seed=seed)
         for name, fold_probs in every_option(pins, train, test, folds, result).items():
             probs[name][test] = fold_probs
         probs["chosen"][test] = probabilities(result["model"], X[test], np.arange(K))
@@ -167,15 +169,15 @@ def every_option(pins: dict, train, test, folds, result) -> dict:
     from pintopic.classify.noise_aware import OPTIONS, fit_option, gather_evidence
     from pintopic.classify.oof import probabilities, project
 
-    X, given, classes = pins["X"], pins["given"][train], np.arange(len(pins["classes"]))
+    X, given, classes, seed = pins["X"], pins["given"][train], np.arange(len(pins["classes"])), pins["seed"]
     balance = float(max(result["balances_cv"], key=result["balances_cv"].get))
     evidence = result["evidence"]
     if balance not in evidence.soft:
         evidence = gather_evidence(project(result["basis"], X[train]), given, pins["boards"][train], pins["users"][train],
-                                   folds, classes, balances=(balance,), seed=SEED)
+                                   folds, classes, balances=(balance,), seed=seed)
     Z, Z_test = project(result["basis"], X[train]), project(result["basis"], X[test])
-    fitted = {option: fit_option(option, Z, given, evidence, balance=balance, seed=SEED) for option in OPTIONS}
-    fitted["true_labels"] = fit_option("none", Z, pins["true"][train], None, seed=SEED)
+    fitted = {option: fit_option(option, Z, given, evidence, balance=balance, seed=seed) for option in OPTIONS}
+    fitted["true_labels"] = fit_option("none", Z, pins["true"][train], None, seed=seed)
     return {name: probabilities(model, Z_test, classes) for name, model in fitted.items()}
 
 
@@ -194,7 +196,7 @@ def board_and_user_measures(pins: dict, probs: np.ndarray, work: Path, tag: str)
     """``pintopic profile`` on the cross-fitted probabilities (every pin from a model that never saw its board)."""
     import pandas as pd
 
-    from pintopic.predict.profile import PROBABILITY_PREFIX, profile
+    from pintopic.predict.profile import PROBABILITY_PREFIX, USER_RULES, profile
 
     truth = pins["truth"]
     table = truth[["user", "board", "pin"]].assign(image_id=truth["pin"], given=pins["classes"][pins["given"]], part="test")
@@ -206,13 +208,23 @@ def board_and_user_measures(pins: dict, probs: np.ndarray, work: Path, tag: str)
     record = profile(folder / "predictions.parquet", truth=pins["crawl"] / "truth.parquet")
     boards = pd.read_parquet(folder / "boards.parquet")
     record["truth"]["users"].pop("per_user")
+    users_by_rule = {record["user_rule"]: record["truth"]["users"]}
+    for rule in USER_RULES:  # every user rule on the same probabilities, each in a folder of its own
+        if rule not in users_by_rule:
+            (folder / f"user-rule-{rule}").mkdir(exist_ok=True)
+            table.to_parquet(folder / f"user-rule-{rule}" / "predictions.parquet")
+            other = profile(folder / f"user-rule-{rule}" / "predictions.parquet", truth=pins["crawl"] / "truth.parquet",
+                            user_rule=rule)["truth"]["users"]
+            other.pop("per_user")
+            users_by_rule[rule] = other
     by_size = {}
     for low, high in ((10, 20), (20, 40), (40, 61)):
         chosen = boards[(boards["n_pins"] >= low) & (boards["n_pins"] < high)]
         by_size[f"{low}-{high - 1}"] = {"boards": len(chosen), "accuracy": round(float(
             (chosen["predicted_category"] == chosen["true_category"]).mean()), 3) if len(chosen) else None}
     return {"board_rule": record["board_rule"], "agreement": record["board_rule_agreement"],
-            "boards": record["truth"]["boards"], "by_board_size": by_size, "users": record["truth"]["users"]}
+            "boards": record["truth"]["boards"], "by_board_size": by_size, "user_rule": record["user_rule"],
+            "users": record["truth"]["users"], "users_by_rule": users_by_rule}
 
 
 def timing_20k(pins: dict, rows: int = 20_000) -> dict:
@@ -228,7 +240,7 @@ def timing_20k(pins: dict, rows: int = 20_000) -> dict:
     users = np.concatenate([[f"{c}:{u}" for u in pins["users"]] for c in range(copies)])[:rows]
     load = os.getloadavg()[0]
     started = time.perf_counter()
-    P, _ = grouped_out_of_fold(X, given, boards, np.arange(len(pins["classes"])), seed=SEED)
+    P, _ = grouped_out_of_fold(X, given, boards, np.arange(len(pins["classes"])), seed=pins["seed"])
     middle = time.perf_counter()
     flag_label_issues(P, given, boards, users)
     done = time.perf_counter()
@@ -266,18 +278,76 @@ def curve_figure(curves: dict, path: Path) -> None:
     path.write_bytes(figures.to_png(figure))
 
 
+def seed_sweep(source: Path, work: Path, vectors: dict, seeds: list[int], out: Path, suffix: str = "") -> dict:
+    """The main setting on one crawl per seed (each its own users, boards, noise, folds and models): flags, pin gap,
+    boards and users per seed, and their spread, because one crawl of 40 users is one draw of which categories
+    get how few boards."""
+    per_seed = {}
+    result = {"seeds": seeds, "per_seed": per_seed}
+    for seed in seeds:
+        print(f"seed {seed} ...", file=sys.stderr)
+        pins = noisy_pins(source, work, vectors, *MAIN_NOISE, seed=seed)
+        fitted = cross_fitted(pins)
+        measures = board_and_user_measures(pins, fitted["probabilities"], work, f"seed{seed}{suffix}")
+        reference = board_and_user_measures(pins, fitted["true_label_probabilities"], work, f"seed{seed}{suffix}-true-labels")
+        flags = flag_measures(pins)
+        per_seed[str(seed)] = {
+            "n_pins": len(pins["given"]), "n_boards": len(set(pins["boards"])),
+            "noise_rate": round(float(np.mean(pins["given"] != pins["true"])), 4),
+            "flags": {"board": flags["board"], "cleanlab": flags["cleanlab"]},
+            "gap_recovered": {m: gap_recovered(fitted["scores"], m) for m in ("f1_macro", "accuracy")},
+            "chosen": [fold["chosen"] for fold in fitted["folds"]],
+            "board_accuracy": measures["boards"]["accuracy"], "user_rule": measures["user_rule"], "user_js": measures["users"],
+            "user_js_by_rule": {rule: users["mean_js_divergence"] for rule, users in measures["users_by_rule"].items()},
+            "true_labels": {"board_accuracy": reference["boards"]["accuracy"], "user_js": reference["users"]}}
+        result["summary"] = _sweep_summary(per_seed)
+        save(result, out)
+    return result
+
+
+def _sweep_summary(per_seed: dict) -> dict:
+    """Mean, min and max over seeds of each goal's figure, and in how many seeds it is met."""
+    figures = {"flag_precision": lambda r: r["flags"]["board"]["precision"], "flag_recall": lambda r: r["flags"]["board"]["recall"],
+               "gap_recovered_f1": lambda r: r["gap_recovered"]["f1_macro"], "board_accuracy": lambda r: r["board_accuracy"],
+               "user_js": lambda r: r["user_js"]["mean_js_divergence"],
+               "user_js_true_labels": lambda r: r["true_labels"]["user_js"]["mean_js_divergence"]}
+    for rule in next(iter(per_seed.values())).get("user_js_by_rule", {}):
+        figures[f"user_js_{rule}"] = lambda r, rule=rule: r["user_js_by_rule"][rule]
+    goals = {"flag_precision": GOALS["flag_precision"], "flag_recall": GOALS["flag_recall"], "gap_recovered_f1": GOALS["gap_recovered"],
+             "board_accuracy": GOALS["board_accuracy"]}
+    summary = {}
+    for name, read in figures.items():
+        values = np.array([read(record) for record in per_seed.values()], dtype=float)
+        entry = {"mean": round(float(values.mean()), 4), "min": round(float(values.min()), 4), "max": round(float(values.max()), 4)}
+        if name.startswith("user_js") and name != "user_js_true_labels":
+            entry["met_in"] = int((values <= GOALS["user_js"]).sum())
+        elif name in goals:
+            entry["met_in"] = int((values >= goals[name]).sum())
+        summary[name] = entry
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default=str(ROOT.parent / "runs" / "noise-bench"), help="runs, crawls and features go here")
     parser.add_argument("--quick", action="store_true", help="the main setting only, no curve over noise, no clean sets")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/noise-<date>[-<backbone>].json)")
     parser.add_argument("--backbone", default="lite0", help="a backbone or a fusion such as lite0+lite1+lite2")
+    parser.add_argument("--seeds", default=None, help="comma-separated crawl seeds: the main setting once per crawl, "
+                        "nothing else (JSON default benchmarks/results/noise-<date>-seeds.json)")
     args = parser.parse_args()
     work = Path(args.work)
     started = time.perf_counter()
     base_run, base_store, base_meta = features_run(work / "openclipart", OPENCLIPART, args.backbone)
     vectors = base_vectors(base_run, base_store, base_meta)
     source = source_folder(base_run, work / "source")
+    suffix = "" if args.backbone == "lite0" else "-" + args.backbone.replace("+", "-")
+    if args.seeds:
+        out = Path(args.out or ROOT / "benchmarks" / "results" / f"noise-{date.today().isoformat()}-seeds{suffix}.json")
+        result = seed_sweep(source, work, vectors, [int(s) for s in args.seeds.split(",")], out, suffix)
+        result["seconds"] = round(time.perf_counter() - started, 1)
+        print(save(result, out))
+        return
     pins = noisy_pins(source, work, vectors, *MAIN_NOISE)
     result = {"date": date.today().isoformat(), "machine": {"python": platform.python_version(), "cores": os.cpu_count(),
               "platform": platform.platform()}, "setting": {"off_theme": MAIN_NOISE[0], "wrong_boards": MAIN_NOISE[1],
@@ -298,7 +368,6 @@ def main() -> None:
     # classifier), i.e. how far boards and users can get when only the pins' noisy labels are made right
     result["boards_users_true_labels"] = board_and_user_measures(pins, fitted["true_label_probabilities"], work,
                                                                  "main-true-labels")
-    suffix = "" if args.backbone == "lite0" else "-" + args.backbone.replace("+", "-")
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"noise-{result['date']}{suffix}.json")
     save(result, out)
     print("timing 20k ...", file=sys.stderr)

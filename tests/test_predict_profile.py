@@ -107,9 +107,28 @@ def test_board_aware_profiles_on_a_synthetic_crawl(tmp_path: Path):
                           "given": names[given], **{f"p:{name}": probs[:, k] for k, name in enumerate(names)}})
     table.to_parquet(tmp_path / "predictions.parquet")
     table[["user", "board", "pin"]].assign(category=names[true]).to_parquet(tmp_path / "truth.parquet")
-    board_aware, own = (profile(tmp_path / "predictions.parquet", truth=tmp_path / "truth.parquet", user_rule=rule)["truth"]
-                        for rule in ("board", "mean"))
+    counts, board_aware, own = (profile(tmp_path / "predictions.parquet", truth=tmp_path / "truth.parquet", user_rule=rule)["truth"]
+                                for rule in ("counts", "board", "mean"))
     assert board_aware["boards"]["evaluated"] == 32 and board_aware["boards"]["accuracy"] >= 0.9
     assert board_aware["boards"]["given_label_accuracy"] < 0.95  # 3 boards filed wrongly
     assert board_aware["users"]["evaluated"] == 8
     assert board_aware["users"]["mean_js_divergence"] < 0.05 < own["users"]["mean_js_divergence"]
+    assert counts["users"]["mean_js_divergence"] < 0.05
+
+
+def test_counts_profile_counts_each_pin_once_for_its_most_likely_category(tmp_path: Path):
+    """``counts``: a user's shares are whole pins (classify and count); the mean of the same posteriors is not."""
+    rows = [("u1", "A", 0.97), ("u1", "A", 0.96), ("u1", "A", 0.98), ("u1", "A", 0.01),
+            ("u1", "B", 0.02), ("u1", "B", 0.03), ("u2", "C", 0.95), ("u2", "C", 0.9)]
+    table = pd.DataFrame({"image_id": [f"p{i}" for i in range(len(rows))], "user": [r[0] for r in rows],
+                          "board": [r[1] for r in rows], "pin": [f"p{i}" for i in range(len(rows))],
+                          "p:x": [r[2] for r in rows], "p:y": [1 - r[2] for r in rows]})
+    table.to_parquet(tmp_path / "predictions.parquet")
+    shares = {}
+    for rule in ("counts", "board"):
+        profile(tmp_path / "predictions.parquet", user_rule=rule)
+        shares[rule] = pd.read_parquet(tmp_path / "users.parquet").set_index(["user", "category"])["share"]
+    assert shares["counts"].to_dict() == {("u1", "x"): 0.5, ("u1", "y"): 0.5, ("u2", "x"): 1.0, ("u2", "y"): 0.0}
+    assert 0 < shares["board"][("u2", "y")] < 0.1 and shares["board"][("u1", "x")] != 0.5
+    with pytest.raises(PintopicError, match="unknown user rule"):
+        profile(tmp_path / "predictions.parquet", user_rule="votes")

@@ -9,9 +9,10 @@ pin scored by a model that never saw its board) or a crawl-wide predictions parq
   frequent top category) or ``mixture`` (the board mixture of :mod:`pintopic.classify.boards`, which lets a
   share of pins be off-theme). ``auto`` picks the rule whose board categories agree best with the given
   ones on the training boards (or all boards when nothing was trained here).
-- A user's interest profile is the share of each category over their pins: the mean of the pins'
-  board-aware posteriors (``board``, the default: a pin's category knowing its board-mates and its owner's
-  other interests; measured closer to the truth) or of their own probabilities (``mean``), with a 95 % interval
+- A user's interest profile is the share of each category over their pins: each pin counted once for its
+  most likely category under its board-aware posterior (``counts``, the default: classify and count; a pin's
+  category knowing its board-mates and its owner's other interests), the mean of those posteriors (``board``)
+  or of the pins' own probabilities (``mean``), with a 95 % interval
   from a bootstrap over the user's boards (pins of one board are not independent; over pins for a
   one-board user).
 
@@ -34,7 +35,7 @@ from pintopic.errors import PintopicError
 from pintopic.predict.profile_scoring import MIN_BOARD_PINS, MIN_USER_PINS
 
 BOARD_RULES = ("mean-log", "mean", "vote", "mixture")
-USER_RULES = ("board", "mean")
+USER_RULES = ("counts", "board", "mean")
 BOOTSTRAP_RESAMPLES = 999
 #: Probability a top-k list leaves to the categories it does not name is spread evenly; never below this.
 FLOOR = 1e-4
@@ -149,7 +150,7 @@ def _user_frame(pins, probs, categories, *, seed: int):
     return pd.DataFrame(rows)
 
 
-def profile(source: str | os.PathLike, *, truth=None, board_rule: str = "auto", user_rule: str = "board",
+def profile(source: str | os.PathLike, *, truth=None, board_rule: str = "auto", user_rule: str = "counts",
             seed: int = 0) -> dict:
     """Write boards.parquet, users.parquet and profile.json for ``source`` (a run folder or a predictions
     parquet); returns profile.json's content."""
@@ -191,8 +192,10 @@ def _aggregate(pins, categories, board_rule: str, user_rule: str, seed: int):
                                         rule=board_rule)
     boards = _board_frame(pins, categories, board_scores(probs, board_index, rule, users=users), rule)
     boards.attrs.update(rule=rule, agreement=agreement)
-    if user_rule == "board":
+    if user_rule in ("board", "counts"):
         from pintopic.classify.boards import board_posterior
 
         probs = board_posterior(probs, board_index, users=users).pins
+        if user_rule == "counts":
+            probs = np.eye(len(categories))[probs.argmax(axis=1)]
     return probs, boards, _user_frame(pins, probs, categories, seed=seed)
