@@ -278,18 +278,20 @@ def curve_figure(curves: dict, path: Path) -> None:
     path.write_bytes(figures.to_png(figure))
 
 
-def seed_sweep(source: Path, work: Path, vectors: dict, seeds: list[int], out: Path, suffix: str = "") -> dict:
+def seed_sweep(source: Path, work: Path, vectors: dict, seeds: list[int], out: Path, suffix: str = "",
+               outer_folds: int = 5) -> dict:
     """The main setting on one crawl per seed (each its own users, boards, noise, folds and models): flags, pin gap,
     boards and users per seed, and their spread, because one crawl of 40 users is one draw of which categories
     get how few boards."""
     per_seed = {}
-    result = {"seeds": seeds, "per_seed": per_seed}
+    result = {"seeds": seeds, "outer_folds": outer_folds, "per_seed": per_seed}
     for seed in seeds:
         print(f"seed {seed} ...", file=sys.stderr)
         pins = noisy_pins(source, work, vectors, *MAIN_NOISE, seed=seed)
-        fitted = cross_fitted(pins)
-        measures = board_and_user_measures(pins, fitted["probabilities"], work, f"seed{seed}{suffix}")
-        reference = board_and_user_measures(pins, fitted["true_label_probabilities"], work, f"seed{seed}{suffix}-true-labels")
+        fitted = cross_fitted(pins, n_splits=outer_folds)
+        tag = f"seed{seed}{suffix}" + (f"-{outer_folds}folds" if outer_folds != 5 else "")
+        measures = board_and_user_measures(pins, fitted["probabilities"], work, tag)
+        reference = board_and_user_measures(pins, fitted["true_label_probabilities"], work, f"{tag}-true-labels")
         flags = flag_measures(pins)
         per_seed[str(seed)] = {
             "n_pins": len(pins["given"]), "n_boards": len(set(pins["boards"])),
@@ -335,6 +337,8 @@ def main() -> None:
     parser.add_argument("--backbone", default="lite0", help="a backbone or a fusion such as lite0+lite1+lite2")
     parser.add_argument("--seeds", default=None, help="comma-separated crawl seeds: the main setting once per crawl, "
                         "nothing else (JSON default benchmarks/results/noise-<date>-seeds.json)")
+    parser.add_argument("--outer-folds", type=int, default=5, help="with --seeds: board-grouped folds of the "
+                        "cross-fitting (each pin scored by a model trained on the other folds' boards)")
     args = parser.parse_args()
     work = Path(args.work)
     started = time.perf_counter()
@@ -343,8 +347,9 @@ def main() -> None:
     source = source_folder(base_run, work / "source")
     suffix = "" if args.backbone == "lite0" else "-" + args.backbone.replace("+", "-")
     if args.seeds:
-        out = Path(args.out or ROOT / "benchmarks" / "results" / f"noise-{date.today().isoformat()}-seeds{suffix}.json")
-        result = seed_sweep(source, work, vectors, [int(s) for s in args.seeds.split(",")], out, suffix)
+        folds = "" if args.outer_folds == 5 else f"-{args.outer_folds}folds"
+        out = Path(args.out or ROOT / "benchmarks" / "results" / f"noise-{date.today().isoformat()}-seeds{suffix}{folds}.json")
+        result = seed_sweep(source, work, vectors, [int(s) for s in args.seeds.split(",")], out, suffix, args.outer_folds)
         result["seconds"] = round(time.perf_counter() - started, 1)
         print(save(result, out))
         return
