@@ -114,6 +114,8 @@ def test_board_aware_profiles_on_a_synthetic_crawl(tmp_path: Path):
     assert board_aware["users"]["evaluated"] == 8
     assert board_aware["users"]["mean_js_divergence"] < 0.05 < own["users"]["mean_js_divergence"]
     assert counts["users"]["mean_js_divergence"] < 0.05
+    # the board curve reads the pins' own probabilities, whatever the user rule averages
+    assert counts["boards"]["curve"] == board_aware["boards"]["curve"] == own["boards"]["curve"]
 
 
 def test_counts_profile_counts_each_pin_once_for_its_most_likely_category(tmp_path: Path):

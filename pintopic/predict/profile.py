@@ -162,14 +162,15 @@ def profile(source: str | os.PathLike, *, truth=None, board_rule: str = "auto", 
         raise PintopicError(f"unknown user rule {user_rule!r}; choose from {', '.join(USER_RULES)}")
     pins, categories, out_dir = load_pins(source)
     with RunLock(source) if Path(source).is_dir() else nullcontext():
-        probs, boards, users = _aggregate(pins, categories, board_rule, user_rule, seed)
+        probs, user_probs, boards, users = _aggregate(pins, categories, board_rule, user_rule, seed)
         record = {"source": str(source), "n_pins": len(pins), "n_boards": len(boards), "n_users": int(users["user"].nunique()),
                   "categories": categories, "board_rule": boards.attrs["rule"], "board_rule_agreement": boards.attrs["agreement"],
                   "user_rule": user_rule, "min_board_pins": MIN_BOARD_PINS, "min_user_pins": MIN_USER_PINS}
         if truth:
             from pintopic.predict.profile_scoring import score_against_truth
 
-            record["truth"], boards["true_category"] = score_against_truth(pins, probs, categories, boards, truth, seed=seed)
+            record["truth"], boards["true_category"] = score_against_truth(pins, probs, user_probs, categories, boards,
+                                                                           truth, seed=seed)
         write_parquet(out_dir / "boards.parquet", boards)
         write_parquet(out_dir / "users.parquet", users)
         write_json(out_dir / "profile.json", record)
@@ -177,7 +178,8 @@ def profile(source: str | os.PathLike, *, truth=None, board_rule: str = "auto", 
 
 
 def _aggregate(pins, categories, board_rule: str, user_rule: str, seed: int):
-    """``(pin probabilities used for users, boards frame, users frame)``; adds ``board_index`` to ``pins``."""
+    """``(the pins' own probabilities, the per-pin distributions the user rule averages, boards frame, users
+    frame)``; adds ``board_index`` to ``pins``."""
     from pintopic.dataset.split import board_keys
     from pintopic.predict.aggregate import board_scores, group_index
 
@@ -192,10 +194,11 @@ def _aggregate(pins, categories, board_rule: str, user_rule: str, seed: int):
                                         rule=board_rule)
     boards = _board_frame(pins, categories, board_scores(probs, board_index, rule, users=users), rule)
     boards.attrs.update(rule=rule, agreement=agreement)
+    user_probs = probs
     if user_rule in ("board", "counts"):
         from pintopic.classify.boards import board_posterior
 
-        probs = board_posterior(probs, board_index, users=users).pins
+        user_probs = board_posterior(probs, board_index, users=users).pins
         if user_rule == "counts":
-            probs = np.eye(len(categories))[probs.argmax(axis=1)]
-    return probs, boards, _user_frame(pins, probs, categories, seed=seed)
+            user_probs = np.eye(len(categories))[user_probs.argmax(axis=1)]
+    return probs, user_probs, boards, _user_frame(pins, user_probs, categories, seed=seed)

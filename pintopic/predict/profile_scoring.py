@@ -52,9 +52,10 @@ def board_accuracy_curve(probs, board_index, board_true, eligible, rule: str, ca
     return curve
 
 
-def score_against_truth(pins, probs, categories, boards, truth, *, seed: int = 0) -> tuple[dict, np.ndarray]:
-    """Board accuracy (with its curve over pins per board) and user-profile divergence against ``truth``;
-    ``(scores, each board's true category)``."""
+def score_against_truth(pins, probs, user_probs, categories, boards, truth, *, seed: int = 0) -> tuple[dict, np.ndarray]:
+    """Board accuracy (with its curve over pins per board, from the pins' own probabilities ``probs``) and the
+    divergence of user profiles (the mean of ``user_probs`` per user) against ``truth``; ``(scores, each board's
+    true category)``."""
     from pintopic.dataset.truth import read_truth, true_categories
     from pintopic.predict.aggregate import js_divergence
 
@@ -73,7 +74,7 @@ def score_against_truth(pins, probs, categories, boards, truth, *, seed: int = 0
     for user, group in pins.groupby("user", sort=True):
         if len(group) >= MIN_USER_PINS:
             true_share = np.array([(names[group.index] == c).mean() for c in categories] + [(~np.isin(names[group.index], categories)).mean()])
-            predicted = np.append(probs[group.index.to_numpy()].mean(axis=0), 0.0)
+            predicted = np.append(user_probs[group.index.to_numpy()].mean(axis=0), 0.0)
             divergences[str(user)] = js_divergence(predicted, true_share)
     values = list(divergences.values())
     return {
