@@ -223,11 +223,13 @@ def read_csv_text(path: str | os.PathLike, *, index_col: int | None = None):
 def read_parquet_table(path: str | os.PathLike):
     """A Parquet file as a DataFrame; only a regular file is opened. Any reader failure (pyarrow raises many
     types for a damaged file) is one :class:`UnreadableFileError`."""
-    import pandas as pd
+    import pyarrow.parquet as pq
 
     with open_regular(path) as handle:
         try:
-            return pd.read_parquet(handle)
+            # Read on this thread only: an Arrow worker left holding the Python file calls into Python at
+            # interpreter exit and aborts the process ("terminate called without an active exception", apache/arrow#34314).
+            return pq.read_table(handle, use_threads=False, pre_buffer=False).to_pandas(use_threads=False)
         except Exception as error:  # noqa: BLE001 - pyarrow raises several types for damaged files
             raise UnreadableFileError(path, "unparseable", f"not a readable Parquet table ({one_line(error)[:200]})") from None
 
