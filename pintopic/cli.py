@@ -374,7 +374,7 @@ def _profile_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="a run folder evaluated with --label-issues, or a predictions parquet with user/board")
     p.add_argument("--truth", default=None, metavar="TRUTH_PARQUET", help="a noisy crawl's truth.parquet, to score against")
     p.add_argument("--board-rule", default="auto", choices=["auto", "mean-log", "mean", "vote", "mixture"])
-    p.add_argument("--user-rule", default="counts", choices=["counts", "board", "mean"])
+    p.add_argument("--user-rule", default="filed", choices=["filed", "counts", "board", "mean"])
     p.add_argument("--seed", type=int, default=0)
 
 def _predict_arguments(p: argparse.ArgumentParser) -> None:

@@ -77,7 +77,7 @@ DEFAULTS: dict[str, Any] = {
         "label_issues": False,
         "truth": "",  # a noisy crawl's truth.parquet, read only to score on the true labels
     },
-    "profile": {"enabled": False, "board_rule": "auto", "user_rule": "counts"},  # needs classify.label_issues
+    "profile": {"enabled": False, "board_rule": "auto", "user_rule": "filed"},  # needs classify.label_issues
     "report": {"enabled": True, "screenshot": "", "screenshot_height": 900},  # screenshot: a PNG path, "" = none
     "serve": {  # `pintopic serve --config FILE`
         "host": "127.0.0.1",  # a non-loopback host needs api_keys (or insecure = true)

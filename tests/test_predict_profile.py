@@ -109,6 +109,10 @@ def test_board_aware_profiles_on_a_synthetic_crawl(tmp_path: Path):
     table[["user", "board", "pin"]].assign(category=names[true]).to_parquet(tmp_path / "truth.parquet")
     counts, board_aware, own = (profile(tmp_path / "predictions.parquet", truth=tmp_path / "truth.parquet", user_rule=rule)["truth"]
                                 for rule in ("counts", "board", "mean"))
+    by_rule = counts["users_by_rule"]  # every rule scored in one run, the chosen one in full
+    assert set(by_rule) == {"filed", "counts", "board", "mean"} and "per_user" in counts["users"]
+    assert by_rule["mean"] == {k: v for k, v in own["users"].items() if k != "per_user"}
+    assert by_rule["filed"]["mean_js_divergence"] < 0.05
     assert board_aware["boards"]["evaluated"] == 32 and board_aware["boards"]["accuracy"] >= 0.9
     assert board_aware["boards"]["given_label_accuracy"] < 0.95  # 3 boards filed wrongly
     assert board_aware["users"]["evaluated"] == 8
@@ -134,3 +138,29 @@ def test_counts_profile_counts_each_pin_once_for_its_most_likely_category(tmp_pa
     assert 0 < shares["board"][("u2", "y")] < 0.1 and shares["board"][("u1", "x")] != 0.5
     with pytest.raises(PintopicError, match="unknown user rule"):
         profile(tmp_path / "predictions.parquet", user_rule="votes")
+
+
+def test_filed_profile_believes_a_boards_filed_category_where_its_pins_hesitate(tmp_path: Path):
+    """``filed``: board A's pins lean y, but it is filed under x and every board's pins agree with its filing, so its
+    pins count as x; with A's filing unknown (or no filing at all) the rule reads the pins alone, as ``counts``."""
+    rows = [("u1", "A", "x", 0.3), ("u1", "A", "x", 0.25), ("u1", "A", "x", 0.35), ("u1", "B", "y", 0.1),
+            ("u1", "B", "y", 0.15), ("u1", "B", "y", 0.05), ("u2", "C", "x", 0.9), ("u2", "C", "x", 0.85),
+            ("u2", "C", "x", 0.95), ("u2", "D", "y", 0.1), ("u2", "D", "y", 0.2), ("u2", "D", "y", 0.1)]
+    table = pd.DataFrame({"image_id": [f"p{i}" for i in range(len(rows))], "user": [r[0] for r in rows],
+                          "board": [r[1] for r in rows], "pin": [f"p{i}" for i in range(len(rows))],
+                          "given": [r[2] for r in rows], "p:x": [r[3] for r in rows], "p:y": [1 - r[3] for r in rows]})
+
+    def u1_x_share(frame, rule):
+        frame.to_parquet(tmp_path / "predictions.parquet")
+        record = profile(tmp_path / "predictions.parquet", user_rule=rule)
+        return record, pd.read_parquet(tmp_path / "users.parquet").set_index(["user", "category"])["share"][("u1", "x")]
+
+    record, filed = u1_x_share(table, "filed")
+    assert filed == 0.5 and record["given_known"] == 1.0 and u1_x_share(table, "counts")[1] == 0.0
+    assert record["board_rule"] in ("mean-log", "mean", "vote", "mixture")
+    boards = pd.read_parquet(tmp_path / "boards.parquet").set_index("board")["predicted_category"]
+    assert boards["A"] == "y"  # a board's own category never reads its filing
+    unknown_a = table.assign(given=table["given"].where(table["board"] != "A"))
+    record, share = u1_x_share(unknown_a, "filed")
+    assert share == 0.0 and record["given_known"] == 0.75
+    assert u1_x_share(table.drop(columns="given"), "filed")[1] == 0.0

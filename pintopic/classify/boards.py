@@ -87,7 +87,7 @@ def board_posterior(P: np.ndarray, boards, *, users=None, given=None, prior=None
 
     ``users`` (a key per pin) gives each board its owner's interests as the off-theme distribution, estimated
     from the owner's off-theme pins; ``given`` (class index per pin, constant on a board) is the label the board
-    is filed under, believed with probability ``1 - wrong_boards``; ``prior`` is the class prior the model's
+    is filed under, believed with probability ``1 - wrong_boards`` (-1: not known, a flat prior); ``prior`` is the class prior the model's
     probabilities carry (default: their mean); ``rho`` ((n, K) or (K,)) fixes the off-theme distribution, e.g.
     the owners' interests measured on more pins than ``P`` holds. ``off_theme``/``wrong_boards`` left None are
     estimated by EM.
@@ -103,20 +103,23 @@ def board_posterior(P: np.ndarray, boards, *, users=None, given=None, prior=None
     if rho is None:
         rho = _per_user(P, user_index, P.mean(axis=0)) if user_index is not None else P.mean(axis=0)
     rho = np.broadcast_to(np.asarray(rho, dtype=np.float64), P.shape)
-    given_board = None
+    given_board = known = None
     if given is not None:
         given_board = np.zeros(B, dtype=int)
         given_board[board_index] = np.asarray(given)
+        known = given_board >= 0
     eps = 0.2 if off_theme is None else float(off_theme)
     wrong = 0.1 if wrong_boards is None else float(wrong_boards)
     for _ in range(max(1, steps)):
         theme_prior = None
         if given_board is not None:
             theme_prior = np.full((B, K), wrong / max(K - 1, 1))
-            theme_prior[np.arange(B), given_board] = 1 - wrong
+            theme_prior[np.flatnonzero(known), given_board[known]] = 1 - wrong
+            theme_prior[~known] = 1.0 / K
         themes, pin_themes, mixture, off = _theme_step(L, board_index, B, rho, eps, theme_prior)
         new_eps = float(off.sum(axis=1).mean()) if off_theme is None else eps
-        new_wrong = float(1 - themes[np.arange(B), given_board].mean()) if given_board is not None and wrong_boards is None else wrong
+        new_wrong = (float(1 - themes[np.flatnonzero(known), given_board[known]].mean())
+                     if given_board is not None and known.any() and wrong_boards is None else wrong)
         new_rho = _per_user(off, user_index, P.mean(axis=0)) if user_index is not None else rho
         converged = abs(new_eps - eps) < 1e-5 and abs(new_wrong - wrong) < 1e-5 and np.abs(new_rho - rho).max() < 1e-4
         eps, wrong, rho = min(max(new_eps, 1e-3), 0.95), min(max(new_wrong, 1e-3), 0.95), new_rho

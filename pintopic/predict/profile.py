@@ -10,18 +10,20 @@ pin scored by a model that never saw its board) or a crawl-wide predictions parq
   share of pins be off-theme). ``auto`` picks the rule whose board categories agree best with the given
   ones on the training boards (or all boards when nothing was trained here).
 - A user's interest profile is the share of each category over their pins: each pin counted once for its
-  most likely category under its board-aware posterior (``counts``, the default: classify and count; a pin's
-  category knowing its board-mates and its owner's other interests), the mean of those posteriors (``board``)
-  or of the pins' own probabilities (``mean``), with a 95 % interval
-  from a bootstrap over the user's boards (pins of one board are not independent; over pins for a
-  one-board user).
+  most likely category (classify and count) under its board-aware posterior, which knows its board-mates,
+  its owner's other interests and the category the board is filed under, believed as far as boards are
+  estimated to be filed right (``filed``, the default; the boards' given categories are part of a crawl);
+  the same without the filed category (``counts``), the mean of those posteriors (``board``) or of the pins'
+  own probabilities (``mean``); with a 95 % interval from a bootstrap over the user's boards (pins of one
+  board are not independent; over pins for a one-board user). Board categories never read the filed ones.
 
 Outputs (``RUN/results/`` or beside the predictions file): ``boards.parquet`` (``user``, ``board``,
 ``given_category``, ``predicted_category``, ``confidence``, ``n_pins``, ``part``), ``users.parquet`` (long:
 ``user``, ``category``, ``share``, ``low``, ``high``, ``n_pins``, ``n_boards``) and ``profile.json``. With a
 truth file (``--truth``, read only here, to score) boards and users are scored against the true categories:
 board accuracy (test boards with at least :data:`MIN_BOARD_PINS` pins), its curve over fewer pins per board,
-and the Jensen-Shannon divergence of user profiles (users with at least :data:`MIN_USER_PINS` pins).
+and the Jensen-Shannon divergence of user profiles (users with at least :data:`MIN_USER_PINS` pins), under
+the chosen user rule and every other one.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from pintopic.errors import PintopicError
 from pintopic.predict.profile_scoring import MIN_BOARD_PINS, MIN_USER_PINS
 
 BOARD_RULES = ("mean-log", "mean", "vote", "mixture")
-USER_RULES = ("counts", "board", "mean")
+USER_RULES = ("filed", "counts", "board", "mean")
 BOOTSTRAP_RESAMPLES = 999
 #: Probability a top-k list leaves to the categories it does not name is spread evenly; never below this.
 FLOOR = 1e-4
@@ -150,10 +152,10 @@ def _user_frame(pins, probs, categories, *, seed: int):
     return pd.DataFrame(rows)
 
 
-def profile(source: str | os.PathLike, *, truth=None, board_rule: str = "auto", user_rule: str = "counts",
+def profile(source: str | os.PathLike, *, truth=None, board_rule: str = "auto", user_rule: str = "filed",
             seed: int = 0) -> dict:
     """Write boards.parquet, users.parquet and profile.json for ``source`` (a run folder or a predictions
-    parquet); returns profile.json's content."""
+    parquet); returns profile.json's content. With ``truth``, every user rule is scored (``users_by_rule``)."""
     from contextlib import nullcontext
 
     from pintopic.runio import RunLock, write_json, write_parquet
@@ -162,26 +164,32 @@ def profile(source: str | os.PathLike, *, truth=None, board_rule: str = "auto", 
         raise PintopicError(f"unknown user rule {user_rule!r}; choose from {', '.join(USER_RULES)}")
     pins, categories, out_dir = load_pins(source)
     with RunLock(source) if Path(source).is_dir() else nullcontext():
-        probs, user_probs, boards, users = _aggregate(pins, categories, board_rule, user_rule, seed)
+        evidence = pin_evidence(pins, categories)
+        boards = _boards(pins, categories, evidence, board_rule)
+        user_probs = user_distributions(evidence, user_rule)
+        users = _user_frame(pins, user_probs, categories, seed=seed)
         record = {"source": str(source), "n_pins": len(pins), "n_boards": len(boards), "n_users": int(users["user"].nunique()),
                   "categories": categories, "board_rule": boards.attrs["rule"], "board_rule_agreement": boards.attrs["agreement"],
-                  "user_rule": user_rule, "min_board_pins": MIN_BOARD_PINS, "min_user_pins": MIN_USER_PINS}
+                  "user_rule": user_rule, "given_known": float(np.mean(evidence["given"] >= 0)),
+                  "min_board_pins": MIN_BOARD_PINS, "min_user_pins": MIN_USER_PINS}
         if truth:
             from pintopic.predict.profile_scoring import score_against_truth
 
-            record["truth"], boards["true_category"] = score_against_truth(pins, probs, user_probs, categories, boards,
-                                                                           truth, seed=seed)
+            by_rule = {rule: user_probs if rule == user_rule else user_distributions(evidence, rule) for rule in USER_RULES}
+            record["truth"], boards["true_category"] = score_against_truth(pins, evidence["probs"], by_rule, user_rule,
+                                                                           categories, boards, truth, seed=seed)
         write_parquet(out_dir / "boards.parquet", boards)
         write_parquet(out_dir / "users.parquet", users)
         write_json(out_dir / "profile.json", record)
     return record
 
 
-def _aggregate(pins, categories, board_rule: str, user_rule: str, seed: int):
-    """``(the pins' own probabilities, the per-pin distributions the user rule averages, boards frame, users
-    frame)``; adds ``board_index`` to ``pins``."""
+def pin_evidence(pins, categories) -> dict:
+    """What the rules read, as arrays: ``probs`` (n, K), ``board_index``, ``users``, ``given`` (each pin's board's
+    filed category as a class index, -1 where unknown or not a model class) and per board its given name and part.
+    Adds ``board_index`` to ``pins``."""
     from pintopic.dataset.split import board_keys
-    from pintopic.predict.aggregate import board_scores, group_index
+    from pintopic.predict.aggregate import group_index
 
     probs = pins[[PROBABILITY_PREFIX + name for name in categories]].to_numpy(dtype=np.float64)
     _, board_index = group_index(board_keys(pins["user"], pins["board"]))
@@ -189,16 +197,34 @@ def _aggregate(pins, categories, board_rule: str, user_rule: str, seed: int):
     per_board = pins.groupby("board_index", sort=True)
     board_given = per_board["given"].agg(lambda v: v.mode().iloc[0] if v.notna().any() else None).to_numpy()
     board_part = per_board["part"].agg(lambda v: v.iloc[0] if v.nunique() == 1 else "mixed").astype(str).to_numpy()
-    users = pins["user"].astype(str).to_numpy()
-    rule, agreement = choose_board_rule(probs, board_index, board_given, board_part, categories, users=users,
-                                        rule=board_rule)
+    column = {name: k for k, name in enumerate(categories)}
+    given = np.array([column.get(name, -1) if name is not None else -1 for name in board_given], dtype=int)[board_index]
+    return {"probs": probs, "board_index": board_index, "users": pins["user"].astype(str).to_numpy(), "given": given,
+            "board_given": board_given, "board_part": board_part, "n_categories": len(categories)}
+
+
+def _boards(pins, categories, evidence: dict, board_rule: str):
+    """The boards frame: each board named from its pins alone by ``board_rule`` (or the rule ``auto`` picks)."""
+    from pintopic.predict.aggregate import board_scores
+
+    probs, board_index, users = evidence["probs"], evidence["board_index"], evidence["users"]
+    rule, agreement = choose_board_rule(probs, board_index, evidence["board_given"], evidence["board_part"], categories,
+                                        users=users, rule=board_rule)
     boards = _board_frame(pins, categories, board_scores(probs, board_index, rule, users=users), rule)
     boards.attrs.update(rule=rule, agreement=agreement)
-    user_probs = probs
-    if user_rule in ("board", "counts"):
-        from pintopic.classify.boards import board_posterior
+    return boards
 
-        user_probs = board_posterior(probs, board_index, users=users).pins
-        if user_rule == "counts":
-            user_probs = np.eye(len(categories))[user_probs.argmax(axis=1)]
-    return probs, user_probs, boards, _user_frame(pins, user_probs, categories, seed=seed)
+
+def user_distributions(evidence: dict, rule: str) -> np.ndarray:
+    """Per pin, the distribution its owner's profile averages under ``rule`` (:data:`USER_RULES`): its own
+    probabilities (``mean``), its board-aware posterior (``board``), that posterior's top category (``counts``),
+    or the top category of the posterior that also believes the board's filed category as far as boards are
+    filed right (``filed``; the same as ``counts`` when no board's category is known)."""
+    probs = evidence["probs"]
+    if rule == "mean":
+        return probs
+    from pintopic.classify.boards import board_posterior
+
+    given = evidence["given"] if rule == "filed" and (evidence["given"] >= 0).any() else None
+    posterior = board_posterior(probs, evidence["board_index"], users=evidence["users"], given=given).pins
+    return posterior if rule == "board" else np.eye(probs.shape[1])[posterior.argmax(axis=1)]

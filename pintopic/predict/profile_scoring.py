@@ -52,12 +52,12 @@ def board_accuracy_curve(probs, board_index, board_true, eligible, rule: str, ca
     return curve
 
 
-def score_against_truth(pins, probs, user_probs, categories, boards, truth, *, seed: int = 0) -> tuple[dict, np.ndarray]:
+def score_against_truth(pins, probs, user_probs_by_rule: dict, user_rule: str, categories, boards, truth, *,
+                        seed: int = 0) -> tuple[dict, np.ndarray]:
     """Board accuracy (with its curve over pins per board, from the pins' own probabilities ``probs``) and the
-    divergence of user profiles (the mean of ``user_probs`` per user) against ``truth``; ``(scores, each board's
-    true category)``."""
+    divergence of user profiles (the mean per user of each rule's distributions in ``user_probs_by_rule``; in
+    full for ``user_rule``) against ``truth``; ``(scores, each board's true category)``."""
     from pintopic.dataset.truth import read_truth, true_categories
-    from pintopic.predict.aggregate import js_divergence
 
     names = np.asarray(true_categories(pins, read_truth(truth)))
     board_true = _board_truth(pins, names)
@@ -70,22 +70,35 @@ def score_against_truth(pins, probs, user_probs, categories, boards, truth, *, s
     users = pins["user"].astype(str).to_numpy()
     curve = board_accuracy_curve(probs, pins["board_index"].to_numpy(), board_true, tested, rule, categories,
                                  pin_counts=CURVE_PINS, repeats=CURVE_REPEATS, seed=seed, users=users)
-    divergences = {}
-    for user, group in pins.groupby("user", sort=True):
-        if len(group) >= MIN_USER_PINS:
-            true_share = np.array([(names[group.index] == c).mean() for c in categories] + [(~np.isin(names[group.index], categories)).mean()])
-            predicted = np.append(user_probs[group.index.to_numpy()].mean(axis=0), 0.0)
-            divergences[str(user)] = js_divergence(predicted, true_share)
-    values = list(divergences.values())
+    by_rule = {name: user_divergences(pins, names, distributions, categories)
+               for name, distributions in user_probs_by_rule.items()}
     return {
         "boards": {"evaluated": int((tested & large).sum()), "accuracy": _mean(correct[tested & large]),
                    "accuracy_all_boards": _mean(correct[large]), "n_all_boards": int(large.sum()),
                    "given_label_accuracy": _mean(given_right[tested & large]), "curve": curve,
                    "part": "test" if (boards["part"] == "test").any() else "all"},
-        "users": {"evaluated": len(values), "mean_js_divergence": _mean(values),
-                  "median_js_divergence": float(np.median(values)) if values else None,
-                  "max_js_divergence": float(max(values)) if values else None, "per_user": divergences},
+        "users": by_rule[user_rule],
+        "users_by_rule": {name: {k: v for k, v in scores.items() if k != "per_user"} for name, scores in by_rule.items()},
     }, board_true
+
+
+def user_divergences(pins, true_names: np.ndarray, user_probs: np.ndarray, categories) -> dict:
+    """Jensen-Shannon divergence (bits) of each user's profile (the mean of ``user_probs`` over their pins) from the
+    share of each true category over their pins, for users with at least ``MIN_USER_PINS`` pins; a true category
+    the model does not know counts as one more category the profile gives nothing to."""
+    from pintopic.predict.aggregate import js_divergence
+
+    divergences = {}
+    for user, group in pins.groupby("user", sort=True):
+        if len(group) >= MIN_USER_PINS:
+            own = true_names[group.index]
+            true_share = np.array([(own == c).mean() for c in categories] + [(~np.isin(own, categories)).mean()])
+            predicted = np.append(user_probs[group.index.to_numpy()].mean(axis=0), 0.0)
+            divergences[str(user)] = js_divergence(predicted, true_share)
+    values = list(divergences.values())
+    return {"evaluated": len(values), "mean_js_divergence": _mean(values),
+            "median_js_divergence": float(np.median(values)) if values else None,
+            "max_js_divergence": float(max(values)) if values else None, "per_user": divergences}
 
 
 def _mean(values) -> float | None:
