@@ -226,3 +226,4 @@ def test_a_study_with_label_issues_and_profiles(noisy_run, tmp_path: Path):
     assert read_json(results / "profile.json")["truth"]["boards"]["evaluated"] >= 1
     report = (tmp_path / "run" / "report.html").read_text()
     assert 'id="label-issues"' in report and 'id="boards-users"' in report and 'id="label-issue-grid"' in report
+    assert "the same under user rule counts" in report  # every other user rule's divergence beside the chosen one

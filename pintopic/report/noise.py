@@ -97,6 +97,8 @@ def _profile_section(contents: RunContents) -> str:
                    f"{_score(board_truth.get('accuracy'))} of {board_truth.get('evaluated')}"),
                   (f"mean JS divergence of user profiles (>= {record.get('min_user_pins')} pins)",
                    f"{_score(user_truth.get('mean_js_divergence'))} over {user_truth.get('evaluated')} users")]
+        facts += [(f"the same under user rule {rule}", _score(scores.get("mean_js_divergence")))
+                  for rule, scores in (truth.get("users_by_rule") or {}).items() if rule != record.get("user_rule")]
     parts = [key_values_html(facts)]
     curve = (truth.get("boards") or {}).get("curve")
     if curve:
