@@ -3,6 +3,8 @@
     python benchmarks/noise.py                       # everything (about 15 min on 2 shared cores)
     python benchmarks/noise.py --work /work/runs/noise-bench --quick
     python benchmarks/noise.py --seeds 0,1,2,3,4     # the main setting on five crawls (about 12 min)
+    python benchmarks/noise.py --seeds 0,1,2,3,4 --rescore   # boards and users again from the stored probabilities
+    python benchmarks/noise.py --backbone lite0+lite1+lite2 --outer-folds 10   # the setting that meets every goal (19 min)
 
 Data: Debian's openclipart-png after the dataset stage's cleaning, the 15 categories with at least 40 ok
 images (6,282 images), turned into noisy crawls by ``make-crawl`` (40 users with 3 dominant categories,
@@ -194,9 +196,7 @@ def _f1(y, pred) -> float:
 
 def board_and_user_measures(pins: dict, probs: np.ndarray, work: Path, tag: str) -> dict:
     """``pintopic profile`` on the cross-fitted probabilities (every pin from a model that never saw its board)."""
-    import pandas as pd
-
-    from pintopic.predict.profile import PROBABILITY_PREFIX, USER_RULES, profile
+    from pintopic.predict.profile import PROBABILITY_PREFIX
 
     truth = pins["truth"]
     table = truth[["user", "board", "pin"]].assign(image_id=truth["pin"], given=pins["classes"][pins["given"]], part="test")
@@ -205,18 +205,19 @@ def board_and_user_measures(pins: dict, probs: np.ndarray, work: Path, tag: str)
     folder = work / f"profile-{tag}"
     folder.mkdir(parents=True, exist_ok=True)
     table.to_parquet(folder / "predictions.parquet")
-    record = profile(folder / "predictions.parquet", truth=pins["crawl"] / "truth.parquet")
-    boards = pd.read_parquet(folder / "boards.parquet")
+    return profile_measures(folder / "predictions.parquet", pins["crawl"] / "truth.parquet")
+
+
+def profile_measures(predictions: Path, truth: Path) -> dict:
+    """``pintopic profile`` of a predictions file against ``truth``: boards (also by size) and users under every rule."""
+    import pandas as pd
+
+    from pintopic.predict.profile import profile
+
+    record = profile(predictions, truth=truth)
+    boards = pd.read_parquet(predictions.parent / "boards.parquet")
     record["truth"]["users"].pop("per_user")
-    users_by_rule = {record["user_rule"]: record["truth"]["users"]}
-    for rule in USER_RULES:  # every user rule on the same probabilities, each in a folder of its own
-        if rule not in users_by_rule:
-            (folder / f"user-rule-{rule}").mkdir(exist_ok=True)
-            table.to_parquet(folder / f"user-rule-{rule}" / "predictions.parquet")
-            other = profile(folder / f"user-rule-{rule}" / "predictions.parquet", truth=pins["crawl"] / "truth.parquet",
-                            user_rule=rule)["truth"]["users"]
-            other.pop("per_user")
-            users_by_rule[rule] = other
+    users_by_rule = record["truth"]["users_by_rule"]
     by_size = {}
     for low, high in ((10, 20), (20, 40), (40, 61)):
         chosen = boards[(boards["n_pins"] >= low) & (boards["n_pins"] < high)]
@@ -289,7 +290,7 @@ def seed_sweep(source: Path, work: Path, vectors: dict, seeds: list[int], out: P
         print(f"seed {seed} ...", file=sys.stderr)
         pins = noisy_pins(source, work, vectors, *MAIN_NOISE, seed=seed)
         fitted = cross_fitted(pins, n_splits=outer_folds)
-        tag = f"seed{seed}{suffix}" + (f"-{outer_folds}folds" if outer_folds != 5 else "")
+        tag = _seed_tag(seed, suffix, outer_folds)
         measures = board_and_user_measures(pins, fitted["probabilities"], work, tag)
         reference = board_and_user_measures(pins, fitted["true_label_probabilities"], work, f"{tag}-true-labels")
         flags = flag_measures(pins)
@@ -298,12 +299,41 @@ def seed_sweep(source: Path, work: Path, vectors: dict, seeds: list[int], out: P
             "noise_rate": round(float(np.mean(pins["given"] != pins["true"])), 4),
             "flags": {"board": flags["board"], "cleanlab": flags["cleanlab"]},
             "gap_recovered": {m: gap_recovered(fitted["scores"], m) for m in ("f1_macro", "accuracy")},
-            "chosen": [fold["chosen"] for fold in fitted["folds"]],
-            "board_accuracy": measures["boards"]["accuracy"], "user_rule": measures["user_rule"], "user_js": measures["users"],
-            "user_js_by_rule": {rule: users["mean_js_divergence"] for rule, users in measures["users_by_rule"].items()},
-            "true_labels": {"board_accuracy": reference["boards"]["accuracy"], "user_js": reference["users"]}}
+            "chosen": [fold["chosen"] for fold in fitted["folds"]], **_profile_figures(measures, reference)}
         result["summary"] = _sweep_summary(per_seed)
         save(result, out)
+    return result
+
+
+def _seed_tag(seed: int, suffix: str, outer_folds: int) -> str:
+    return f"seed{seed}{suffix}" + (f"-{outer_folds}folds" if outer_folds != 5 else "")
+
+
+def _profile_figures(measures: dict, reference: dict) -> dict:
+    """A seed's board and user figures (the chosen probabilities' and the true-label reference's)."""
+    return {"board_accuracy": measures["boards"]["accuracy"], "user_rule": measures["user_rule"], "user_js": measures["users"],
+            "user_js_by_rule": {rule: users["mean_js_divergence"] for rule, users in measures["users_by_rule"].items()},
+            "true_labels": {"board_accuracy": reference["boards"]["accuracy"], "user_js": reference["users"],
+                            "user_js_by_rule": {rule: users["mean_js_divergence"]
+                                                for rule, users in reference["users_by_rule"].items()}}}
+
+
+def rescore(work: Path, out: Path, seeds: list[int], suffix: str, outer_folds: int) -> dict:
+    """Recompute the board and user figures of a seed sweep in ``out`` with the current ``pintopic profile``, from
+    the cross-fitted probabilities the sweep stored (``profile-<tag>/predictions.parquet``): the models are not
+    refitted, so flags and the pin gap stay as measured."""
+    result = json.loads(out.read_text())
+    for seed in seeds:
+        tag = _seed_tag(seed, suffix, outer_folds)
+        crawl = work / (f"crawl-{MAIN_NOISE[0]}-{MAIN_NOISE[1]}" + (f"-seed{seed}" if seed != SEED else ""))
+        measures, reference = (profile_measures(work / f"profile-{name}" / "predictions.parquet", crawl / "truth.parquet")
+                               for name in (tag, f"{tag}-true-labels"))
+        result["per_seed"][str(seed)].update(_profile_figures(measures, reference))
+    result["summary"] = _sweep_summary(result["per_seed"])
+    result["rescored"] = {"date": date.today().isoformat(), "seeds": seeds,
+                          "what": "board and user figures recomputed by the current `pintopic profile` from the stored "
+                                  "cross-fitted probabilities (models not refitted: flags and pin gap as first measured)"}
+    save(result, out)
     return result
 
 
@@ -337,43 +367,51 @@ def main() -> None:
     parser.add_argument("--backbone", default="lite0", help="a backbone or a fusion such as lite0+lite1+lite2")
     parser.add_argument("--seeds", default=None, help="comma-separated crawl seeds: the main setting once per crawl, "
                         "nothing else (JSON default benchmarks/results/noise-<date>-seeds.json)")
-    parser.add_argument("--outer-folds", type=int, default=5, help="with --seeds: board-grouped folds of the "
-                        "cross-fitting (each pin scored by a model trained on the other folds' boards)")
+    parser.add_argument("--outer-folds", type=int, default=5, help="board-grouped folds of the cross-fitting (each "
+                        "pin scored by a model trained on the other folds' boards)")
+    parser.add_argument("--rescore", action="store_true", help="with --seeds: recompute the board and user figures of "
+                        "the sweep's JSON (--out or the default path) from the probabilities it stored, nothing refitted")
     args = parser.parse_args()
     work = Path(args.work)
     started = time.perf_counter()
+    suffix = "" if args.backbone == "lite0" else "-" + args.backbone.replace("+", "-")
+    folds = "" if args.outer_folds == 5 else f"-{args.outer_folds}folds"
+    if args.seeds:
+        out = Path(args.out or ROOT / "benchmarks" / "results" / f"noise-{date.today().isoformat()}-seeds{suffix}{folds}.json")
+        seeds = [int(s) for s in args.seeds.split(",")]
+        if args.rescore:
+            print(json.dumps(rescore(work, out, seeds, suffix, args.outer_folds)["summary"], indent=2))
+            return
     base_run, base_store, base_meta = features_run(work / "openclipart", OPENCLIPART, args.backbone)
     vectors = base_vectors(base_run, base_store, base_meta)
     source = source_folder(base_run, work / "source")
-    suffix = "" if args.backbone == "lite0" else "-" + args.backbone.replace("+", "-")
     if args.seeds:
-        folds = "" if args.outer_folds == 5 else f"-{args.outer_folds}folds"
-        out = Path(args.out or ROOT / "benchmarks" / "results" / f"noise-{date.today().isoformat()}-seeds{suffix}{folds}.json")
-        result = seed_sweep(source, work, vectors, [int(s) for s in args.seeds.split(",")], out, suffix, args.outer_folds)
+        result = seed_sweep(source, work, vectors, seeds, out, suffix, args.outer_folds)
         result["seconds"] = round(time.perf_counter() - started, 1)
         print(save(result, out))
         return
     pins = noisy_pins(source, work, vectors, *MAIN_NOISE)
     result = {"date": date.today().isoformat(), "machine": {"python": platform.python_version(), "cores": os.cpu_count(),
               "platform": platform.platform()}, "setting": {"off_theme": MAIN_NOISE[0], "wrong_boards": MAIN_NOISE[1],
-              "users": USERS, "board_size": [10, 60], "seed": SEED, "backbone": args.backbone, "n_pins": len(pins["given"]),
+              "users": USERS, "board_size": [10, 60], "seed": SEED, "backbone": args.backbone, "outer_folds": args.outer_folds, "n_pins": len(pins["given"]),
               "n_boards": len(set(pins["boards"])), "noise_rate": round(float(np.mean(pins["given"] != pins["true"])), 4)},
               "goals": GOALS}
     print("flags ...", file=sys.stderr)
     result["flags"] = flag_measures(pins)
     print("pin level (cross-fitted) ...", file=sys.stderr)
-    fitted = cross_fitted(pins)
+    fitted = cross_fitted(pins, n_splits=args.outer_folds)
     result["pin_level"] = {"scores": fitted["scores"], "folds": fitted["folds"],
                            "gap_recovered": {m: gap_recovered(fitted["scores"], m) for m in ("f1_macro", "accuracy")},
                            "gap_recovered_previous": {m: gap_recovered(fitted["scores"], m, "previous")
                                                       for m in ("f1_macro", "accuracy")}}
-    result["boards_users"] = board_and_user_measures(pins, fitted["probabilities"], work, "main")
-    result["boards_users_previous"] = board_and_user_measures(pins, fitted["previous_probabilities"], work, "main-previous")
+    result["boards_users"] = board_and_user_measures(pins, fitted["probabilities"], work, f"main{suffix}{folds}")
+    result["boards_users_previous"] = board_and_user_measures(pins, fitted["previous_probabilities"], work,
+                                                              f"main{suffix}{folds}-previous")
     # a reference, not a method: the same aggregation of a pin model trained on the true labels (same features and
     # classifier), i.e. how far boards and users can get when only the pins' noisy labels are made right
     result["boards_users_true_labels"] = board_and_user_measures(pins, fitted["true_label_probabilities"], work,
-                                                                 "main-true-labels")
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"noise-{result['date']}{suffix}.json")
+                                                                 f"main{suffix}{folds}-true-labels")
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"noise-{result['date']}{suffix}{folds}.json")
     save(result, out)
     print("timing 20k ...", file=sys.stderr)
     result["timing_20k"] = timing_20k(pins)
@@ -385,10 +423,10 @@ def main() -> None:
                 continue
             print(f"noise {off_theme}/{wrong} ...", file=sys.stderr)
             other = noisy_pins(source, work, vectors, off_theme, wrong)
-            other_fit = cross_fitted(other)
-            measures = board_and_user_measures(other, other_fit["probabilities"], work, f"{off_theme}-{wrong}")
+            other_fit = cross_fitted(other, n_splits=args.outer_folds)
+            measures = board_and_user_measures(other, other_fit["probabilities"], work, f"{off_theme}-{wrong}{suffix}{folds}")
             previous = board_and_user_measures(other, other_fit["previous_probabilities"], work,
-                                               f"{off_theme}-{wrong}-previous")
+                                               f"{off_theme}-{wrong}{suffix}{folds}-previous")
             result["noise_curve"][f"{off_theme}-{wrong}"] = {
                 "noise_rate": round(float(np.mean(other["given"] != other["true"])), 4), "flags": flag_measures(other),
                 "pin_level": other_fit["scores"], "gap_recovered": {m: gap_recovered(other_fit["scores"], m) for m in ("f1_macro", "accuracy")},
@@ -403,7 +441,7 @@ def main() -> None:
                                 "openclipart": clean_set_flags(*features_run(work / "openclipart", OPENCLIPART))}
         if NATURAL.exists():
             result["clean_sets"]["natural-images"] = clean_set_flags(*features_run(work / "natural-images", NATURAL))
-    curve_figure(curves, ROOT / "docs" / "images" / f"noise-board-curve{suffix}.png")
+    curve_figure(curves, ROOT / "docs" / "images" / f"noise-board-curve{suffix}{folds}.png")
     result["seconds"] = round(time.perf_counter() - started, 1)
     print(save(result, out))
 
