@@ -134,3 +134,30 @@ def test_static_padding_keeps_the_numbers_of_tensorflow_same_padding():
     pixels = torch.randint(0, 256, (2, *backbone.preprocessing.input_size), dtype=torch.uint8)
     with torch.inference_mode():
         torch.testing.assert_close(static(pixels), network(pixels), rtol=0, atol=1e-6)
+
+
+def test_squeeze_pools_become_global_average_pools_with_the_same_numbers(tmp_path):
+    """Squeeze-excitation means (ReduceMean over H, W feeding a Conv) are rewritten as GlobalAveragePool, which ONNX
+    Runtime can run on uint8; the features' own pooling is named to stay float; FP32 outputs are unchanged."""
+    import onnx
+    import onnxruntime as ort
+
+    from pintopic.features.builder import build_backbone
+    from pintopic.features.preprocess import pixels_to_features
+    from pintopic.features.quantize import squeeze_pools
+    from pintopic.features.runtime import export_onnx_graph
+
+    backbone = build_backbone(TINY, pretrained=False)  # two squeeze-excitation blocks
+    network = pixels_to_features(backbone.model, backbone.preprocessing)
+    path = export_onnx_graph(network, backbone.preprocessing.input_size, tmp_path / "tiny.onnx")
+    rewritten = tmp_path / "rewritten.onnx"
+    rewritten.write_bytes(path.read_bytes())
+    float_pools = squeeze_pools(rewritten)
+    ops = [node.op_type for node in onnx.load(str(rewritten)).graph.node]
+    before = [node.op_type for node in onnx.load(str(path)).graph.node]
+    assert before.count("ReduceMean") - ops.count("ReduceMean") == 2
+    assert ops.count("GlobalAveragePool") == before.count("GlobalAveragePool") + 2 and len(float_pools) == 1
+    pixels = np.random.default_rng(0).integers(0, 256, (3, *backbone.preprocessing.input_size), dtype=np.uint8)
+    outputs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": pixels})[0]
+               for p in (path, rewritten)]
+    np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-5, atol=1e-5)
