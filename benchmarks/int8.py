@@ -71,7 +71,7 @@ def _extract_seconds(run: Path, name: str, precision: str, pretrained: bool) -> 
     return time.perf_counter() - started, folder
 
 
-def _cosine(a, b) -> np.ndarray:
+def cosine_rows(a, b) -> np.ndarray:
     return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
 
 
@@ -113,7 +113,7 @@ def model_only(backbone, int8_graph: Path, batch: np.ndarray, rounds: int, work:
     runners = _variants(backbone, int8_graph, work)
     reference = runners["fp32"](batch)
     figures = {name: [] for name in runners}
-    cosine = {name: round(float(_cosine(run(batch), reference).mean()), 4) for name, run in runners.items()}
+    cosine = {name: round(float(cosine_rows(run(batch), reference).mean()), 4) for name, run in runners.items()}
     for _ in range(rounds):
         for name, run in runners.items():
             started = time.perf_counter()
@@ -151,7 +151,7 @@ def speed(run: Path, name: str, repeats: int, rounds: int) -> dict:
     ids, X32 = load_features(fp32_folder)
     ids8, X8 = load_features(int8_folder)
     assert list(ids) == list(ids8)
-    cosine = _cosine(X8, X32)
+    cosine = cosine_rows(X8, X32)
     meta = read_json(int8_folder / "meta.json")
     backbone = build_backbone(name, pretrained=pretrained)
     cache = open_pixel_cache(run, backbone.preprocessing)

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
 OPENCLIPART = Path("/usr/share/openclipart/png")
 CHUNK = 8
 
@@ -38,26 +39,17 @@ def pixels(input_size, count: int) -> np.ndarray:
 
 def graphs(backbone, calibration: np.ndarray, work: Path) -> dict:
     """FP32, INT8 with uint8 squeeze pools and INT8 with float ReduceMean gates, for ``backbone``."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
-
     from pintopic.features.preprocess import pixels_to_features
-    from pintopic.features.quantize import QUANTIZED_OPS, calibration_reader, squeeze_pools, static_padding
+    from pintopic.features.quantize import quantize_graph, static_padding
     from pintopic.features.runtime import export_onnx_graph
 
     network = pixels_to_features(copy.deepcopy(backbone.model), backbone.preprocessing).cpu()
     static_padding(network, backbone.preprocessing.input_size)
-    fp32 = export_onnx_graph(network, backbone.preprocessing.input_size, work / "fp32.onnx")
-    out = {"fp32": fp32}
-    for variant in ("int8_squeeze_pools", "int8_float_gates"):
-        prepared = work / f"{variant}.prepared.onnx"
-        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-        pools = squeeze_pools(prepared) if variant == "int8_squeeze_pools" else []
-        ops = QUANTIZED_OPS if pools else tuple(op for op in QUANTIZED_OPS if op != "GlobalAveragePool")
+    out = {"fp32": export_onnx_graph(network, backbone.preprocessing.input_size, work / "fp32.onnx")}
+    batches = [calibration[i:i + 16] for i in range(0, len(calibration), 16)]
+    for variant, pools in (("int8_squeeze_pools", True), ("int8_float_gates", False)):
         out[variant] = work / f"{variant}.onnx"
-        batches = [calibration[i:i + 16] for i in range(0, len(calibration), 16)]
-        quantize_static(str(prepared), str(out[variant]), calibration_reader(batches), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=list(ops), nodes_to_exclude=pools)
+        quantize_graph(out["fp32"], out[variant], batches, uint8_squeeze_pools=pools)
     return out
 
 
@@ -96,6 +88,9 @@ def main() -> None:
     parser.add_argument("--backbone", default="effnetv2_b0")
     parser.add_argument("--rounds", type=int, default=11)
     args = parser.parse_args()
+    sys.path.insert(0, str(HERE))
+    from int8 import cosine_rows
+
     from pintopic.features.builder import build_backbone
 
     backbone = build_backbone(args.backbone, pretrained=False)
@@ -106,11 +101,8 @@ def main() -> None:
         paths = graphs(backbone, calibration, work)
         runners = {name: session(path) for name, path in paths.items()}
         reference = features(runners["fp32"], test)
-        cosine = {}
-        for name, runner in runners.items():
-            out = features(runner, test)
-            cosine[name] = round(float(((out * reference).sum(1) / np.linalg.norm(out, axis=1)
-                                        / np.linalg.norm(reference, axis=1)).mean()), 4)
+        cosine = {name: round(float(cosine_rows(features(runner, test), reference).mean()), 4)
+                  for name, runner in runners.items()}
         rates = {name: [] for name in runners}
         for _ in range(args.rounds):
             for name, runner in runners.items():

@@ -95,6 +95,11 @@ def source_folder(run: Path, out: Path) -> Path:
     return out
 
 
+def crawl_folder(work: Path, off_theme: float, wrong: float, seed: int = SEED) -> Path:
+    """Where the noisy crawl of these settings and seed lives (seed 0's keeps the name it had before seeds)."""
+    return work / (f"crawl-{off_theme}-{wrong}" + (f"-seed{seed}" if seed != SEED else ""))
+
+
 def noisy_pins(source: Path, work: Path, vectors: dict, off_theme: float, wrong: float, seed: int = SEED):
     """A noisy crawl's pins: features, given and true class indices, users, board keys, classes, and the seed that
     made the crawl (also the seed of every split and model measured on it)."""
@@ -103,7 +108,7 @@ def noisy_pins(source: Path, work: Path, vectors: dict, off_theme: float, wrong:
     from pintopic.dataset import make_crawl
     from pintopic.dataset.split import board_keys
 
-    crawl = work / (f"crawl-{off_theme}-{wrong}" + (f"-seed{seed}" if seed != SEED else ""))
+    crawl = crawl_folder(work, off_theme, wrong, seed)
     if not (crawl / "truth.parquet").exists():
         make_crawl(source, crawl, users=USERS, seed=seed, off_theme=off_theme, wrong_boards=wrong, board_size=(10, 60))
     truth = pd.read_parquet(crawl / "truth.parquet")
@@ -325,7 +330,7 @@ def rescore(work: Path, out: Path, seeds: list[int], suffix: str, outer_folds: i
     result = json.loads(out.read_text())
     for seed in seeds:
         tag = _seed_tag(seed, suffix, outer_folds)
-        crawl = work / (f"crawl-{MAIN_NOISE[0]}-{MAIN_NOISE[1]}" + (f"-seed{seed}" if seed != SEED else ""))
+        crawl = crawl_folder(work, *MAIN_NOISE, seed)
         measures, reference = (profile_measures(work / f"profile-{name}" / "predictions.parquet", crawl / "truth.parquet")
                                for name in (tag, f"{tag}-true-labels"))
         result["per_seed"][str(seed)].update(_profile_figures(measures, reference))

@@ -155,8 +155,6 @@ def quantized_graph(backbone, calibration: dict, pixels: Callable[[], Iterable[n
     import copy
     import tempfile
 
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
-
     from pintopic.features.preprocess import pixels_to_features
     from pintopic.features.runtime import export_onnx_graph
     from pintopic.runio import atomic_path
@@ -166,18 +164,31 @@ def quantized_graph(backbone, calibration: dict, pixels: Callable[[], Iterable[n
         return path
     network = pixels_to_features(copy.deepcopy(backbone.model), backbone.preprocessing).cpu()
     static_padding(network, backbone.preprocessing.input_size)
-    reader = calibration_reader(pixels())
     with tempfile.TemporaryDirectory(prefix="pintopic-int8-") as work:
         exported = export_onnx_graph(network, backbone.preprocessing.input_size, Path(work, "fp32.onnx"))
+        with atomic_path(path) as tmp:
+            quantize_graph(exported, tmp, pixels())
+    return path
+
+
+def quantize_graph(exported: os.PathLike, out: os.PathLike, batches: Iterable[np.ndarray], *,
+                   uint8_squeeze_pools: bool = True) -> None:
+    """The recipe (:func:`recipe`) applied to an exported FP32 graph, calibrated on uint8 ``batches``: ONNX
+    Runtime's pre-processing, the squeeze pools rewritten (:func:`squeeze_pools`; ``False`` keeps the float
+    ReduceMean gates, for comparison), static QDQ quantization written to ``out``."""
+    import tempfile
+
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
+
+    with tempfile.TemporaryDirectory(prefix="pintopic-int8-prepare-") as work:
         prepared = Path(work, "prepared.onnx")
         quant_pre_process(str(exported), str(prepared), skip_symbolic_shape=True)
-        float_pools = squeeze_pools(prepared)
-        with atomic_path(path) as tmp:
-            quantize_static(str(prepared), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=list(QUANTIZED_OPS),
-                            nodes_to_exclude=float_pools)
-    return path
+        float_pools = squeeze_pools(prepared) if uint8_squeeze_pools else []
+        ops = [op for op in QUANTIZED_OPS if uint8_squeeze_pools or op != "GlobalAveragePool"]
+        quantize_static(str(prepared), str(out), calibration_reader(batches), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=ops,
+                        nodes_to_exclude=float_pools)
 
 
 def squeeze_pools(path: os.PathLike) -> list[str]:

@@ -166,8 +166,8 @@ def profile(source: str | os.PathLike, *, truth=None, board_rule: str = "auto", 
     with RunLock(source) if Path(source).is_dir() else nullcontext():
         evidence = pin_evidence(pins, categories)
         boards = _boards(pins, categories, evidence, board_rule)
-        user_probs = user_distributions(evidence, user_rule)
-        users = _user_frame(pins, user_probs, categories, seed=seed)
+        by_rule = user_distributions(evidence, USER_RULES if truth else (user_rule,))
+        users = _user_frame(pins, by_rule[user_rule], categories, seed=seed)
         record = {"source": str(source), "n_pins": len(pins), "n_boards": len(boards), "n_users": int(users["user"].nunique()),
                   "categories": categories, "board_rule": boards.attrs["rule"], "board_rule_agreement": boards.attrs["agreement"],
                   "user_rule": user_rule, "given_known": float(np.mean(evidence["given"] >= 0)),
@@ -175,7 +175,6 @@ def profile(source: str | os.PathLike, *, truth=None, board_rule: str = "auto", 
         if truth:
             from pintopic.predict.profile_scoring import score_against_truth
 
-            by_rule = {rule: user_probs if rule == user_rule else user_distributions(evidence, rule) for rule in USER_RULES}
             record["truth"], boards["true_category"] = score_against_truth(pins, evidence["probs"], by_rule, user_rule,
                                                                            categories, boards, truth, seed=seed)
         write_parquet(out_dir / "boards.parquet", boards)
@@ -200,7 +199,7 @@ def pin_evidence(pins, categories) -> dict:
     column = {name: k for k, name in enumerate(categories)}
     given = np.array([column.get(name, -1) if name is not None else -1 for name in board_given], dtype=int)[board_index]
     return {"probs": probs, "board_index": board_index, "users": pins["user"].astype(str).to_numpy(), "given": given,
-            "board_given": board_given, "board_part": board_part, "n_categories": len(categories)}
+            "board_given": board_given, "board_part": board_part}
 
 
 def _boards(pins, categories, evidence: dict, board_rule: str):
@@ -215,16 +214,26 @@ def _boards(pins, categories, evidence: dict, board_rule: str):
     return boards
 
 
-def user_distributions(evidence: dict, rule: str) -> np.ndarray:
-    """Per pin, the distribution its owner's profile averages under ``rule`` (:data:`USER_RULES`): its own
+def user_distributions(evidence: dict, rules) -> dict:
+    """Per rule of ``rules`` (:data:`USER_RULES`), per pin, the distribution its owner's profile averages: its own
     probabilities (``mean``), its board-aware posterior (``board``), that posterior's top category (``counts``),
     or the top category of the posterior that also believes the board's filed category as far as boards are
-    filed right (``filed``; the same as ``counts`` when no board's category is known)."""
-    probs = evidence["probs"]
-    if rule == "mean":
-        return probs
+    filed right (``filed``; the same as ``counts`` when no board's category is known). Each posterior is
+    computed once, whichever rules read it."""
     from pintopic.classify.boards import board_posterior
 
-    given = evidence["given"] if rule == "filed" and (evidence["given"] >= 0).any() else None
-    posterior = board_posterior(probs, evidence["board_index"], users=evidence["users"], given=given).pins
-    return posterior if rule == "board" else np.eye(probs.shape[1])[posterior.argmax(axis=1)]
+    probs = evidence["probs"]
+    posteriors = {}
+
+    def posterior(filed: bool) -> np.ndarray:
+        given = evidence["given"] if filed and (evidence["given"] >= 0).any() else None
+        key = given is not None
+        if key not in posteriors:
+            posteriors[key] = board_posterior(probs, evidence["board_index"], users=evidence["users"], given=given).pins
+        return posteriors[key]
+
+    one_hot = np.eye(probs.shape[1])
+    read = {"mean": lambda: probs, "board": lambda: posterior(False),
+            "counts": lambda: one_hot[posterior(False).argmax(axis=1)],
+            "filed": lambda: one_hot[posterior(True).argmax(axis=1)]}
+    return {rule: read[rule]() for rule in rules}
