@@ -123,6 +123,55 @@ def test_torch_networks_follow_mlpclassifier_step_for_step():
             assert np.allclose(ours, theirs, atol=1e-4)
 
 
+def test_bfloat16_products_leave_the_precision_setting_as_found_and_the_networks_close():
+    """bfloat16 products (oneDNN's fpmath mode, only inside training steps) restore torch's setting afterwards and
+    learn networks that predict like the float32 ones."""
+    import torch
+
+    from pintopic.classify.mlp_torch import Rule, train_networks
+
+    X, y = overlapping_classes(n=400)
+    classes, y_index = np.unique(y, return_inverse=True)
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    nets = {}
+    for matmul in ("float32", "bfloat16"):
+        [nets[matmul]] = train_networks(X, y_index, [np.arange(len(y))], Rule(hidden=64, batch_size=32, seed=3, matmul=matmul),
+                                        n_classes=len(classes), standardize=False, threads=1)
+        assert torch.backends.mkldnn.matmul.fp32_precision == before
+    predictions = [np.maximum(X @ net["coefs"][0] + net["intercepts"][0], 0) @ net["coefs"][1] for net in nets.values()]
+    assert np.mean(predictions[0].argmax(1) == predictions[1].argmax(1)) >= 0.95
+
+
+def test_nn_refit_in_a_worker_process_is_the_in_process_fit(monkeypatch):
+    """Above PARALLEL_MIN_VALUES the chosen network is refitted in a joblib worker (torch already loaded there);
+    the model that comes back is the one an in-process fit gives."""
+    import pintopic.classify.nn as nn
+    from pintopic.classify.catalog import Context
+
+    X, y = overlapping_classes(n=300)
+    context = Context(seed=0, n_jobs=2, n_samples=len(y), n_classes=6, n_features=X.shape[1])
+    here = nn.refit(X, y, {"batch_size": 32}, None, context)
+    monkeypatch.setattr(nn, "PARALLEL_MIN_VALUES", 0)
+    there = nn.refit(X, y, {"batch_size": 32}, None, context)
+    for ours, theirs in zip(here[-1].coefs_ + here[-1].intercepts_, there[-1].coefs_ + there[-1].intercepts_):
+        assert np.array_equal(ours, theirs)
+    assert list(there.classes_) == list(here.classes_)
+
+
+def test_training_networks_does_not_load_torch_dynamo():
+    """The stack calls torch's fused Adam kernel itself: torch.optim's wrappers import torch._dynamo, 1.2 s in
+    every worker process that trains."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from pintopic.classify.mlp_torch import Rule, train_networks\n"
+            "X = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32); y = np.arange(200) % 4\n"
+            "train_networks(X, y, [np.arange(200)], Rule(hidden=8, batch_size=32, max_epochs=2), n_classes=4)\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
 def test_grids_are_validated():
     assert resolve_grids(["knn"])["knn"] == {"k": [1, 5, 10, 20, 50]}
     assert resolve_grids(["lsvm"], {"lsvm": {"C": [1]}}) == {"lsvm": {"C": [1]}}

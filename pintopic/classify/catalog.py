@@ -76,7 +76,7 @@ ENTRIES: dict[str, Entry] = {entry.name: entry for entry in (
           saved=("SquaredHingeSVC",), study=True, domains={"C": POSITIVE}),
     Entry("nn", {"batch_size": [32, 64, 128]}, _CLASSIFY + "nn", True,
           "the study's 3-layer network (one hidden ReLU layer, Adam, early stopping), trained by PyTorch",
-          saved=("BatchedMLPClassifier",), study=True, domains={"batch_size": COUNT}),
+          refit="refit", saved=("BatchedMLPClassifier",), study=True, domains={"batch_size": COUNT}),
     Entry("logreg", {"C": [0.001, 0.01, 0.1, 1]}, _CLASSIFY + "linear", True,
           "multinomial logistic regression, warm-started C path", saved=("LogisticRegression",),
           domains={"C": POSITIVE}),
