@@ -18,10 +18,12 @@ def group_index(keys) -> tuple[np.ndarray, np.ndarray]:
     return np.unique(np.asarray(keys, dtype=str), return_inverse=True)
 
 
-def board_scores(P: np.ndarray, board_index: np.ndarray, rule: str, *, users=None, context: dict | None = None) -> np.ndarray:
+def board_scores(P: np.ndarray, board_index: np.ndarray, rule: str, *, users=None, context: dict | None = None,
+                 posterior=None) -> np.ndarray:
     """``(B, K)`` scores whose argmax is each board's category under ``rule`` (see ``profile.BOARD_RULES``);
     ``users`` feed the ``mixture`` rule's off-theme distribution; ``context`` (``prior``, ``rho``, ``off_theme``:
-    see :func:`~pintopic.classify.boards.board_posterior`) gives it what a few pins cannot measure themselves."""
+    see :func:`~pintopic.classify.boards.board_posterior`) gives it what a few pins cannot measure themselves;
+    ``posterior``: that rule's :class:`~pintopic.classify.boards.BoardPosterior` of these pins, if already computed."""
     P = np.asarray(P, dtype=np.float64)
     n_boards = int(board_index.max()) + 1
     counts = np.bincount(board_index, minlength=n_boards)[:, None]
@@ -35,7 +37,9 @@ def board_scores(P: np.ndarray, board_index: np.ndarray, rule: str, *, users=Non
     if rule == "mixture":
         from pintopic.classify.boards import board_posterior
 
-        return board_posterior(P, board_index, users=users, **(context or {})).themes
+        if posterior is None:
+            posterior = board_posterior(P, board_index, users=users, **(context or {}))
+        return posterior.themes
     raise ValueError(f"unknown board rule {rule!r}")
 
 

@@ -114,9 +114,11 @@ def _board_frame(pins, categories, rule_scores, rule):
         ["user", "board", "given_category", "predicted_category", "confidence", "n_pins", "part", "rule"]]
 
 
-def choose_board_rule(probs, board_index, board_given, board_part, categories, *, users=None, rule: str = "auto"):
+def choose_board_rule(probs, board_index, board_given, board_part, categories, *, users=None, rule: str = "auto",
+                      mixture=None):
     """``(rule, agreement)``: ``rule`` itself, or under ``auto`` the rule whose board categories best match the
-    given ones on the training boards (all boards when none is marked ``train``); ties go to the earlier rule."""
+    given ones on the training boards (all boards when none is marked ``train``); ties go to the earlier rule.
+    ``mixture()``, if given, returns the pins' board posterior (computed once elsewhere)."""
     if rule != "auto":
         if rule not in BOARD_RULES:
             raise PintopicError(f"unknown board rule {rule!r}; choose auto or one of {', '.join(BOARD_RULES)}")
@@ -130,8 +132,12 @@ def choose_board_rule(probs, board_index, board_given, board_part, categories, *
     if not chosen.any():
         return "mean-log", {}
     names = np.asarray(categories)
-    agreement = {candidate: float(np.mean(names[board_scores(probs, board_index, candidate, users=users).argmax(axis=1)][chosen]
-                                          == board_given[chosen])) for candidate in BOARD_RULES}
+
+    def named(candidate):
+        posterior = mixture() if mixture is not None and candidate == "mixture" else None
+        return names[board_scores(probs, board_index, candidate, users=users, posterior=posterior).argmax(axis=1)]
+
+    agreement = {candidate: float(np.mean(named(candidate)[chosen] == board_given[chosen])) for candidate in BOARD_RULES}
     return max(BOARD_RULES, key=lambda candidate: (agreement[candidate], -BOARD_RULES.index(candidate))), agreement
 
 
@@ -175,8 +181,9 @@ def profile(source: str | os.PathLike, *, truth=None, board_rule: str = "auto", 
         if truth:
             from pintopic.predict.profile_scoring import score_against_truth
 
-            record["truth"], boards["true_category"] = score_against_truth(pins, evidence["probs"], by_rule, user_rule,
-                                                                           categories, boards, truth, seed=seed)
+            record["truth"], boards["true_category"] = score_against_truth(
+                pins, evidence["probs"], by_rule, user_rule, categories, boards, truth, seed=seed,
+                mixture=evidence_posterior(evidence))
         write_parquet(out_dir / "boards.parquet", boards)
         write_parquet(out_dir / "users.parquet", users)
         write_json(out_dir / "profile.json", record)
@@ -199,7 +206,21 @@ def pin_evidence(pins, categories) -> dict:
     column = {name: k for k, name in enumerate(categories)}
     given = np.array([column.get(name, -1) if name is not None else -1 for name in board_given], dtype=int)[board_index]
     return {"probs": probs, "board_index": board_index, "users": pins["user"].astype(str).to_numpy(), "given": given,
-            "board_given": board_given, "board_part": board_part}
+            "board_given": board_given, "board_part": board_part, "posteriors": {}}
+
+
+def evidence_posterior(evidence: dict, *, filed: bool = False):
+    """The pins' board posterior (:func:`~pintopic.classify.boards.board_posterior`), believing their boards' filed
+    categories when ``filed`` and any is known; computed once per evidence, whichever rules and scores read it
+    (its EM is the costly step on a large crawl)."""
+    from pintopic.classify.boards import board_posterior
+
+    given = evidence["given"] if filed and (evidence["given"] >= 0).any() else None
+    cache = evidence["posteriors"]
+    key = given is not None
+    if key not in cache:
+        cache[key] = board_posterior(evidence["probs"], evidence["board_index"], users=evidence["users"], given=given)
+    return cache[key]
 
 
 def _boards(pins, categories, evidence: dict, board_rule: str):
@@ -208,8 +229,9 @@ def _boards(pins, categories, evidence: dict, board_rule: str):
 
     probs, board_index, users = evidence["probs"], evidence["board_index"], evidence["users"]
     rule, agreement = choose_board_rule(probs, board_index, evidence["board_given"], evidence["board_part"], categories,
-                                        users=users, rule=board_rule)
-    boards = _board_frame(pins, categories, board_scores(probs, board_index, rule, users=users), rule)
+                                        users=users, rule=board_rule, mixture=lambda: evidence_posterior(evidence))
+    posterior = evidence_posterior(evidence) if rule == "mixture" else None
+    boards = _board_frame(pins, categories, board_scores(probs, board_index, rule, users=users, posterior=posterior), rule)
     boards.attrs.update(rule=rule, agreement=agreement)
     return boards
 
@@ -220,17 +242,10 @@ def user_distributions(evidence: dict, rules) -> dict:
     or the top category of the posterior that also believes the board's filed category as far as boards are
     filed right (``filed``; the same as ``counts`` when no board's category is known). Each posterior is
     computed once, whichever rules read it."""
-    from pintopic.classify.boards import board_posterior
-
     probs = evidence["probs"]
-    posteriors = {}
 
     def posterior(filed: bool) -> np.ndarray:
-        given = evidence["given"] if filed and (evidence["given"] >= 0).any() else None
-        key = given is not None
-        if key not in posteriors:
-            posteriors[key] = board_posterior(probs, evidence["board_index"], users=evidence["users"], given=given).pins
-        return posteriors[key]
+        return evidence_posterior(evidence, filed=filed).pins
 
     one_hot = np.eye(probs.shape[1])
     read = {"mean": lambda: probs, "board": lambda: posterior(False),

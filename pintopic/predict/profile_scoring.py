@@ -26,13 +26,15 @@ def _board_truth(pins, names: np.ndarray) -> np.ndarray:
 
 
 def board_accuracy_curve(probs, board_index, board_true, eligible, rule: str, categories, *, pin_counts,
-                         repeats: int, seed: int, users=None) -> list[dict]:
+                         repeats: int, seed: int, users=None, mixture=None) -> list[dict]:
     """Accuracy of ``rule`` on ``eligible`` boards when each is seen through ``n`` random pins, per ``n``
-    (for ``mixture``, the owners' interests and the off-theme share stay those estimated on all pins)."""
+    (for ``mixture``, the owners' interests and the off-theme share stay those estimated on all pins, by
+    ``mixture``, the pins' board posterior, when given)."""
     from pintopic.classify.boards import board_posterior
     from pintopic.predict.aggregate import board_scores
 
-    mixture = board_posterior(probs, board_index, users=users)
+    if mixture is None:
+        mixture = board_posterior(probs, board_index, users=users)
     rho, off_theme = mixture.interests, mixture.off_theme
     prior = np.clip(probs, 1e-4, 1.0).mean(axis=0)
     rng = np.random.default_rng(seed)
@@ -53,10 +55,11 @@ def board_accuracy_curve(probs, board_index, board_true, eligible, rule: str, ca
 
 
 def score_against_truth(pins, probs, user_probs_by_rule: dict, user_rule: str, categories, boards, truth, *,
-                        seed: int = 0) -> tuple[dict, np.ndarray]:
-    """Board accuracy (with its curve over pins per board, from the pins' own probabilities ``probs``) and the
-    divergence of user profiles (the mean per user of each rule's distributions in ``user_probs_by_rule``; in
-    full for ``user_rule``) against ``truth``; ``(scores, each board's true category)``."""
+                        seed: int = 0, mixture=None) -> tuple[dict, np.ndarray]:
+    """Board accuracy (with its curve over pins per board, from the pins' own probabilities ``probs``; ``mixture``:
+    their board posterior, if already computed) and the divergence of user profiles (the mean per user of each
+    rule's distributions in ``user_probs_by_rule``; in full for ``user_rule``) against ``truth``;
+    ``(scores, each board's true category)``."""
     from pintopic.dataset.truth import read_truth, true_categories
 
     names = np.asarray(true_categories(pins, read_truth(truth)))
@@ -69,7 +72,7 @@ def score_against_truth(pins, probs, user_probs_by_rule: dict, user_rule: str, c
     rule = str(boards["rule"].iloc[0])
     users = pins["user"].astype(str).to_numpy()
     curve = board_accuracy_curve(probs, pins["board_index"].to_numpy(), board_true, tested, rule, categories,
-                                 pin_counts=CURVE_PINS, repeats=CURVE_REPEATS, seed=seed, users=users)
+                                 pin_counts=CURVE_PINS, repeats=CURVE_REPEATS, seed=seed, users=users, mixture=mixture)
     by_rule = {name: user_divergences(pins, names, distributions, categories)
                for name, distributions in user_probs_by_rule.items()}
     return {
