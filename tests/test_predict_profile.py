@@ -164,3 +164,21 @@ def test_filed_profile_believes_a_boards_filed_category_where_its_pins_hesitate(
     record, share = u1_x_share(unknown_a, "filed")
     assert share == 0.0 and record["given_known"] == 0.75
     assert u1_x_share(table.drop(columns="given"), "filed")[1] == 0.0
+
+
+def test_board_curve_names_many_draws_at_once_as_it_names_each_alone():
+    """The curve scores all its draws of n pins in a few calls; one call per draw gives the same accuracies."""
+    from pintopic.predict.profile_scoring import board_accuracy_curve
+
+    rng = np.random.default_rng(0)
+    board_index = np.repeat(np.arange(12), rng.integers(3, 15, 12))
+    themes = rng.integers(0, 4, 12)
+    probs = rng.dirichlet(np.ones(4), len(board_index)) + 0.6 * np.eye(4)[themes[board_index]]
+    probs /= probs.sum(axis=1, keepdims=True)
+    users = np.array([f"u{b % 3}" for b in board_index])
+    for rule in ("mean-log", "mean", "vote", "mixture"):
+        curves = [board_accuracy_curve(probs, board_index, np.array(list("abcd"))[themes], np.ones(12, bool), rule,
+                                       list("abcd"), pin_counts=(1, 3, 5), repeats=4, seed=1, users=users,
+                                       rows_per_call=per_call) for per_call in (1, 100_000)]
+        assert curves[0] == curves[1]
+        assert all(0 < point["accuracy"] <= 1 for point in curves[0])

@@ -26,32 +26,43 @@ def _board_truth(pins, names: np.ndarray) -> np.ndarray:
 
 
 def board_accuracy_curve(probs, board_index, board_true, eligible, rule: str, categories, *, pin_counts,
-                         repeats: int, seed: int, users=None, mixture=None) -> list[dict]:
+                         repeats: int, seed: int, users=None, mixture=None, rows_per_call: int = 100_000) -> list[dict]:
     """Accuracy of ``rule`` on ``eligible`` boards when each is seen through ``n`` random pins, per ``n``
     (for ``mixture``, the owners' interests and the off-theme share stay those estimated on all pins, by
-    ``mixture``, the pins' board posterior, when given)."""
+    ``mixture``, the pins' board posterior, when given). Every draw of ``n`` pins is named as a board of its
+    own, up to ``rows_per_call`` pins in one call (the same numbers as one call per draw: with those settings
+    fixed, boards share nothing)."""
     from pintopic.classify.boards import board_posterior
-    from pintopic.predict.aggregate import board_scores
 
     if mixture is None:
         mixture = board_posterior(probs, board_index, users=users)
-    rho, off_theme = mixture.interests, mixture.off_theme
-    prior = np.clip(probs, 1e-4, 1.0).mean(axis=0)
+    context = {"prior": np.clip(probs, 1e-4, 1.0).mean(axis=0), "rho": mixture.interests, "off_theme": mixture.off_theme}
     rng = np.random.default_rng(seed)
     names = np.asarray(categories)
     members = {b: np.flatnonzero(board_index == b) for b in np.flatnonzero(eligible)}
     curve = []
     for n in pin_counts:
         boards = [b for b, rows in members.items() if len(rows) >= n]
-        hits = []
-        for b in boards:
-            for _ in range(repeats if len(members[b]) > n else 1):
-                rows = rng.choice(members[b], size=n, replace=False)
-                scores = board_scores(probs[rows], np.zeros(n, dtype=int), rule,
-                                      context={"prior": prior, "rho": rho[rows], "off_theme": off_theme})
-                hits.append(names[scores[0].argmax()] == board_true[b])
-        curve.append({"pins": int(n), "boards": len(boards), "accuracy": float(np.mean(hits)) if hits else None})
+        draws = [(b, rng.choice(members[b], size=n, replace=False))
+                 for b in boards for _ in range(repeats if len(members[b]) > n else 1)]
+        hits = _draw_hits(probs, draws, n, rule, names, board_true, context, rows_per_call)
+        curve.append({"pins": int(n), "boards": len(boards), "accuracy": float(np.mean(hits)) if len(hits) else None})
     return curve
+
+
+def _draw_hits(probs, draws: list, n: int, rule: str, names, board_true, context: dict, rows_per_call: int):
+    """Per draw ``(board, its n pins)``, whether ``rule`` names the draw as its board's true category."""
+    from pintopic.predict.aggregate import board_scores
+
+    hits = []
+    per_call = max(1, rows_per_call // n)
+    for start in range(0, len(draws), per_call):
+        part = draws[start:start + per_call]
+        rows = np.concatenate([pins for _, pins in part])
+        scores = board_scores(probs[rows], np.repeat(np.arange(len(part)), n), rule,
+                              context={**context, "rho": context["rho"][rows]})
+        hits.extend(names[scores.argmax(axis=1)] == board_true[[b for b, _ in part]])
+    return hits
 
 
 def score_against_truth(pins, probs, user_probs_by_rule: dict, user_rule: str, categories, boards, truth, *,
