@@ -243,7 +243,8 @@ def native_bfloat16() -> bool:
 def matmul_precision(matmul: str):
     """Within it, float32 products run in bfloat16 with float32 sums (oneDNN's fpmath mode) if ``matmul`` is
     "bfloat16": the operands are rounded as the kernel packs them, so no converted copy of the weights or the
-    gradient is written (on AMX, 1.2x the step of explicit bfloat16 copies, 1.1x float32)."""
+    gradient is written (on AMX, 1.2x the step of explicit bfloat16 copies, 1.1x float32). The setting is
+    torch's, process-wide: it is restored on the way out."""
     import torch
 
     if matmul != "bfloat16":
